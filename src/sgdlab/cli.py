@@ -1,0 +1,140 @@
+"""The ``sgdlab`` command (also ``python -m sgdlab``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .activations import HIDDEN_ACTIVATIONS
+from .costs import COSTS
+from .init import INITIALIZERS
+from .sampling import ORDERS
+from .train import METHODS, DivergenceError
+
+
+def _hidden(text: str) -> list[int]:
+    if text.strip() in ("", "none"):
+        return []
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated layer widths like 30,30; got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"hidden layer widths must be >= 1; got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sgdlab", description="Train neural networks by batch, stochastic and "
+                                     "mini-batch gradient descent, and measure how the variants behave.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    t = sub.add_parser("train", help="train a network and report test accuracy and cost",
+                       description="Train a feedforward network. With no options: 64-30-10 sigmoid network, quadratic "
+                       "cost, mini-batch SGD (m=10, eta=3.0, 30 epochs) on scikit-learn's embedded 8x8 digits.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--data", default="digits", help="digits (embedded), mnist, or a path to a .npz/.csv file")
+    t.add_argument("--data-dir", type=Path, default=None,
+                   help="where the MNIST IDX files are (default: $SGDLAB_DATA, else ~/.cache/sgdlab/mnist; downloaded if missing)")
+    t.add_argument("--method", choices=METHODS, default="minibatch",
+                   help="batch: exact gradient over all n; stochastic: one example per update; minibatch: m examples")
+    t.add_argument("--batch-size", type=int, default=None, help="m for minibatch (default 10)")
+    t.add_argument("--lr", type=float, default=3.0, help="learning rate eta > 0")
+    t.add_argument("--epochs", type=int, default=30, help="passes over the training data")
+    t.add_argument("--hidden", type=_hidden, default=[30], help="hidden layer widths, e.g. 30,30 ('none' for no hidden layer)")
+    t.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="sigmoid", help="hidden activation")
+    t.add_argument("--output-activation", choices=("sigmoid", "softmax", "tanh", "relu", "identity"), default=None,
+                   help="output activation (default: sigmoid; identity for real-valued targets)")
+    t.add_argument("--cost", choices=tuple(COSTS), default="quadratic", help="cost function")
+    t.add_argument("--init", choices=tuple(INITIALIZERS), default="scaled", help="weight initialiser")
+    t.add_argument("--sampling", choices=ORDERS, default="reshuffle", help="how batches are drawn")
+    t.add_argument("--momentum", type=float, default=0.0, help="momentum mu in [0, 1)")
+    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum > 0)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay lambda (weights only)")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--seed", type=int, default=0, help="seed for initial weights and for sampling (separate streams)")
+    t.add_argument("--quiet", action="store_true", help="print only the final result")
+    t.add_argument("--out", type=Path, default=None,
+                   help="directory for history.csv/.json, weights.safetensors, network.json and history.png")
+    t.set_defaults(run=cmd_train)
+    return parser
+
+
+def _progress(args, epochs: int):
+    """A per-epoch callback: a bar on a terminal, one line per epoch otherwise, nothing with --quiet."""
+    if args.quiet:
+        return None, lambda r: None
+    if sys.stderr.isatty():
+        bar = tqdm(total=epochs, unit="epoch", desc="training", file=sys.stderr)
+
+        def on_epoch(r):
+            if r["epoch"] > 0:
+                bar.update(1)
+            bar.set_postfix(cost=f"{r['train_cost']:.4f}", test_acc=_fmt(r.get("val_accuracy")))
+
+        return bar, on_epoch
+
+    def on_epoch(r):
+        print(f"epoch {r['epoch']:3d}  updates {r['updates']:7d}  train cost {r['train_cost']:.5f}  "
+              f"test cost {r['val_cost']:.5f}  test accuracy {_fmt(r.get('val_accuracy'))}", flush=True)
+
+    return None, on_epoch
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def cmd_train(args) -> int:
+    from . import checkpoint, data
+    from .network import Network
+    from .plots import plot_history
+    from .train import fit
+
+    ds = data.load(args.data, args.data_dir, seed=args.seed)
+    classes = ds.n_classes
+    if classes is None:
+        sizes, output = [ds.X_train.shape[1], *args.hidden, 1], args.output_activation or "identity"
+    else:
+        sizes, output = [ds.X_train.shape[1], *args.hidden, classes], args.output_activation
+    net = Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
+                  seed=args.seed, dtype=args.dtype)
+    bar, on_epoch = _progress(args, args.epochs)
+    try:
+        history = fit(net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr=args.lr,
+                      epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
+                      weight_decay=args.weight_decay, seed=args.seed, validation=(ds.X_test, ds.y_test),
+                      callbacks=[on_epoch])
+    finally:
+        if bar is not None:
+            bar.close()
+    last = history.last
+    acc = "" if last["val_accuracy"] is None else f"test accuracy {last['val_accuracy']:.4f}, "
+    print(f"{ds.name}: {'-'.join(map(str, sizes))} network, {args.method} (m={history.config['batch_size']}), "
+          f"{args.epochs} epochs in {last['train_seconds']:.2f} s: {acc}test cost {last['val_cost']:.5f}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        history.to_csv(args.out / "history.csv")
+        history.to_json(args.out / "history.json")
+        checkpoint.save(args.out / "weights.safetensors", net, extra={"data": ds.name})
+        (args.out / "network.json").write_text(json.dumps(net.describe(), indent=1) + "\n")
+        plot_history(history, args.out / "history.png", title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
+        if not args.quiet:
+            print(f"wrote {args.out}/: history.csv, history.json, weights.safetensors, network.json, history.png")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, OSError, DivergenceError) as e:
+        print(f"sgdlab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sgdlab: interrupted", file=sys.stderr)
+        return 130

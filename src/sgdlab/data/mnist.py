@@ -1,0 +1,106 @@
+"""MNIST: the four standard IDX files, found locally or downloaded, verified and cached.
+
+Where it looks, in order: ``data_dir`` if given, else ``$SGDLAB_DATA``, else the cache
+``$XDG_CACHE_HOME/sgdlab/mnist`` (``~/.cache/sgdlab/mnist``). Each file may be gzipped
+(``name.gz``) or raw (``name``). Missing files are downloaded into that directory from the
+first mirror that answers, checked against their SHA-256, and moved into place atomically,
+so an interrupted download never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .dataset import Dataset
+from .idx import read_idx_pair
+
+MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+MNIST_MIRRORS = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+)
+
+
+def default_dir(name: str = "mnist") -> Path:
+    if os.environ.get("SGDLAB_DATA"):
+        return Path(os.environ["SGDLAB_DATA"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "sgdlab" / name
+
+
+def _local(directory: Path, gz_name: str) -> Path | None:
+    for candidate in (directory / gz_name, directory / gz_name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(name: str, sha256: str, directory, mirrors=MNIST_MIRRORS, timeout: float = 30.0) -> Path:
+    """Download ``name`` from the first mirror whose copy has the right SHA-256; atomic write.
+
+    Raises OSError naming every mirror tried when none gives a verified copy.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target, errors = directory / name, []
+    for mirror in mirrors:
+        url = mirror + name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                shutil.copyfileobj(response, out)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = _sha256(Path(tmp))
+            if digest != sha256:
+                errors.append(f"{url}: SHA-256 mismatch (got {digest[:12]}..., expected {sha256[:12]}...)")
+                continue
+            os.replace(tmp, target)
+            return target
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise OSError(f"could not download {name}: " + "; ".join(errors))
+
+
+def fetch(files: dict, directory, *, download_missing: bool = True, mirrors=MNIST_MIRRORS) -> dict:
+    """Paths of ``files`` (name -> SHA-256) in ``directory``, downloading the missing ones."""
+    directory, paths = Path(directory), {}
+    for name, sha in files.items():
+        path = _local(directory, name)
+        if path is None:
+            if not download_missing:
+                raise FileNotFoundError(f"{name} not found in {directory} (and downloading is off)")
+            path = download(name, sha, directory, mirrors)
+        paths[name] = path
+    return paths
+
+
+def load_mnist(data_dir=None, *, download: bool = True, mirrors=MNIST_MIRRORS) -> Dataset:
+    """MNIST's 60,000 training and 10,000 test digits: X float32 (n, 784) in [0, 1], y int64."""
+    directory = Path(data_dir) if data_dir is not None else default_dir("mnist")
+    p = fetch(MNIST_FILES, directory, download_missing=download, mirrors=mirrors)
+    X_tr, y_tr = read_idx_pair(p["train-images-idx3-ubyte.gz"], p["train-labels-idx1-ubyte.gz"])
+    X_te, y_te = read_idx_pair(p["t10k-images-idx3-ubyte.gz"], p["t10k-labels-idx1-ubyte.gz"])
+    return Dataset(X_tr, y_tr, X_te, y_te, "mnist")

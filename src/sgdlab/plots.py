@@ -1,0 +1,34 @@
+"""Figures (matplotlib, drawn off-screen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_history(history, path, title: str | None = None) -> Path:
+    """Cost (training and validation) and accuracy against epochs, as a PNG."""
+    epochs = history["epoch"]
+    fig, (ax_cost, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_cost", "training cost"), ("val_cost", "validation cost")):
+        if any(v is not None for v in history[key]):
+            ax_cost.plot(epochs, history[key], marker=".", label=label)
+    ax_cost.set(xlabel="epoch", ylabel="cost C", yscale="log", title="cost after each epoch")
+    ax_cost.legend()
+    for key, label in (("train_accuracy", "training"), ("val_accuracy", "validation")):
+        if any(v is not None for v in history[key]):
+            ax_acc.plot(epochs, history[key], marker=".", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy after each epoch")
+    if ax_acc.lines:
+        ax_acc.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

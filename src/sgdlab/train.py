@@ -1,0 +1,256 @@
+"""fit(): batch, stochastic and mini-batch gradient descent as one loop.
+
+The loop composes: next batch -> gradient -> update -> record. It does no maths of its own
+and prints nothing; progress bars and files are callbacks and CLI business.
+"""
+
+from __future__ import annotations
+
+import csv
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backend import is_numpy
+from .optim import apply_updates, fused_sgd_step, sgd
+from .rng import Seed, generator
+from .sampling import ORDERS, BatchSampler
+from .schedules import as_schedule
+from .validation import check_choice, check_fraction, check_int, check_positive, check_X, check_Y, to_backend
+
+METHODS = ("batch", "stochastic", "minibatch")
+
+EPOCH_FIELDS = {
+    "epoch": "epochs completed (0 is the state before training)",
+    "updates": "parameter updates so far",
+    "examples_seen": "examples used in gradient estimates so far",
+    "train_seconds": "wall seconds spent in updates so far (sampling, gradient, step); evaluation excluded",
+    "lr": "learning rate of the last update",
+    "train_cost": "C over the whole training set with the parameters at the end of the epoch",
+    "train_accuracy": "accuracy on the whole training set at the end of the epoch (class labels only)",
+    "val_cost": "C over the validation set at the end of the epoch",
+    "val_accuracy": "accuracy on the validation set at the end of the epoch",
+}
+UPDATE_FIELDS = {
+    "update": "index of this update (1-based)",
+    "epoch": "epoch this update belongs to (1-based)",
+    "examples_seen": "examples used so far, this batch included",
+    "train_seconds": "wall seconds spent in updates so far, this one included",
+    "lr": "learning rate of this update",
+    "batch_size": "examples in this batch",
+    "batch_cost": "C over this batch, before the update (a noisy estimate, not the training cost)",
+}
+
+
+class DivergenceError(ArithmeticError):
+    """Training produced a NaN or infinite cost; the network holds the last good parameters."""
+
+
+@dataclass
+class History:
+    """What happened during ``fit``: one record per epoch, and per update on request.
+
+    ``history["val_accuracy"]`` is the list of that field over the epoch records.
+    The meaning of every field is in ``EPOCH_FIELDS`` and ``UPDATE_FIELDS``.
+    """
+
+    epochs: list = field(default_factory=list)
+    updates: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> list:
+        return [r.get(key) for r in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def last(self) -> dict:
+        return self.epochs[-1]
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "fields": {"epochs": EPOCH_FIELDS, "updates": UPDATE_FIELDS},
+                "epochs": self.epochs, "updates": self.updates}
+
+    def to_json(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n")
+
+    def to_csv(self, path, which: str = "epochs") -> None:
+        rows = self.epochs if which == "epochs" else self.updates
+        names = list(EPOCH_FIELDS if which == "epochs" else UPDATE_FIELDS)
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(epochs=list(d.get("epochs", [])), updates=list(d.get("updates", [])), config=dict(d.get("config", {})))
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def resolve_batch_size(method: str, batch_size, n: int) -> int:
+    """The batch size each update uses: n for batch GD, 1 for SGD, m for mini-batch (default 10)."""
+    check_choice(method, "method", METHODS)
+    if method == "batch":
+        if batch_size not in (None, n):
+            raise ValueError(f"method='batch' uses all n={n} examples per update; batch_size must be {n} or None, got {batch_size}")
+        return n
+    if method == "stochastic":
+        if batch_size not in (None, 1):
+            raise ValueError(f"method='stochastic' uses one example per update; batch_size must be 1 or None, got {batch_size}")
+        return 1
+    m = 10 if batch_size is None else batch_size
+    return min(check_int(m, "batch_size", 1, n), n)
+
+
+def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=3.0, epochs: int = 30,
+        sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+        seed: Seed = None, validation=None, record_updates: bool = False, eval_train: bool = True,
+        callbacks=(), fused: bool | None = None) -> History:
+    """Train ``net`` in place by gradient descent and return its History.
+
+    Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
+    examples: m = n for ``method="batch"`` (the exact gradient), m = 1 for ``"stochastic"``, and
+    m = ``batch_size`` (default 10) for ``"minibatch"``. An epoch is n examples seen.
+
+    Parameters
+    ----------
+    net : a ``Network``; its parameters are updated in place (``net.params`` is reassigned).
+    X, Y : inputs (n, d) and targets: integer labels (n,) or arrays (n, k).
+    lr : eta > 0, or a schedule ``lr(t) -> eta_t`` of the update count t (see ``sgdlab.schedules``).
+    sampling : "reshuffle" (default), "shuffle_once", "replacement" or "sequential"; see ``sgdlab.sampling``.
+    momentum, nesterov, weight_decay : SGD options (off by default); see ``sgdlab.optim``.
+    seed : seeds the "sampling" stream (initial weights come from the network's own seed).
+    validation : optional (X_val, Y_val), evaluated after every epoch.
+    record_updates : also keep one record per update (with the batch cost before the update).
+    eval_train : compute the full training-set cost after every epoch (default True).
+    callbacks : callables ``cb(record)``, called after every epoch record.
+    fused : None picks the BLAS-fused fast path where it applies (NumPy, momentum 0); False forces
+        the reference path; True demands the fast path.
+
+    Raises
+    ------
+    DivergenceError : a NaN/inf cost; ``net`` is left with the parameters of the last epoch whose
+        cost was finite.
+
+    Example
+    -------
+    >>> from sgdlab import Network, fit
+    >>> import numpy as np
+    >>> X = np.array([[0., 0.], [0., 1.], [1., 0.], [1., 1.]]); y = np.array([0, 1, 1, 0])
+    >>> net = Network([2, 8, 2], seed=1)
+    >>> h = fit(net, X, y, method="batch", lr=3.0, epochs=3, seed=0)
+    >>> [r["epoch"] for r in h.epochs]
+    [0, 1, 2, 3]
+    """
+    xp = net.xp
+    X = check_X(X, net.sizes[0])
+    n = X.shape[0]
+    T, labels = check_Y(Y, n, net.sizes[-1])
+    m = resolve_batch_size(method, batch_size, n)
+    epochs = check_int(epochs, "epochs", 1)
+    check_choice(sampling, "sampling", ORDERS)
+    if method == "batch" and sampling == "replacement":
+        raise ValueError("method='batch' uses every example once per update; sampling='replacement' does not apply")
+    if callable(lr):
+        schedule = lr
+    else:
+        schedule = as_schedule(check_positive(lr, "learning rate lr"))
+    check_fraction(momentum, "momentum")
+    check_fraction(weight_decay, "weight_decay", high=float("inf"))
+    opt = sgd(schedule, momentum, nesterov, weight_decay)
+    can_fuse = is_numpy(xp) and momentum == 0
+    if fused and not can_fuse:
+        raise ValueError("fused=True needs the NumPy backend and momentum=0")
+    fused = can_fuse if fused is None else bool(fused)
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("validation must be a pair (X_val, Y_val)")
+        Xv = check_X(validation[0], net.sizes[0], name="X_val")
+        Tv, labels_v = check_Y(validation[1], Xv.shape[0], net.sizes[-1], name="Y_val")
+        Xv, Tv = to_backend(Xv, xp, net.dtype), to_backend(Tv, xp, net.dtype)
+        labels_v = None if labels_v is None else to_backend(labels_v, xp)
+    X, T = to_backend(X, xp, net.dtype), to_backend(T, xp, net.dtype)
+    labels = None if labels is None else to_backend(labels, xp)
+    if is_numpy(xp):
+        X, T = np.ascontiguousarray(X), np.ascontiguousarray(T)
+
+    sampler = BatchSampler(n, m, "sequential" if method == "batch" else sampling, generator(seed, "sampling"))
+    history = History(config={"method": method, "batch_size": m, "n": n, "epochs": epochs,
+                               "lr": lr if not callable(lr) else getattr(lr, "__name__", "schedule"),
+                               "sampling": sampling if method != "batch" else "full", "momentum": momentum,
+                               "nesterov": nesterov, "weight_decay": weight_decay, "seed": seed,
+                               "fused": fused, "network": net.describe()})
+    state = opt.init(net.params)
+    step, seen, seconds = 0, 0, 0.0
+
+    def record(epoch: int, eta) -> dict:
+        r = {"epoch": epoch, "updates": step, "examples_seen": seen, "train_seconds": seconds, "lr": eta}
+        if eval_train:
+            r["train_cost"], r["train_accuracy"] = net._evaluate(X, T, labels)
+        if validation is not None:
+            r["val_cost"], r["val_accuracy"] = net._evaluate(Xv, Tv, labels_v)
+        history.epochs.append(r)
+        return r
+
+    def diverged(where: str, eta, cost):
+        net.params = good
+        last = history.epochs[-1]
+        raise DivergenceError(
+            f"training diverged at {where} (lr={eta:g}): the cost became {cost}. The network keeps the "
+            f"parameters from the end of epoch {last['epoch']}, the last with a finite cost; try a smaller lr.")
+
+    take = (lambda A, idx: A.take(idx, axis=0)) if is_numpy(xp) else (lambda A, idx: xp.take(A, xp.asarray(idx), axis=0))
+    full = m == n
+    record(0, None)
+    for cb in callbacks:
+        cb(history.epochs[-1])
+    good = net.copy_params()
+    errstate = (lambda: np.errstate(all="ignore")) if is_numpy(xp) else contextlib.nullcontext
+    for epoch in range(1, epochs + 1):
+        first_update = step + 1
+        with errstate():
+            t0 = time.perf_counter()
+            for idx in sampler.epoch():
+                Xb, Tb = (X, T) if full else (take(X, idx), take(T, idx))
+                eta = schedule(step)
+                if not (eta > 0 and math.isfinite(eta)):
+                    raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {step}; it must be finite and > 0")
+                if fused:
+                    acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
+                else:
+                    acts, deltas, z = net._backprop(Xb, Tb)
+                    updates, state = opt.update(net._gradient_from(acts, deltas), state, net.params)
+                    net.params = apply_updates(net.params, updates)
+                step += 1
+                seen += Xb.shape[0]
+                if record_updates:
+                    seconds += time.perf_counter() - t0
+                    cost = net._batch_cost(acts, z, Tb)
+                    history.updates.append({"update": step, "epoch": epoch, "examples_seen": seen, "train_seconds": seconds,
+                                            "lr": eta, "batch_size": Xb.shape[0], "batch_cost": cost})
+                    if not math.isfinite(cost):
+                        diverged(f"epoch {epoch}, update {step}", eta, cost)
+                    t0 = time.perf_counter()
+            seconds += time.perf_counter() - t0
+        r = record(epoch, eta)
+        cost = r.get("train_cost", r.get("val_cost"))
+        if cost is not None and not math.isfinite(cost):
+            history.epochs.pop()
+            diverged(f"epoch {epoch} (updates {first_update}-{step})", eta, cost)
+        good = net.copy_params()
+        for cb in callbacks:
+            cb(r)
+    return history
+

@@ -1,0 +1,134 @@
+"""Input checks, in one place: every public entry point calls these before touching anything.
+
+Each failure is a ValueError or TypeError whose message names the argument and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+
+from .backend import is_numpy, namespace
+
+
+def as_array(x, name: str):
+    """``x`` as an array of its own namespace (lists and tuples become NumPy arrays)."""
+    if x is None:
+        raise TypeError(f"{name} is None; expected an array")
+    if not hasattr(x, "__array_namespace__") and not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"{name} could not be read as a rectangular numeric array: {e}") from None
+    xp = namespace(x)
+    if not xp.isdtype(x.dtype, ("bool", "integral", "real floating")):
+        raise TypeError(f"{name} must be numeric; got dtype {x.dtype}")
+    return x
+
+
+def _all_finite(x, xp) -> bool:
+    if xp.isdtype(x.dtype, ("bool", "integral")):
+        return True
+    return bool(xp.all(xp.isfinite(x)))
+
+
+def check_X(X, n_features: int, name: str = "X"):
+    """A 2-D finite numeric array with ``n_features`` columns and at least one row."""
+    X = as_array(X, name)
+    xp = namespace(X)
+    if X.ndim != 2:
+        hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_examples, n_features); got shape {tuple(X.shape)}{hint}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 examples")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features but the network's input layer has {n_features}")
+    if not _all_finite(X, xp):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return X
+
+
+def check_Y(Y, n: int, n_out: int, name: str = "Y"):
+    """Targets for ``n`` examples and ``n_out`` outputs.
+
+    Returns ``(T, labels)``: T is a float (n, n_out) target array; labels is the integer
+    class vector when Y holds class labels (accuracy is then defined), else None.
+    Integer labels 0..n_out-1 become one-hot rows; with one output unit, labels 0/1 are
+    the binary target itself.
+    """
+    Y = as_array(Y, name)
+    xp = namespace(Y)
+    if Y.shape[0] != n:
+        raise ValueError(f"X has {n} examples but {name} has {Y.shape[0]}; they must match row for row")
+    if xp.isdtype(Y.dtype, ("bool", "integral")):
+        if Y.ndim != 1:
+            raise ValueError(f"integer {name} must be a 1-D vector of class labels; got shape {tuple(Y.shape)}")
+        n_classes = max(n_out, 2)
+        low, high = int(xp.min(Y)), int(xp.max(Y))
+        if low < 0 or high >= n_classes:
+            raise ValueError(
+                f"{name} has labels in [{low}, {high}] but the network's {n_out} output unit(s) "
+                f"allow labels 0..{n_classes - 1}"
+            )
+        labels = xp.astype(Y, xp.int64)
+        if n_out == 1:
+            return xp.reshape(xp.astype(Y, xp.float64), (n, 1)), labels
+        return xp.astype(labels[:, None] == xp.arange(n_out, dtype=xp.int64)[None, :], xp.float64), labels
+    if not _all_finite(Y, xp):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if Y.ndim == 1 and n_out == 1:
+        Y = xp.reshape(Y, (n, 1))
+    if Y.ndim != 2 or Y.shape[1] != n_out:
+        raise ValueError(
+            f"{name} must be integer class labels of shape ({n},) or targets of shape ({n}, {n_out}); "
+            f"got {Y.dtype} of shape {tuple(Y.shape)}"
+        )
+    return Y, None
+
+
+def check_positive(value, name: str) -> float:
+    """A finite real number > 0 (the learning rate, for example)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number; got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def check_fraction(value, name: str, *, high: float = 1.0, include_high: bool = False) -> float:
+    """A finite real in [0, high) (or [0, high])."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number; got {value!r}")
+    ok = 0 <= value <= high if include_high else 0 <= value < high
+    if not math.isfinite(value) or not ok:
+        bracket = "]" if include_high else ")"
+        raise ValueError(f"{name} must be in [0, {high}{bracket}; got {value!r}")
+    return float(value)
+
+
+def check_int(value, name: str, low: int = 1, high: int | None = None) -> int:
+    """An int in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    if value < low or (high is not None and value > high):
+        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {rng}; got {value}")
+    return int(value)
+
+
+def check_choice(value, name: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+    return value
+
+
+def to_backend(x, xp, dtype=None):
+    """Move a validated array into the namespace ``xp`` (NumPy arrays convert to any backend)."""
+    src = namespace(x)
+    if src is not xp and not (is_numpy(src) and is_numpy(xp)):
+        if not is_numpy(src):
+            raise TypeError(f"data is a {src.__name__} array but the network lives on {xp.__name__}")
+        x = xp.asarray(np.ascontiguousarray(x))
+    return x if dtype is None or x.dtype == dtype else xp.astype(x, dtype)
