@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-activation", choices=("sigmoid", "softmax", "tanh", "relu", "identity"), default=None,
                    help="output activation (default: sigmoid; identity for real-valued targets)")
     t.add_argument("--cost", choices=tuple(COSTS), default="quadratic", help="cost function")
-    t.add_argument("--init", choices=tuple(INITIALIZERS), default="scaled", help="weight initialiser")
+    t.add_argument("--init", choices=tuple(INITIALIZERS), default="glorot", help="weight initialiser")
     t.add_argument("--sampling", choices=ORDERS, default="reshuffle", help="how batches are drawn")
     t.add_argument("--momentum", type=float, default=0.0, help="momentum mu in [0, 1)")
     t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum > 0)")

@@ -42,8 +42,9 @@ class Network:
     output_activation : None picks the cost's natural one (sigmoid); "softmax" is output-only.
     cost : "quadratic", C = 1/(2n) sum_x ||y(x) - a(x)||^2, or "cross_entropy".
     init : "normal", "scaled", "glorot", "he" or "zeros" (see ``sgdlab.init``). The default,
-        "scaled" (W ~ N(0, 1/fan_in)), trains best of these on MNIST with sigmoid units
-        (see README) and keeps sigmoid units out of saturation at the start.
+        "glorot", had the best median and worst-case test accuracy of the four random ones on
+        MNIST with 784-30-10 sigmoid units over 12 seeds (README); "normal" sometimes saturates
+        an output unit so that its class is never learned.
     seed : int, numpy Generator or None; draws the initial weights from the "init" stream.
     dtype : "float32" (default, fast) or "float64".
     backend : "numpy" (default) or another array-API namespace name/module.
@@ -56,7 +57,7 @@ class Network:
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation=None, cost="quadratic",
-                 init="scaled", seed: Seed = None, dtype="float32", backend="numpy"):
+                 init="glorot", seed: Seed = None, dtype="float32", backend="numpy"):
         sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
         if (not isinstance(sizes, list) or len(sizes) < 2
                 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes)):
@@ -99,8 +100,7 @@ class Network:
     def predict(self, X):
         """Output activations a_L for every row of X, shape (n, sizes[-1])."""
         X = self._inputs(X)
-        return self.xp.concat([self._forward(X[i:i + EVAL_CHUNK])[0][-1]
-                               for i in range(0, X.shape[0], EVAL_CHUNK)], axis=0)
+        return self.xp.concat([self._forward(X[rows, ...])[0][-1] for rows in _chunks(X.shape[0])], axis=0)
 
     def cost(self, X, Y) -> float:
         """C over the given examples, e.g. quadratic C = 1/(2n) sum_x ||y(x) - a(x)||^2."""
@@ -182,13 +182,13 @@ class Network:
         """(cost, accuracy or None) over all rows, in chunks of EVAL_CHUNK rows."""
         xp, n = self.xp, X.shape[0]
         total, correct = 0.0, 0
-        for i in range(0, n, EVAL_CHUNK):
-            acts, z = self._forward(X[i:i + EVAL_CHUNK])
+        for rows in _chunks(n):
+            acts, z = self._forward(X[rows, ...])
             a = acts[-1]
-            total += float(self.cost_fn.value(z, a, T[i:i + EVAL_CHUNK], self.output_activation, xp))
+            total += float(self.cost_fn.value(z, a, T[rows, ...], self.output_activation, xp))
             if labels is not None:
                 pred = xp.astype(a[:, 0] > 0.5, xp.int64) if a.shape[1] == 1 else xp.argmax(a, axis=1)
-                correct += int(xp.sum(xp.astype(pred == labels[i:i + EVAL_CHUNK], xp.int64)))
+                correct += int(xp.sum(xp.astype(pred == labels[rows], xp.int64)))
         return total / n, (None if labels is None else correct / n)
 
     # ----------------------------------------------------------------- construction from data
@@ -213,3 +213,7 @@ class Network:
         """The parameters as host NumPy arrays."""
         return [(to_numpy(W), to_numpy(b)) for W, b in self.params]
 
+
+def _chunks(n: int):
+    """Row slices of at most EVAL_CHUNK rows covering 0..n-1."""
+    return [slice(i, min(i + EVAL_CHUNK, n)) for i in range(0, n, EVAL_CHUNK)]

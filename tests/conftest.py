@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST_TEST = (MNIST_DIR / "t10k-images-idx3-ubyte.gz", MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+
+BACKENDS = ["numpy", "array_api_strict"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Core tests run under NumPy and under the strict array-API reference namespace."""
+    if request.param != "numpy":
+        pytest.importorskip(request.param)
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def mnist_test_set():
+    """The real MNIST test set from ../shared/data/mnist (skipped where it is absent)."""
+    if not all(p.exists() for p in MNIST_TEST):
+        pytest.skip(f"MNIST test set not found in {MNIST_DIR}")
+    from sgdlab.data import read_idx_pair
+
+    return read_idx_pair(*MNIST_TEST)
+
+
+@pytest.fixture
+def toy():
+    """A small classification problem: 40 examples, 5 features, 3 classes."""
+    rng = np.random.default_rng(42)
+    X = rng.standard_normal((40, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
+    return X, y
