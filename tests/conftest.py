@@ -32,5 +32,5 @@ def toy():
     """A small classification problem: 40 examples, 5 features, 3 classes."""
     rng = np.random.default_rng(42)
     X = rng.standard_normal((40, 5))
-    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0).astype(np.int64)
     return X, y

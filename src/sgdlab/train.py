@@ -208,7 +208,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         net.params = good
         last = history.epochs[-1]
         raise DivergenceError(
-            f"training diverged at {where} (lr={eta:g}): the cost became {cost}. The network keeps the "
+            f"training diverged {where} with lr={eta:g}: the cost became {cost}. The network keeps the "
             f"parameters from the end of epoch {last['epoch']}, the last with a finite cost; try a smaller lr.")
 
     take = (lambda A, idx: A.take(idx, axis=0)) if is_numpy(xp) else (lambda A, idx: xp.take(A, xp.asarray(idx), axis=0))
@@ -241,14 +241,14 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                     history.updates.append({"update": step, "epoch": epoch, "examples_seen": seen, "train_seconds": seconds,
                                             "lr": eta, "batch_size": Xb.shape[0], "batch_cost": cost})
                     if not math.isfinite(cost):
-                        diverged(f"epoch {epoch}, update {step}", eta, cost)
+                        diverged(f"at update {step} (epoch {epoch})", eta, cost)
                     t0 = time.perf_counter()
             seconds += time.perf_counter() - t0
         r = record(epoch, eta)
         cost = r.get("train_cost", r.get("val_cost"))
         if cost is not None and not math.isfinite(cost):
             history.epochs.pop()
-            diverged(f"epoch {epoch} (updates {first_update}-{step})", eta, cost)
+            diverged(f"in epoch {epoch} (updates {first_update}-{step})", eta, cost)
         good = net.copy_params()
         for cb in callbacks:
             cb(r)

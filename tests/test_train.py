@@ -1,0 +1,241 @@
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import sgdlab
+from sgdlab.backend import to_numpy
+
+
+@pytest.mark.parametrize("method,bs,sizes", [
+    ("batch", None, [40]), ("stochastic", None, [1] * 40), ("minibatch", 10, [10] * 4), ("minibatch", 15, [15, 15, 10]),
+])
+def test_methods_use_the_examples_they_say(toy, method, bs, sizes):
+    X, y = toy
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, method=method, batch_size=bs, lr=0.1, epochs=3,
+                   seed=0, record_updates=True)
+    per_epoch = [[u["batch_size"] for u in h.updates if u["epoch"] == e] for e in (1, 2, 3)]
+    assert per_epoch == [sizes] * 3
+    assert h["updates"] == [0, len(sizes), 2 * len(sizes), 3 * len(sizes)]
+    assert h["examples_seen"] == [0, 40, 80, 120]
+    assert h.config["batch_size"] == sizes[0]
+
+
+def test_batch_gd_is_exact_full_gradient_descent(toy):
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], seed=1, dtype="float64")
+    expected = [(W.copy(), b.copy()) for W, b in net.params]
+    for _ in range(3):  # w <- w - eta grad C(w), computed independently through net.gradient
+        g = net.gradient(X, y)
+        net_params = [(W - 0.7 * gW, b - 0.7 * gb) for (W, b), (gW, gb) in zip(expected, g)]
+        expected = net_params
+        net.params = [(W.copy(), b.copy()) for W, b in expected]
+    net2 = sgdlab.Network([5, 4, 3], seed=1, dtype="float64")
+    sgdlab.fit(net2, X, y, method="batch", lr=0.7, epochs=3)
+    for (W1, b1), (W2, b2) in zip(net2.params, expected):
+        np.testing.assert_allclose(W1, W2, rtol=1e-12)
+        np.testing.assert_allclose(b1, b2, rtol=1e-12)
+
+
+def test_minibatch_step_is_the_mean_over_the_batch(toy):
+    """Replay the sampler's batches through net.gradient and compare with fit (sequential order)."""
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], seed=2, dtype="float64")
+    params = [(W.copy(), b.copy()) for W, b in net.params]
+    ref = sgdlab.Network.from_params(net.describe(), params)
+    for k in range(0, 40, 8):
+        g = ref.gradient(X[k:k + 8], y[k:k + 8])
+        ref.params = [(W - 0.3 * gW, b - 0.3 * gb) for (W, b), (gW, gb) in zip(ref.params, g)]
+    sgdlab.fit(net, X, y, batch_size=8, lr=0.3, epochs=1, sampling="sequential")
+    for (W1, b1), (W2, b2) in zip(net.params, ref.params):
+        np.testing.assert_allclose(W1, W2, rtol=1e-12)
+        np.testing.assert_allclose(b1, b2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_same_seed_same_result_bit_for_bit(toy, momentum):
+    X, y = toy
+    runs = []
+    for _ in range(2):
+        net = sgdlab.Network([5, 4, 3], seed=3)
+        h = sgdlab.fit(net, X, y, batch_size=5, lr=0.5, epochs=4, seed=11, momentum=momentum)
+        runs.append((net.params, h["train_cost"]))
+    assert runs[0][1] == runs[1][1]
+    for (W1, b1), (W2, b2) in zip(runs[0][0], runs[1][0]):
+        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+
+
+def test_initialisation_and_sampling_use_separate_streams(toy):
+    X, y = toy
+    a, b = sgdlab.Network([5, 4, 3], seed=3), sgdlab.Network([5, 4, 3], seed=3)
+    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(a.params, b.params))
+    sgdlab.fit(a, X, y, lr=0.5, epochs=1, seed=1)
+    sgdlab.fit(b, X, y, lr=0.5, epochs=1, seed=2)
+    assert not np.array_equal(a.params[0][0], b.params[0][0])  # different batches
+    # the same integer seeds for both streams do not give the same numbers
+    from sgdlab.rng import generator
+    assert generator(5, "init").random() != generator(5, "sampling").random()
+
+
+def hidden_unit_spread(net):
+    """Largest difference between the units of a hidden layer: incoming weights, biases, outgoing weights."""
+    spread = 0.0
+    for l, (W, b) in enumerate(net.params[:-1]):
+        W_out = net.params[l + 1][0]
+        spread = max(spread, np.max(np.abs(W - W[:, :1])), np.max(np.abs(b - b[0])), np.max(np.abs(W_out - W_out[:1, :])))
+    return float(spread)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_zero_init_keeps_hidden_units_identical_random_init_does_not(toy, dtype):
+    """With zero weights every hidden unit of a layer gets the same gradient, so they stay equal.
+
+    In exact arithmetic the spread stays 0. BLAS kernels may round the columns of one product
+    differently (OpenBLAS handles tail columns with another code path), so the float result is
+    equal to rounding: we allow 100 ulps of the largest weight, against O(0.1) with random init.
+    """
+    X, y = toy
+    tol = 100 * np.finfo(dtype).eps
+    for init in ("zeros", "glorot"):
+        net = sgdlab.Network([5, 6, 30, 3], init=init, seed=0, dtype=dtype)
+        h = sgdlab.fit(net, X, y, lr=0.5, epochs=20, seed=0)
+        scale = max(float(np.max(np.abs(W))) for W, _ in net.params)
+        if init == "zeros":
+            assert hidden_unit_spread(net) <= tol * max(scale, 1.0)
+            assert h.last["train_accuracy"] < 0.8  # a network of clones cannot fit this problem
+        else:
+            assert hidden_unit_spread(net) > 0.05
+
+
+def linear_divergence_case():
+    """A deep linear network with a step too large: the cost grows until it overflows."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((30, 3)), rng.standard_normal((30, 1))
+    return X, Y, lambda: sgdlab.Network([3, 8, 1], activation="identity", output_activation="identity", seed=0)
+
+
+def test_divergence_stops_with_message_and_keeps_last_good_parameters():
+    X, Y, make = linear_divergence_case()
+    net = make()
+    with pytest.raises(sgdlab.DivergenceError, match=r"in epoch 2 \(updates 7-12\) with lr=0.8.*end of epoch 1,"):
+        sgdlab.fit(net, X, Y, batch_size=5, lr=0.8, epochs=100, seed=0)
+    ref = make()
+    sgdlab.fit(ref, X, Y, batch_size=5, lr=0.8, epochs=1, seed=0)
+    assert all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(net.params, ref.params))
+
+
+def test_divergence_names_the_update_when_updates_are_recorded():
+    X, Y, make = linear_divergence_case()
+    with pytest.raises(sgdlab.DivergenceError, match=r"at update \d+ \(epoch 2\) with lr=0.8"):
+        sgdlab.fit(make(), X, Y, batch_size=5, lr=0.8, epochs=100, seed=0, record_updates=True)
+
+
+def test_history_records_what_it_says(toy, tmp_path):
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    h = sgdlab.fit(net, X, y, batch_size=8, lr=1.0, epochs=3, seed=0, validation=(X[:10], y[:10]), record_updates=True)
+    assert h["epoch"] == [0, 1, 2, 3] and len(h) == 4
+    assert h.last["train_cost"] == pytest.approx(net.cost(X, y), rel=1e-6)
+    assert h.last["val_accuracy"] == net.accuracy(X[:10], y[:10])
+    assert h.last["train_accuracy"] == net.accuracy(X, y)
+    secs = h["train_seconds"]
+    assert secs[0] == 0 and all(b >= a for a, b in zip(secs, secs[1:]))
+    assert [u["update"] for u in h.updates] == list(range(1, 16))
+    assert all(u["lr"] == 1.0 and math.isfinite(u["batch_cost"]) for u in h.updates)
+    h.to_csv(tmp_path / "h.csv")
+    h.to_csv(tmp_path / "u.csv", which="updates")
+    h.to_json(tmp_path / "h.json")
+    rows = list(csv.DictReader(open(tmp_path / "h.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[-1]["val_cost"]) == pytest.approx(h.last["val_cost"])
+    assert len(list(csv.DictReader(open(tmp_path / "u.csv")))) == 15
+    d = json.loads((tmp_path / "h.json").read_text())
+    assert d["epochs"] == h.epochs and "train_cost" in d["fields"]["epochs"]
+    assert sgdlab.History.from_dict(d).epochs == h.epochs
+
+
+def test_learning_rate_schedule_and_callbacks(toy):
+    X, y = toy
+    seen = []
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=20, epochs=2, lr=lambda t: 1.0 / (1 + t),
+                   callbacks=[seen.append], record_updates=True)
+    assert [u["lr"] for u in h.updates] == [1.0, 0.5, 1 / 3, 0.25]
+    assert [r["epoch"] for r in seen] == [0, 1, 2]
+    with pytest.raises(ValueError, match="schedule gave lr=-1"):
+        sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, lr=lambda t: -1.0, epochs=1)
+
+
+def test_training_reduces_cost_for_every_method_and_option(toy):
+    X, y = toy
+    for kw in ({"method": "batch", "lr": 2.0}, {"method": "stochastic", "lr": 0.5}, {"lr": 1.0},
+               {"lr": 0.5, "momentum": 0.9}, {"lr": 0.5, "momentum": 0.9, "nesterov": True},
+               {"lr": 1.0, "weight_decay": 1e-3}, {"lr": 1.0, "sampling": "replacement"},
+               {"lr": 1.0, "sampling": "shuffle_once"}):
+        h = sgdlab.fit(sgdlab.Network([5, 8, 3], seed=0), X, y, epochs=30, seed=0, **kw)
+        assert h.last["train_cost"] < 0.6 * h.epochs[0]["train_cost"], kw
+
+
+def test_fit_under_array_api_backend_matches_numpy_reference_path(backend, toy):
+    X, y = toy
+    kw = dict(batch_size=8, lr=0.5, epochs=3, seed=1, momentum=0.5, validation=(X, y))
+    ref = sgdlab.Network([5, 4, 3], seed=1, dtype="float64")
+    h_ref = sgdlab.fit(ref, X, y, fused=False, **kw)
+    net = sgdlab.Network([5, 4, 3], seed=1, dtype="float64", backend=backend)
+    h = sgdlab.fit(net, X, y, **kw)
+    for (W1, b1), (W2, b2) in zip(net.params, ref.params):
+        np.testing.assert_allclose(to_numpy(W1), W2, rtol=1e-12)
+        np.testing.assert_allclose(to_numpy(b1), b2, rtol=1e-12)
+    assert h["val_accuracy"] == h_ref["val_accuracy"]
+
+
+BAD = [
+    (lambda X, y: (X[:-1], y), {}, ValueError, "X has 39 examples but Y has 40"),
+    (lambda X, y: (X[:, :4], y), {}, ValueError, "X has 4 features but the network's input layer has 5"),
+    (lambda X, y: (np.where(np.arange(5) == 2, np.nan, X), y), {}, ValueError, "X contains NaN"),
+    (lambda X, y: (X, np.eye(3)[y] + [np.inf, 0, 0]), {}, ValueError, "Y contains NaN or infinity"),
+    (lambda X, y: (X, y + 1), {}, ValueError, r"labels in \[1, 3\].*labels 0..2"),
+    (lambda X, y: (X, y - 1), {}, ValueError, r"labels in \[-1, 1\]"),
+    (lambda X, y: (X, y.astype(float)), {}, ValueError, r"integer class labels of shape \(40,\) or targets of shape \(40, 3\)"),
+    (lambda X, y: (X.astype(str), y), {}, TypeError, "X must be numeric"),
+    (lambda X, y: (X[:0], y[:0]), {}, ValueError, "X is empty"),
+    (lambda X, y: (X[0], y), {}, ValueError, "X must be 2-D"),
+    (lambda X, y: (X, y), {"lr": 0.0}, ValueError, "learning rate lr must be a finite number > 0"),
+    (lambda X, y: (X, y), {"lr": -1.0}, ValueError, "lr must be a finite number > 0"),
+    (lambda X, y: (X, y), {"lr": float("nan")}, ValueError, "lr must be a finite number > 0"),
+    (lambda X, y: (X, y), {"lr": "fast"}, TypeError, "lr must be a number"),
+    (lambda X, y: (X, y), {"batch_size": 0}, ValueError, r"batch_size must be \[1, 40\]"),
+    (lambda X, y: (X, y), {"batch_size": 41}, ValueError, r"batch_size must be \[1, 40\]; got 41"),
+    (lambda X, y: (X, y), {"batch_size": 2.5}, TypeError, "batch_size must be an integer"),
+    (lambda X, y: (X, y), {"method": "batch", "batch_size": 10}, ValueError, "batch_size must be 40 or None"),
+    (lambda X, y: (X, y), {"method": "stochastic", "batch_size": 10}, ValueError, "batch_size must be 1 or None"),
+    (lambda X, y: (X, y), {"epochs": 0}, ValueError, "epochs must be >= 1"),
+    (lambda X, y: (X, y), {"method": "adam"}, ValueError, "valid: batch, stochastic, minibatch"),
+    (lambda X, y: (X, y), {"sampling": "random"}, ValueError, "valid: reshuffle"),
+    (lambda X, y: (X, y), {"momentum": 1.5}, ValueError, "momentum must be in"),
+    (lambda X, y: (X, y), {"validation": (np.zeros((3, 2)), [0, 1, 2])}, ValueError, "X_val has 2 features"),
+    (lambda X, y: (X, y), {"validation": [1, 2, 3]}, TypeError, "validation must be a pair"),
+    (lambda X, y: (X, y), {"seed": -3}, TypeError, "seed must be a non-negative int"),
+]
+
+
+@pytest.mark.parametrize("make,kwargs,exc,match", BAD)
+def test_bad_input_is_refused_and_nothing_is_modified(toy, make, kwargs, exc, match):
+    X, y = toy
+    X, y = make(X.copy(), y.copy())
+    X_before, y_before = np.array(X, copy=True), np.array(y, copy=True)
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    before = net.copy_params()
+    with pytest.raises(exc, match=match):
+        sgdlab.fit(net, X, y, **{"epochs": 1, **kwargs})
+    assert all(np.array_equal(W, W0) and np.array_equal(b, b0) for (W, b), (W0, b0) in zip(net.params, before))
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
+def test_callers_data_is_never_shuffled_or_modified(toy):
+    X, y = toy
+    Xc, yc = X.copy(), y.copy()
+    sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0, dtype="float64"), X, y, lr=0.5, epochs=2)
+    assert np.array_equal(X, Xc) and np.array_equal(y, yc)
