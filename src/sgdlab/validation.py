@@ -104,7 +104,7 @@ def check_fraction(value, name: str, *, high: float = 1.0, include_high: bool = 
     ok = 0 <= value <= high if include_high else 0 <= value < high
     if not math.isfinite(value) or not ok:
         bracket = "]" if include_high else ")"
-        raise ValueError(f"{name} must be in [0, {high}{bracket}; got {value!r}")
+        raise ValueError(f"{name} must be in [0, {high:g}{bracket}; got {value!r}")
     return float(value)
 
 

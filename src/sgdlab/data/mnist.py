@@ -5,6 +5,7 @@ Where it looks, in order: ``data_dir`` if given, else ``$SGDLAB_DATA``, else the
 (``name.gz``) or raw (``name``). Missing files are downloaded into that directory from the
 first mirror that answers, checked against their SHA-256, and moved into place atomically,
 so an interrupted download never leaves a partial file under the final name.
+``$SGDLAB_MNIST_MIRRORS`` (comma-separated base URLs) replaces the built-in mirror list.
 """
 
 from __future__ import annotations
@@ -97,8 +98,15 @@ def fetch(files: dict, directory, *, download_missing: bool = True, mirrors=MNIS
     return paths
 
 
-def load_mnist(data_dir=None, *, download: bool = True, mirrors=MNIST_MIRRORS) -> Dataset:
+def configured_mirrors() -> tuple[str, ...]:
+    """Base URLs to download from: ``$SGDLAB_MNIST_MIRRORS`` if set, else the built-in ones."""
+    env = os.environ.get("SGDLAB_MNIST_MIRRORS", "").strip()
+    return tuple(u.rstrip("/") + "/" for u in env.split(",") if u.strip()) if env else MNIST_MIRRORS
+
+
+def load_mnist(data_dir=None, *, download: bool = True, mirrors=None) -> Dataset:
     """MNIST's 60,000 training and 10,000 test digits: X float32 (n, 784) in [0, 1], y int64."""
+    mirrors = mirrors or configured_mirrors()
     directory = Path(data_dir) if data_dir is not None else default_dir("mnist")
     p = fetch(MNIST_FILES, directory, download_missing=download, mirrors=mirrors)
     X_tr, y_tr = read_idx_pair(p["train-images-idx3-ubyte.gz"], p["train-labels-idx1-ubyte.gz"])

@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+import sgdlab
+from sgdlab.checkpoint import read
+
+
+def test_save_load_round_trip(tmp_path, toy):
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], activation="tanh", cost="cross_entropy", output_activation="softmax", seed=1)
+    sgdlab.fit(net, X, y, lr=0.5, epochs=2, seed=0)
+    path = sgdlab.save(tmp_path / "w.safetensors", net, extra={"note": "hi"})
+    back = sgdlab.load(path)
+    assert back.describe() == net.describe()
+    assert all(np.array_equal(W, W2) and np.array_equal(b, b2) for (W, b), (W2, b2) in zip(net.params, back.params))
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    meta, _ = read(path)
+    assert meta["note"] == "hi" and meta["version"] == sgdlab.__version__
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temp files left
+
+
+def test_save_is_atomic_and_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    net = sgdlab.Network([2, 2], seed=0)
+    path = sgdlab.save(tmp_path / "w.safetensors", net)
+    before = path.read_bytes()
+    import sgdlab.checkpoint as ck
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        sgdlab.save(path, sgdlab.Network([2, 2], seed=1))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda b: b[: len(b) // 2], "not a valid sgdlab checkpoint"),
+    (lambda b: b"garbage" * 3, "not a valid sgdlab checkpoint"),
+    (lambda b: b"", "not a valid sgdlab checkpoint"),
+])
+def test_damaged_files_are_refused(tmp_path, damage, match):
+    path = sgdlab.save(tmp_path / "w.safetensors", sgdlab.Network([3, 2], seed=0))
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=match):
+        sgdlab.load(path)
+
+
+def test_foreign_or_inconsistent_files_are_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"W0": np.zeros((3, 2), np.float32)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ValueError, match="not a valid sgdlab checkpoint"):
+        sgdlab.load(tmp_path / "foreign.safetensors")
+    meta = {"network": {"sizes": [3, 2], "activation": "sigmoid", "output_activation": "sigmoid",
+                        "cost": "quadratic", "dtype": "float32"}}
+    save_file({"W0": np.zeros((4, 2), np.float32), "b0": np.zeros(2, np.float32)}, str(tmp_path / "shape.safetensors"),
+              metadata={"sgdlab": json.dumps(meta)})
+    with pytest.raises(ValueError, match=r"shapes \(4, 2\), \(2,\) do not match"):
+        sgdlab.load(tmp_path / "shape.safetensors")
+    save_file({"W0": np.zeros((3, 2), np.float32)}, str(tmp_path / "missing.safetensors"), metadata={"sgdlab": json.dumps(meta)})
+    with pytest.raises(ValueError, match=r"missing tensors \['b0'\]"):
+        sgdlab.load(tmp_path / "missing.safetensors")
+    with pytest.raises(FileNotFoundError):
+        sgdlab.load(tmp_path / "none.safetensors")

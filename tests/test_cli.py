@@ -1,0 +1,135 @@
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sgdlab
+from sgdlab.cli import main
+
+
+def sgd(*args, env=None):
+    """Run the installed command as a user would."""
+    return subprocess.run([sys.executable, "-m", "sgdlab", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_lists_every_option():
+    out = sgd("train", "--help")
+    assert out.returncode == 0
+    for opt in ("--data", "--data-dir", "--method", "--batch-size", "--lr", "--epochs", "--hidden", "--activation",
+                "--cost", "--init", "--momentum", "--nesterov", "--weight-decay", "--sampling", "--seed", "--quiet", "--out"):
+        assert opt in out.stdout
+    assert sgd("--help").returncode == 0
+
+
+def test_default_train_on_digits_reaches_90_percent():
+    out = sgd("train", "--quiet")
+    assert out.returncode == 0, out.stderr
+    acc = float(re.search(r"test accuracy (\d\.\d+)", out.stdout).group(1))
+    assert acc >= 0.90
+    assert "Traceback" not in out.stderr
+
+
+def test_full_run_with_out_writes_every_artifact(tmp_path):
+    out = sgd("train", "--epochs", "3", "--hidden", "16,8", "--momentum", "0.5", "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["history.csv", "history.json", "history.png", "network.json", "weights.safetensors"]
+    assert (run / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hist = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in hist["epochs"]] == [0, 1, 2, 3]
+    assert json.loads((run / "network.json").read_text())["sizes"] == [64, 16, 8, 10]
+    net = sgdlab.load(run / "weights.safetensors")
+    ds = sgdlab.data.load_digits_split(seed=0)
+    assert net.accuracy(ds.X_test, ds.y_test) == pytest.approx(hist["epochs"][-1]["val_accuracy"])
+    assert "epoch   3" in out.stdout  # one line per epoch when not on a terminal
+
+
+def test_methods_from_the_command_line():
+    for args in (["--method", "batch", "--lr", "5", "--epochs", "5"], ["--method", "stochastic", "--lr", "0.5", "--epochs", "1"]):
+        assert main(["train", "--quiet", *args]) == 0
+
+
+def test_regression_csv(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 2))
+    (tmp_path / "r.csv").write_text("\n".join(f"{a},{b},{a - b + 0.25}" for a, b in X))
+    assert main(["train", "--quiet", "--data", str(tmp_path / "r.csv"), "--lr", "0.5", "--epochs", "5"]) == 0
+    assert "test cost" in capsys.readouterr().out
+
+
+def test_mnist_download_from_the_command_line(tmp_path):
+    from test_data import _Server, write_mnist_like
+
+    src = tmp_path / "server"
+    src.mkdir()
+    write_mnist_like(src)
+    # the real checksums cannot match these small files: the download must be refused, with no file left
+    with _Server(src) as server:
+        out = sgd("train", "--data", "mnist", "--data-dir", str(tmp_path / "cache"), env={"SGDLAB_MNIST_MIRRORS": server.url})
+    assert out.returncode != 0
+    assert "SHA-256 mismatch" in out.stderr and "Traceback" not in out.stderr
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_mnist_from_a_data_dir(tmp_path):
+    from test_data import write_mnist_like
+
+    write_mnist_like(tmp_path, n_train=50, n_test=20)
+    out = sgd("train", "--data", "mnist", "--data-dir", str(tmp_path), "--epochs", "2", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("mnist: 784-30-10 network")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "0"], "learning rate lr must be a finite number > 0"),
+    (["--lr", "-3"], "learning rate lr must be a finite number > 0"),
+    (["--lr", "nan"], "learning rate lr must be a finite number > 0"),
+    (["--batch-size", "5000"], r"batch_size must be \[1, 1437\]; got 5000"),
+    (["--batch-size", "0"], r"batch_size must be \[1, 1437\]; got 0"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--method", "batch", "--batch-size", "10"], "batch_size must be 1437 or None"),
+    (["--momentum", "1"], r"momentum must be in \[0, 1\)"),
+    (["--nesterov"], "nesterov=True needs momentum > 0"),
+    (["--cost", "cross_entropy", "--output-activation", "relu"], "needs output activation 'sigmoid' or 'softmax'"),
+    (["--data", "nope.csv"], "data file nope.csv does not exist"),
+    (["--data", "cifar"], "unknown data 'cifar'; valid: digits, mnist"),
+    (["--hidden", "abc"], "--hidden takes comma-separated layer widths"),
+    (["--method", "adam"], "invalid choice: 'adam'"),
+    (["--lr", "fast"], "invalid float value: 'fast'"),
+])
+def test_bad_arguments_exit_nonzero_with_one_clear_line(args, message, capsys):
+    try:
+        code = main(["train", "--quiet", *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code != 0
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("sgdlab")
+
+
+def test_errors_from_a_real_process_have_no_traceback():
+    out = sgd("train", "--lr", "0")
+    assert out.returncode == 1
+    assert out.stderr == "sgdlab: error: learning rate lr must be a finite number > 0; got 0.0\n"
+
+
+def test_bad_data_files_from_the_command_line(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    (tmp_path / "nan.csv").write_text("1,2,0\nnan,3,1\n4,5,0\n6,7,1\n8,9,0\n1,1,1\n")
+    for name, message in (("bad.npz", "cannot read .*bad.npz as .npz"), ("nan.csv", "X contains NaN")):
+        out = sgd("train", "--quiet", "--data", str(tmp_path / name))
+        assert out.returncode == 1 and re.search(message, out.stderr), out.stderr
+    from test_data import write_mnist_like
+
+    (tmp_path / "images").mkdir()
+    write_mnist_like(tmp_path / "images")
+    (tmp_path / "images" / "train-images-idx3-ubyte.gz").write_bytes(b"\x00\x00\x08\x03\x00")
+    out = sgd("train", "--data", "mnist", "--data-dir", str(tmp_path / "images"))
+    assert out.returncode == 1 and "truncated IDX header" in out.stderr, out.stderr
