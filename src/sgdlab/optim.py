@@ -17,7 +17,10 @@ w' = w - (eta/m) sum_j dC_{X_j}/dw.
 
 ``fused_sgd_step`` is the fast path of plain SGD (mu = 0) on NumPy: the gradient and the update
 meet in one BLAS gemm, W <- (1 - eta lam) W - (eta/m) a^T delta, with no gradient buffer at all.
-A test proves it agrees with the reference chain.
+It pays for batches of up to FUSED_MAX_BATCH rows, where per-call overhead and memory passes
+dominate; above that, NumPy's multi-threaded products in the reference path are faster
+(crossover measured at 32-64 rows for 64-30-10, 784-30-10 and 784-100-10 networks).
+A test proves both paths agree.
 """
 
 from __future__ import annotations
@@ -134,3 +137,4 @@ def fused_sgd_step(net, X, T, lr: float, weight_decay: float = 0.0):
 
 
 _GEMM = {np.float32: blas.sgemm, np.float64: blas.dgemm}
+FUSED_MAX_BATCH = 32

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import is_numpy
-from .optim import apply_updates, fused_sgd_step, sgd
+from .backend import is_numpy, scipy_blas_single_threaded
+from .optim import FUSED_MAX_BATCH, apply_updates, fused_sgd_step, sgd
 from .rng import Seed, generator
 from .sampling import ORDERS, BatchSampler
 from .schedules import as_schedule
@@ -136,8 +136,9 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     record_updates : also keep one record per update (with the batch cost before the update).
     eval_train : compute the full training-set cost after every epoch (default True).
     callbacks : callables ``cb(record)``, called after every epoch record.
-    fused : None picks the BLAS-fused fast path where it applies (NumPy, momentum 0); False forces
-        the reference path; True demands the fast path.
+    fused : None picks the BLAS-fused fast path where it applies and pays (NumPy, momentum 0,
+        batches of at most ``optim.FUSED_MAX_BATCH`` rows); False forces the reference path;
+        True demands the fast path.
 
     Raises
     ------
@@ -173,7 +174,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     can_fuse = is_numpy(xp) and momentum == 0
     if fused and not can_fuse:
         raise ValueError("fused=True needs the NumPy backend and momentum=0")
-    fused = can_fuse if fused is None else bool(fused)
+    fused = (can_fuse and m <= FUSED_MAX_BATCH) if fused is None else bool(fused)
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, Y_val)")
@@ -218,9 +219,10 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         cb(history.epochs[-1])
     good = net.copy_params()
     errstate = (lambda: np.errstate(all="ignore")) if is_numpy(xp) else contextlib.nullcontext
+    blas_guard = scipy_blas_single_threaded if fused else contextlib.nullcontext
     for epoch in range(1, epochs + 1):
         first_update = step + 1
-        with errstate():
+        with errstate(), blas_guard():
             t0 = time.perf_counter()
             for idx in sampler.epoch():
                 Xb, Tb = (X, T) if full else (take(X, idx), take(T, idx))

@@ -1,0 +1,14 @@
+"""The README's first commands are what CI runs."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_starts_with_install_and_test_commands_that_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert block[0].startswith("pip install . && sgdlab train")
+    assert block[1].startswith('pip install ".[test]" && python -m pytest')
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert block[0] in ci and block[1] in ci
