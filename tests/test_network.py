@@ -75,11 +75,12 @@ def near_relu_kink(net, X, margin=1e-3):
 
 
 @pytest.mark.parametrize("hidden,cost,out", [(h, c, o) for h in HIDDEN for c, o in COST_OUTPUT])
-def test_batched_gradient_is_mean_of_per_example_gradients(hidden, cost, out):
+def test_batched_gradient_is_mean_of_per_example_gradients(hidden, cost, out, backend):
     rng = np.random.default_rng(7)
-    net = sgdlab.Network([5, 4, 3, 3], activation=hidden, output_activation=out, cost=cost, seed=3, dtype="float64")
+    net = sgdlab.Network([5, 4, 3, 3], activation=hidden, output_activation=out, cost=cost, seed=3, dtype="float64",
+                         backend=backend)
     X, Y = rng.standard_normal((11, 5)), targets(rng, 11, 3, cost, out)
-    params = [(np.array(W), np.array(b)) for W, b in net.params]
+    params = net.numpy_params()
     assert_grads_close(net.gradient(X, Y), mean_gradient(params, X, Y, hidden, out, cost), rtol=1e-9, atol=1e-12)
     assert net.cost(X, Y) == pytest.approx(mean_cost(params, X, Y, hidden, out, cost), rel=1e-10)
 

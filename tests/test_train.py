@@ -12,9 +12,9 @@ from sgdlab.backend import to_numpy
 @pytest.mark.parametrize("method,bs,sizes", [
     ("batch", None, [40]), ("stochastic", None, [1] * 40), ("minibatch", 10, [10] * 4), ("minibatch", 15, [15, 15, 10]),
 ])
-def test_methods_use_the_examples_they_say(toy, method, bs, sizes):
+def test_methods_use_the_examples_they_say(toy, method, bs, sizes, backend):
     X, y = toy
-    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, method=method, batch_size=bs, lr=0.1, epochs=3,
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0, backend=backend), X, y, method=method, batch_size=bs, lr=0.1, epochs=3,
                    seed=0, record_updates=True)
     per_epoch = [[u["batch_size"] for u in h.updates if u["epoch"] == e] for e in (1, 2, 3)]
     assert per_epoch == [sizes] * 3
@@ -55,13 +55,13 @@ def test_minibatch_step_is_the_mean_over_the_batch(toy):
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_same_seed_same_result_bit_for_bit(toy, momentum):
+def test_same_seed_same_result_bit_for_bit(toy, momentum, backend):
     X, y = toy
     runs = []
     for _ in range(2):
-        net = sgdlab.Network([5, 4, 3], seed=3)
+        net = sgdlab.Network([5, 4, 3], seed=3, backend=backend)
         h = sgdlab.fit(net, X, y, batch_size=5, lr=0.5, epochs=4, seed=11, momentum=momentum)
-        runs.append((net.params, h["train_cost"]))
+        runs.append((net.numpy_params(), h["train_cost"]))
     assert runs[0][1] == runs[1][1]
     for (W1, b1), (W2, b2) in zip(runs[0][0], runs[1][0]):
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
