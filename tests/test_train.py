@@ -162,7 +162,9 @@ def test_learning_rate_schedule_and_callbacks(toy):
     h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=20, epochs=2, lr=lambda t: 1.0 / (1 + t),
                    callbacks=[seen.append], record_updates=True)
     assert [u["lr"] for u in h.updates] == [1.0, 0.5, 1 / 3, 0.25]
-    assert [r["epoch"] for r in seen] == [0, 1, 2]
+    assert [r["epoch"] for r in seen] == [0, 1, 2] and h["epoch"] == [0, 1, 2]
+    h2 = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, callbacks=[seen.append, seen.append])
+    assert h2["epoch"] == [0, 1] and len(seen) == 3 + 4
     with pytest.raises(ValueError, match="schedule gave lr=-1"):
         sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, lr=lambda t: -1.0, epochs=1)
 
@@ -239,3 +241,28 @@ def test_callers_data_is_never_shuffled_or_modified(toy):
     Xc, yc = X.copy(), y.copy()
     sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0, dtype="float64"), X, y, lr=0.5, epochs=2)
     assert np.array_equal(X, Xc) and np.array_equal(y, yc)
+
+
+def test_update_callbacks_see_every_update_and_can_stop_training(toy):
+    X, y = toy
+
+    class Probe(sgdlab.Callback):
+        def __init__(self, net):
+            self.net, self.seen, self.costs, self.epochs = net, [], [], []
+
+        def on_update_end(self, r):
+            self.seen.append(r["examples_seen"])
+            self.costs.append(self.net.cost(X, y))
+            if r["update"] == 7:
+                raise sgdlab.StopTraining
+
+        def on_epoch_end(self, r):
+            self.epochs.append(r["epoch"])
+
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    probe = Probe(net)
+    h = sgdlab.fit(net, X, y, batch_size=3, lr=1.0, epochs=5, seed=0, callbacks=[probe])
+    assert probe.seen == [3 * k for k in range(1, 8)]
+    assert probe.epochs == [0]  # stopped inside epoch 1, before its end callbacks
+    assert h.config["stopped_at_update"] == 7 and h.last["updates"] == 7 and h.last["epoch"] == 1
+    assert h.last["train_cost"] == pytest.approx(probe.costs[-1])  # the network stopped where the probe saw it

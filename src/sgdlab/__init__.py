@@ -15,12 +15,12 @@ from . import data, optim, schedules
 from .checkpoint import load, save
 from .network import Network
 from .optim import sgd
-from .train import EPOCH_FIELDS, UPDATE_FIELDS, DivergenceError, History, fit
+from .train import EPOCH_FIELDS, UPDATE_FIELDS, Callback, DivergenceError, History, StopTraining, fit
 
 try:
     __version__ = version("sgdlab")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Network", "fit", "History", "DivergenceError", "EPOCH_FIELDS", "UPDATE_FIELDS",
+__all__ = ["Network", "fit", "History", "Callback", "StopTraining", "DivergenceError", "EPOCH_FIELDS", "UPDATE_FIELDS",
            "sgd", "save", "load", "data", "optim", "schedules", "__version__"]

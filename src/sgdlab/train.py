@@ -135,7 +135,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     validation : optional (X_val, Y_val), evaluated after every epoch.
     record_updates : also keep one record per update (with the batch cost before the update).
     eval_train : compute the full training-set cost after every epoch (default True).
-    callbacks : callables ``cb(record)``, called after every epoch record.
+    callbacks : ``Callback`` objects (``on_epoch_end``, ``on_update_end``) or callables ``cb(record)``
+        called after every epoch record; raising ``StopTraining`` ends training early.
     fused : None picks the BLAS-fused fast path where it applies and pays (NumPy, momentum 0,
         batches of at most ``optim.FUSED_MAX_BATCH`` rows); False forces the reference path;
         True demands the fast path.
@@ -214,45 +215,84 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
 
     take = (lambda A, idx: A.take(idx, axis=0)) if is_numpy(xp) else (lambda A, idx: xp.take(A, xp.asarray(idx), axis=0))
     full = m == n
-    record(0, None)
-    for cb in callbacks:
-        cb(history.epochs[-1])
-    good = net.copy_params()
+    on_epoch = [getattr(cb, "on_epoch_end", None) or cb for cb in callbacks
+                if callable(getattr(cb, "on_epoch_end", None) or cb)]
+    on_update = [cb.on_update_end for cb in callbacks if callable(getattr(cb, "on_update_end", None))]
+    per_update = record_updates or bool(on_update)
     errstate = (lambda: np.errstate(all="ignore")) if is_numpy(xp) else contextlib.nullcontext
     blas_guard = scipy_blas_single_threaded if fused else contextlib.nullcontext
-    for epoch in range(1, epochs + 1):
-        first_update = step + 1
-        with errstate(), blas_guard():
-            t0 = time.perf_counter()
-            for idx in sampler.epoch():
-                Xb, Tb = (X, T) if full else (take(X, idx), take(T, idx))
-                eta = schedule(step)
-                if not (eta > 0 and math.isfinite(eta)):
-                    raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {step}; it must be finite and > 0")
-                if fused:
-                    acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
-                else:
-                    acts, deltas, z = net._backprop(Xb, Tb)
-                    updates, state = opt.update(net._gradient_from(acts, deltas), state, net.params)
-                    net.params = apply_updates(net.params, updates)
-                step += 1
-                seen += Xb.shape[0]
-                if record_updates:
+    good = net.copy_params()
+    eta, stopped = None, False
+    try:
+        r0 = record(0, None)
+        for cb in on_epoch:
+            cb(r0)
+        for epoch in range(1, epochs + 1):
+            first_update = step + 1
+            with errstate(), blas_guard():
+                t0 = time.perf_counter()
+                for idx in sampler.epoch():
+                    Xb, Tb = (X, T) if full else (take(X, idx), take(T, idx))
+                    eta = schedule(step)
+                    if not (eta > 0 and math.isfinite(eta)):
+                        raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {step}; it must be finite and > 0")
+                    if fused:
+                        acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
+                    else:
+                        acts, deltas, z = net._backprop(Xb, Tb)
+                        updates, state = opt.update(net._gradient_from(acts, deltas), state, net.params)
+                        net.params = apply_updates(net.params, updates)
+                    step += 1
+                    seen += Xb.shape[0]
+                    if per_update:  # the clock stops while records are made and callbacks run
+                        seconds += time.perf_counter() - t0
+                        u = {"update": step, "epoch": epoch, "examples_seen": seen, "train_seconds": seconds,
+                             "lr": eta, "batch_size": Xb.shape[0]}
+                        if record_updates:
+                            u["batch_cost"] = net._batch_cost(acts, z, Tb)
+                            history.updates.append(u)
+                            if not math.isfinite(u["batch_cost"]):
+                                diverged(f"at update {step} (epoch {epoch})", eta, u["batch_cost"])
+                        try:
+                            for cb in on_update:
+                                cb(u)
+                        except StopTraining:
+                            stopped = True
+                            break
+                        t0 = time.perf_counter()
+                if not stopped:
                     seconds += time.perf_counter() - t0
-                    cost = net._batch_cost(acts, z, Tb)
-                    history.updates.append({"update": step, "epoch": epoch, "examples_seen": seen, "train_seconds": seconds,
-                                            "lr": eta, "batch_size": Xb.shape[0], "batch_cost": cost})
-                    if not math.isfinite(cost):
-                        diverged(f"at update {step} (epoch {epoch})", eta, cost)
-                    t0 = time.perf_counter()
-            seconds += time.perf_counter() - t0
-        r = record(epoch, eta)
-        cost = r.get("train_cost", r.get("val_cost"))
-        if cost is not None and not math.isfinite(cost):
-            history.epochs.pop()
-            diverged(f"in epoch {epoch} (updates {first_update}-{step})", eta, cost)
-        good = net.copy_params()
-        for cb in callbacks:
-            cb(r)
+            r = record(epoch, eta)
+            cost = r.get("train_cost", r.get("val_cost"))
+            if cost is not None and not math.isfinite(cost):
+                history.epochs.pop()
+                diverged(f"in epoch {epoch} (updates {first_update}-{step})", eta, cost)
+            good = net.copy_params()
+            if stopped:
+                history.config["stopped_at_update"] = step
+                break
+            for cb in on_epoch:
+                cb(r)
+    except StopTraining:
+        history.config["stopped_at_update"] = step
     return history
 
+
+class StopTraining(Exception):
+    """Raise from a callback to end ``fit`` cleanly after the current update (or epoch)."""
+
+
+class Callback:
+    """Hooks into ``fit``; override what you need. A plain callable counts as ``on_epoch_end``.
+
+    ``on_epoch_end(record)`` gets each epoch record (epoch 0 included); ``on_update_end(record)``
+    gets {update, epoch, examples_seen, train_seconds, lr, batch_size} after every update, with the
+    network already updated. The training clock is stopped while callbacks run. Raise
+    ``StopTraining`` to end training; the epoch in progress then gets its record.
+    """
+
+    def on_epoch_end(self, record: dict) -> None:
+        pass
+
+    def on_update_end(self, record: dict) -> None:
+        pass
