@@ -60,6 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None,
                    help="directory for history.csv/.json, weights.safetensors, network.json and history.png")
     t.set_defaults(run=cmd_train)
+
+    from .lab import EXPERIMENTS
+
+    lab = sub.add_parser("lab", help="run one gradient-descent experiment: a figure, its numbers, a table",
+                         description="Measure and show one claim behind batch, stochastic and mini-batch descent. "
+                         "Writes OUT/EXPERIMENT.png and OUT/EXPERIMENT.json and prints a table.",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    lab.add_argument("experiment", choices=tuple(EXPERIMENTS), help="which experiment")
+    report = sub.add_parser("report", help="run every lab experiment and write one HTML page",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for p in (lab, report):
+        p.add_argument("--data", default="digits", help="digits (embedded), mnist, or a path to a .npz/.csv file")
+        p.add_argument("--data-dir", type=Path, default=None, help="where the MNIST IDX files are")
+        p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+        p.add_argument("--quick", action="store_true", help="smaller, faster settings")
+    lab.add_argument("--out", type=Path, default=Path("sgdlab-lab"), help="directory for the figure and the JSON")
+    report.add_argument("--out", type=Path, required=True, help="directory for index.html, figures and JSON")
+    lab.set_defaults(run=cmd_lab)
+    report.set_defaults(run=cmd_report)
     return parser
 
 
@@ -124,6 +143,26 @@ def cmd_train(args) -> int:
         plot_history(history, args.out / "history.png", title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
         if not args.quiet:
             print(f"wrote {args.out}/: history.csv, history.json, weights.safetensors, network.json, history.png")
+    return 0
+
+
+def cmd_lab(args) -> int:
+    from .lab import run
+
+    kwargs = {"seed": args.seed, "out": args.out, "quick": args.quick}
+    if args.experiment != "minima":
+        kwargs.update(data=args.data, data_dir=args.data_dir)
+    result = run(args.experiment, **kwargs)
+    print(f"{result.title}\n\n{result.format_table()}\n\n{result.reading}\n\nwrote {result.figure} and {result.json}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .lab.report import write_report
+
+    page = write_report(args.out, quick=args.quick, data=args.data, data_dir=args.data_dir, seed=args.seed,
+                        progress=lambda name: print(f"running {name} ...", flush=True))
+    print(f"wrote {page}")
     return 0
 
 

@@ -32,3 +32,19 @@ def plot_history(history, path, title: str | None = None) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
+    """A figure with a grid of axes (always a flat list)."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    return fig, list(axes.ravel())
+
+
+def save_figure(fig, path, title: str | None = None) -> Path:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
