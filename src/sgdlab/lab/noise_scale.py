@@ -149,11 +149,14 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
             {"quantity": "S_min (updates) fitted from the sweep", "value": s_min, "± se": None}]
     advice = (f"B_simple ~ {b_pred:.0f}: batches much smaller than that waste updates (S grows like 1 + B_crit/B), "
               f"much larger ones waste examples (E grows like 1 + B/B_crit).")
+    agree = 0.5 <= b_crit_fit / b_pred <= 2
     result = LabResult(
         "noise-scale", "Gradient noise scale and the critical batch size",
         f"The simple noise scale is B_simple = {ex['b_simple']:.1f} exactly and {est['b_simple']:.1f} ± {est['b_simple_se']:.1f} "
-        f"from the two-batch estimators; {advice} The batch-size sweep fits B_crit = {b_crit_fit:.0f}.",
-        numbers, rows)
+        f"from the two-batch estimators, which predicts the critical batch size. The batch-size sweep fits B_crit = "
+        f"{b_crit_fit:.1f}, " + ("in line with the prediction." if agree else
+        f"{b_pred / b_crit_fit:.0f}x {'below' if b_crit_fit < b_pred else 'above'} the prediction: here the largest stable "
+        f"learning rate is reached at small batches, so bigger batches cannot take bigger steps."), numbers, rows)
     numbers["advice"] = advice
     if out is not None:
         out = Path(out)

@@ -52,7 +52,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     result = LabResult(
         "redundancy", "Redundant data: repeated k times",
         f"Full-batch GD takes the same steps whatever k (its cost after {U} updates differs by "
-        f"{numbers['gd_cost_spread_across_k']:.1e} across k, rounding) while each update costs "
+        f"{numbers['gd_cost_spread_across_k']:.1e} across k) while each update costs "
         f"{rows[-1]['GD work ratio']:.1f}x more time at k = {ks[-1]}. Mini-batch SGD's cost after the same number of "
         f"examples is about the same for every k: redundancy costs it nothing.", numbers, rows)
     if out is not None:

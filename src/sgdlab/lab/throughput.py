@@ -73,7 +73,9 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         "throughput", "What batching buys on this hardware",
         f"On the CPU one update costs {cpu[0]['seconds_per_update'] * 1e6:.0f} µs at B = 1 and {cpu[-1]['seconds_per_update'] * 1e3:.1f} ms at "
         f"B = {n}, so examples per second rise {cpu[-1]['examples_per_second'] / cpu[0]['examples_per_second']:.0f}-fold with the batch size; "
-        f"they reach 90% of their best at B = {knees['numpy']}, beyond which a bigger batch only means fewer updates."
+        + (f"they reach 90% of their best at B = {knees['numpy']}, beyond which a bigger batch only means fewer updates."
+           if knees["numpy"] < n else "they are still rising at the full batch: on a network this small, per-call "
+           "overhead outweighs the arithmetic at every batch size the data allows.")
         + ("" if len(backends) > 1 else " No GPU was visible in this run."), numbers, table)
     if out is not None:
         out = Path(out)
