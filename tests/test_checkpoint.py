@@ -66,3 +66,54 @@ def test_foreign_or_inconsistent_files_are_refused(tmp_path):
         sgdlab.load(tmp_path / "missing.safetensors")
     with pytest.raises(FileNotFoundError):
         sgdlab.load(tmp_path / "none.safetensors")
+
+
+@pytest.mark.parametrize("kw", [
+    {"batch_size": 7, "momentum": 0.9},
+    {"batch_size": 5, "sampling": "shuffle_once"},
+    {"batch_size": 6, "sampling": "replacement", "momentum": 0.5, "nesterov": True, "weight_decay": 1e-3},
+    {"method": "stochastic", "lr": 0.3},
+    {"method": "batch"},
+    {"batch_size": 8, "lr": sgdlab.schedules.inverse_time(2.0, 0.01)},
+])
+@pytest.mark.parametrize("stop_at", [1, 13, 17])
+def test_interrupted_then_resumed_training_is_bit_identical(tmp_path, toy, kw, stop_at):
+    from sgdlab.checkpoint import load_training, save_training
+    from sgdlab.train import TrainState
+
+    X, y = toy
+    kw = {"lr": 1.0, "epochs": 5, "seed": 3, **kw}
+    ref = sgdlab.Network([5, 6, 3], seed=2)
+    h_ref = sgdlab.fit(ref, X, y, **kw)
+
+    class StopAt(sgdlab.Callback):
+        def on_update_end(self, r):
+            if r["update"] == stop_at:
+                raise sgdlab.StopTraining
+
+    net, state = sgdlab.Network([5, 6, 3], seed=2), TrainState()
+    sgdlab.fit(net, X, y, state=state, callbacks=[StopAt()], **kw)
+    save_training(tmp_path / "ck.safetensors", net, state)
+    del net, state
+    net, state, _ = load_training(tmp_path / "ck.safetensors")
+    h = sgdlab.fit(net, X, y, state=state, **kw)
+    assert all(np.array_equal(W, W2) and np.array_equal(b, b2) for (W, b), (W2, b2) in zip(net.params, ref.params))
+    assert [r["epoch"] for r in h.epochs] == [r["epoch"] for r in h_ref.epochs]
+    assert h["train_cost"] == h_ref["train_cost"] and h["updates"] == h_ref["updates"]
+
+
+def test_tampered_tensors_fail_the_checksum(tmp_path):
+    path = sgdlab.save(tmp_path / "w.safetensors", sgdlab.Network([3, 2], seed=0))
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # flip bits of the last weight: still a valid safetensors file
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        sgdlab.load(path)
+
+
+def test_weights_only_file_cannot_be_resumed(tmp_path):
+    from sgdlab.checkpoint import load_training
+
+    path = sgdlab.save(tmp_path / "w.safetensors", sgdlab.Network([3, 2], seed=0))
+    with pytest.raises(ValueError, match="weights only"):
+        load_training(path)

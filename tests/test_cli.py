@@ -38,7 +38,10 @@ def test_full_run_with_out_writes_every_artifact(tmp_path):
     out = sgd("train", "--epochs", "3", "--hidden", "16,8", "--momentum", "0.5", "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["history.csv", "history.json", "history.png", "network.json", "weights.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "history.csv", "history.json", "history.png",
+                                                     "metrics.csv", "metrics.jsonl", "network.json", "weights.safetensors"]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [0, 1, 2, 3]
     assert (run / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hist = json.loads((run / "history.json").read_text())
     assert [r["epoch"] for r in hist["epochs"]] == [0, 1, 2, 3]
@@ -97,6 +100,9 @@ def test_mnist_from_a_data_dir(tmp_path):
     (["--nesterov"], "nesterov=True needs momentum > 0"),
     (["--cost", "cross_entropy", "--output-activation", "relu"], "needs output activation 'sigmoid' or 'softmax'"),
     (["--data", "nope.csv"], "data file nope.csv does not exist"),
+    (["--checkpoint-every", "2"], "--checkpoint-every needs --out"),
+    (["--out", "/tmp/sgdlab-x", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    (["--resume", "/nonexistent/run"], "checkpoint /nonexistent/run/checkpoint.safetensors does not exist"),
     (["--data", "cifar"], "unknown data 'cifar'; valid: digits, mnist"),
     (["--hidden", "abc"], "--hidden takes comma-separated layer widths"),
     (["--method", "adam"], "invalid choice: 'adam'"),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
-
-from tqdm import tqdm
 
 from .activations import HIDDEN_ACTIVATIONS
 from .costs import COSTS
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch: exact gradient over all n; stochastic: one example per update; minibatch: m examples")
     t.add_argument("--batch-size", type=int, default=None, help="m for minibatch (default 10)")
     t.add_argument("--lr", type=float, default=3.0, help="learning rate eta > 0")
-    t.add_argument("--epochs", type=int, default=30, help="passes over the training data")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the training data (default 30; with --resume, the new total)")
     t.add_argument("--hidden", type=_hidden, default=[30], help="hidden layer widths, e.g. 30,30 ('none' for no hidden layer)")
     t.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="sigmoid", help="hidden activation")
     t.add_argument("--output-activation", choices=("sigmoid", "softmax", "tanh", "relu", "identity"), default=None,
@@ -58,7 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed for initial weights and for sampling (separate streams)")
     t.add_argument("--quiet", action="store_true", help="print only the final result")
     t.add_argument("--out", type=Path, default=None,
-                   help="directory for history.csv/.json, weights.safetensors, network.json and history.png")
+                   help="run directory: checkpoint.safetensors (resumable), weights.safetensors, network.json, "
+                   "history.csv/.json/.png, and metrics.csv/.jsonl written while training runs; SIGINT/SIGTERM "
+                   "finish the current update, save and exit")
+    t.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="with --out: also save the resumable checkpoint every N epochs (0: only at the end or on a signal)")
+    t.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total)")
     t.set_defaults(run=cmd_train)
 
     from .lab import EXPERIMENTS
@@ -82,67 +88,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(args, epochs: int):
-    """A per-epoch callback: a bar on a terminal, one line per epoch otherwise, nothing with --quiet."""
-    if args.quiet:
-        return None, lambda r: None
-    if sys.stderr.isatty():
-        bar = tqdm(total=epochs, unit="epoch", desc="training", file=sys.stderr)
-
-        def on_epoch(r):
-            if r["epoch"] > 0:
-                bar.update(1)
-            bar.set_postfix(cost=f"{r['train_cost']:.4f}", test_acc=_fmt(r.get("val_accuracy")))
-
-        return bar, on_epoch
-
-    def on_epoch(r):
-        print(f"epoch {r['epoch']:3d}  updates {r['updates']:7d}  train cost {r['train_cost']:.5f}  "
-              f"test cost {r['val_cost']:.5f}  test accuracy {_fmt(r.get('val_accuracy'))}", flush=True)
-
-    return None, on_epoch
+TRAIN_SETTINGS = ("data", "data_dir", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
+                  "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
+def _fingerprint(ds) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (ds.X_train, ds.y_train):
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def cmd_train(args) -> int:
     from . import checkpoint, data
+    from .callbacks import Checkpointer, EpochPrinter, MetricsLog, ProgressBar, SignalStop
     from .network import Network
     from .plots import plot_history
-    from .train import fit
+    from .train import TrainState, fit
 
+    out = args.out
+    if args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0; got {args.checkpoint_every}")
+    if args.checkpoint_every and out is None and args.resume is None:
+        raise ValueError("--checkpoint-every needs --out DIR (where the checkpoint goes)")
+    if args.resume is not None:
+        out = args.resume
+        epochs = args.epochs
+        net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors")
+        for k, v in meta["train_args"].items():
+            setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
+        args.epochs = epochs or args.epochs
+    if args.epochs is None:
+        args.epochs = 30
     ds = data.load(args.data, args.data_dir, seed=args.seed)
-    classes = ds.n_classes
-    if classes is None:
-        sizes, output = [ds.X_train.shape[1], *args.hidden, 1], args.output_activation or "identity"
+    fingerprint = _fingerprint(ds)
+    if args.resume is not None:
+        if meta.get("data_sha256") != fingerprint:
+            raise ValueError(f"the data of {args.data!r} differs from the data {args.resume} was trained on; cannot resume")
+        if state.epoch >= args.epochs:
+            raise ValueError(f"{args.resume} already has {state.epoch} epochs; pass --epochs N > {state.epoch} to train on")
     else:
-        sizes, output = [ds.X_train.shape[1], *args.hidden, classes], args.output_activation
-    net = Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
-                  seed=args.seed, dtype=args.dtype)
-    bar, on_epoch = _progress(args, args.epochs)
+        classes = ds.n_classes
+        if classes is None:
+            sizes, output = [ds.X_train.shape[1], *args.hidden, 1], args.output_activation or "identity"
+        else:
+            sizes, output = [ds.X_train.shape[1], *args.hidden, classes], args.output_activation
+        net = Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
+                      seed=args.seed, dtype=args.dtype)
+        state = TrainState()
+    callbacks, bar = [], None
+    if not args.quiet:
+        if sys.stderr.isatty():
+            bar = ProgressBar(args.epochs, initial=state.epoch)
+            callbacks.append(bar)
+        else:
+            callbacks.append(EpochPrinter())
+    stopper = SignalStop()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in TRAIN_SETTINGS}
+        ckpt = Checkpointer(out / "checkpoint.safetensors", net, state, args.checkpoint_every,
+                            extra={"train_args": settings, "data_sha256": fingerprint, "data": ds.name})
+        callbacks += [MetricsLog(out), ckpt, stopper]
     try:
-        history = fit(net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr=args.lr,
-                      epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
-                      weight_decay=args.weight_decay, seed=args.seed, validation=(ds.X_test, ds.y_test),
-                      callbacks=[on_epoch])
+        with stopper if out is not None else contextlib.nullcontext():
+            history = fit(net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr=args.lr,
+                          epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
+                          weight_decay=args.weight_decay, seed=args.seed, validation=(ds.X_test, ds.y_test),
+                          callbacks=callbacks, state=state)
     finally:
         if bar is not None:
             bar.close()
     last = history.last
+    sizes = net.sizes
+    if out is not None:
+        ckpt.save()
+        history.to_csv(out / "history.csv")
+        history.to_json(out / "history.json")
+        checkpoint.save(out / "weights.safetensors", net, extra={"data": ds.name})
+        (out / "network.json").write_text(json.dumps(net.describe(), indent=1) + "\n")
+        plot_history(history, out / "history.png", title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
+    if stopper.signum is not None:
+        name = signal.Signals(stopper.signum).name
+        print(f"sgdlab: stopped by {name} after update {state.step} (epoch {state.epoch + (state.position > 0)}); "
+              f"saved {out / 'checkpoint.safetensors'}; continue with: sgdlab train --resume {out}", file=sys.stderr)
+        return 128 + stopper.signum
     acc = "" if last["val_accuracy"] is None else f"test accuracy {last['val_accuracy']:.4f}, "
     print(f"{ds.name}: {'-'.join(map(str, sizes))} network, {args.method} (m={history.config['batch_size']}), "
           f"{args.epochs} epochs in {last['train_seconds']:.2f} s: {acc}test cost {last['val_cost']:.5f}")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        history.to_csv(args.out / "history.csv")
-        history.to_json(args.out / "history.json")
-        checkpoint.save(args.out / "weights.safetensors", net, extra={"data": ds.name})
-        (args.out / "network.json").write_text(json.dumps(net.describe(), indent=1) + "\n")
-        plot_history(history, args.out / "history.png", title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
-        if not args.quiet:
-            print(f"wrote {args.out}/: history.csv, history.json, weights.safetensors, network.json, history.png")
+    if out is not None and not args.quiet:
+        print(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, history.csv/.json/.png, metrics.csv/.jsonl")
     return 0
 
 

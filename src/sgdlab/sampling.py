@@ -27,22 +27,27 @@ class BatchSampler:
             raise ValueError(f"unknown sampling {order!r}; valid: {', '.join(ORDERS)}")
         self.n, self.batch_size, self.order = n, batch_size, order
         self.rng = rng if rng is not None else np.random.default_rng()
-        self._fixed = None
+        self.fixed = None
 
     def __len__(self) -> int:
         """Updates per epoch: ceil(n / batch_size)."""
         return -(-self.n // self.batch_size)
 
-    def _epoch_indices(self) -> np.ndarray:
+    def epoch_order(self) -> np.ndarray:
+        """The n indices of the next epoch, in the order they will be used."""
         if self.order == "reshuffle":
             return self.rng.permutation(self.n)
         if self.order == "replacement":
             return self.rng.integers(0, self.n, size=self.n)
-        if self._fixed is None:
-            self._fixed = self.rng.permutation(self.n) if self.order == "shuffle_once" else np.arange(self.n)
-        return self._fixed
+        if self.fixed is None:
+            self.fixed = self.rng.permutation(self.n) if self.order == "shuffle_once" else np.arange(self.n)
+        return self.fixed
+
+    def split(self, order: np.ndarray) -> list:
+        """An epoch's order cut into batches (views): sizes batch_size, the last one possibly smaller."""
+        m = self.batch_size
+        return [order[k:k + m] for k in range(0, self.n, m)]
 
     def epoch(self):
-        """The index arrays of one epoch (views into one array of n indices)."""
-        idx, m = self._epoch_indices(), self.batch_size
-        return [idx[k:k + m] for k in range(0, self.n, m)]
+        """The index arrays of the next epoch."""
+        return self.split(self.epoch_order())

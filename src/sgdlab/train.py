@@ -117,7 +117,7 @@ def resolve_batch_size(method: str, batch_size, n: int) -> int:
 def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=3.0, epochs: int = 30,
         sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
         seed: Seed = None, validation=None, record_updates: bool = False, eval_train: bool = True,
-        callbacks=(), fused: bool | None = None) -> History:
+        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
@@ -137,6 +137,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     eval_train : compute the full training-set cost after every epoch (default True).
     callbacks : ``Callback`` objects (``on_epoch_end``, ``on_update_end``) or callables ``cb(record)``
         called after every epoch record; raising ``StopTraining`` ends training early.
+    state : a ``TrainState`` to continue from and keep up to date (``epochs`` is then the total to
+        reach, counting the epochs already done); a checkpoint saves it for an exact resume.
     fused : None picks the BLAS-fused fast path where it applies and pays (NumPy, momentum 0,
         batches of at most ``optim.FUSED_MAX_BATCH`` rows); False forces the reference path;
         True demands the fast path.
@@ -188,21 +190,34 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     if is_numpy(xp):
         X, T = np.ascontiguousarray(X), np.ascontiguousarray(T)
 
-    sampler = BatchSampler(n, m, "sequential" if method == "batch" else sampling, generator(seed, "sampling"))
-    history = History(config={"method": method, "batch_size": m, "n": n, "epochs": epochs,
-                               "lr": lr if not callable(lr) else getattr(lr, "__name__", "schedule"),
-                               "sampling": sampling if method != "batch" else "full", "momentum": momentum,
-                               "nesterov": nesterov, "weight_decay": weight_decay, "seed": seed,
-                               "fused": fused, "network": net.describe()})
-    state = opt.init(net.params)
-    step, seen, seconds = 0, 0, 0.0
+    order = "sequential" if method == "batch" else sampling
+    config = {"method": method, "batch_size": m, "n": n, "epochs": epochs,
+              "lr": lr if not callable(lr) else getattr(lr, "__name__", "schedule"),
+              "sampling": sampling if method != "batch" else "full", "momentum": momentum, "nesterov": nesterov,
+              "weight_decay": weight_decay, "seed": seed if not isinstance(seed, np.random.Generator) else "generator",
+              "fused": fused, "network": net.describe()}
+    if state is None:
+        state = TrainState()
+    if state.rng is None:
+        state.rng = generator(seed, "sampling")
+    if state.history is None:
+        state.history = History(config=config)
+    else:
+        state.history.config.update(config)
+    if state.opt_state is None:
+        state.opt_state = opt.init(net.params)
+    sampler = BatchSampler(n, m, order, state.rng)
+    sampler.fixed = state.fixed
+    history = state.history
 
-    def record(epoch: int, eta) -> dict:
-        r = {"epoch": epoch, "updates": step, "examples_seen": seen, "train_seconds": seconds, "lr": eta}
+    def record(epoch: int, eta, partial: bool = False) -> dict:
+        r = {"epoch": epoch, "updates": state.step, "examples_seen": state.seen, "train_seconds": state.seconds, "lr": eta}
         if eval_train:
             r["train_cost"], r["train_accuracy"] = net._evaluate(X, T, labels)
         if validation is not None:
             r["val_cost"], r["val_accuracy"] = net._evaluate(Xv, Tv, labels_v)
+        if partial:
+            r["partial"] = True
         history.epochs.append(r)
         return r
 
@@ -223,36 +238,45 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     blas_guard = scipy_blas_single_threaded if fused else contextlib.nullcontext
     good = net.copy_params()
     eta, stopped = None, False
+    while history.epochs and history.epochs[-1].get("partial"):
+        history.epochs.pop()  # a record of an interrupted epoch is superseded by the epoch's real end
     try:
-        r0 = record(0, None)
-        for cb in on_epoch:
-            cb(r0)
-        for epoch in range(1, epochs + 1):
-            first_update = step + 1
+        if not history.epochs:
+            r0 = record(0, None)
+            for cb in on_epoch:
+                cb(r0)
+        for epoch in range(state.epoch + 1, epochs + 1):
+            if state.order is None:
+                state.order, state.position = sampler.epoch_order(), 0
+                state.fixed = sampler.fixed
+            batches = sampler.split(state.order)
+            first_update = state.step + 1
             with errstate(), blas_guard():
                 t0 = time.perf_counter()
-                for idx in sampler.epoch():
+                for k in range(state.position, len(batches)):
+                    idx = batches[k]
                     Xb, Tb = (X, T) if full else (take(X, idx), take(T, idx))
-                    eta = schedule(step)
+                    eta = schedule(state.step)
                     if not (eta > 0 and math.isfinite(eta)):
-                        raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {step}; it must be finite and > 0")
+                        raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {state.step}; it must be finite and > 0")
                     if fused:
                         acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
                     else:
                         acts, deltas, z = net._backprop(Xb, Tb)
-                        updates, state = opt.update(net._gradient_from(acts, deltas), state, net.params)
+                        updates, state.opt_state = opt.update(net._gradient_from(acts, deltas), state.opt_state, net.params)
                         net.params = apply_updates(net.params, updates)
-                    step += 1
-                    seen += Xb.shape[0]
+                    state.step += 1
+                    state.seen += Xb.shape[0]
+                    state.position = k + 1
                     if per_update:  # the clock stops while records are made and callbacks run
-                        seconds += time.perf_counter() - t0
-                        u = {"update": step, "epoch": epoch, "examples_seen": seen, "train_seconds": seconds,
-                             "lr": eta, "batch_size": Xb.shape[0]}
+                        state.seconds += time.perf_counter() - t0
+                        u = {"update": state.step, "epoch": epoch, "examples_seen": state.seen,
+                             "train_seconds": state.seconds, "lr": eta, "batch_size": Xb.shape[0]}
                         if record_updates:
                             u["batch_cost"] = net._batch_cost(acts, z, Tb)
                             history.updates.append(u)
                             if not math.isfinite(u["batch_cost"]):
-                                diverged(f"at update {step} (epoch {epoch})", eta, u["batch_cost"])
+                                diverged(f"at update {state.step} (epoch {epoch})", eta, u["batch_cost"])
                         try:
                             for cb in on_update:
                                 cb(u)
@@ -261,21 +285,47 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                             break
                         t0 = time.perf_counter()
                 if not stopped:
-                    seconds += time.perf_counter() - t0
-            r = record(epoch, eta)
+                    state.seconds += time.perf_counter() - t0
+            if stopped and state.position < len(batches):
+                r = record(epoch, eta, partial=True)
+            else:
+                state.epoch, state.order, state.position = epoch, None, 0
+                r = record(epoch, eta)
             cost = r.get("train_cost", r.get("val_cost"))
             if cost is not None and not math.isfinite(cost):
                 history.epochs.pop()
-                diverged(f"in epoch {epoch} (updates {first_update}-{step})", eta, cost)
+                diverged(f"in epoch {epoch} (updates {first_update}-{state.step})", eta, cost)
             good = net.copy_params()
             if stopped:
-                history.config["stopped_at_update"] = step
+                history.config["stopped_at_update"] = state.step
                 break
             for cb in on_epoch:
                 cb(r)
     except StopTraining:
-        history.config["stopped_at_update"] = step
+        history.config["stopped_at_update"] = state.step
     return history
+
+
+@dataclass
+class TrainState:
+    """Everything ``fit`` needs to continue exactly where it stopped; ``fit`` keeps it up to date.
+
+    Pass the same TrainState to successive ``fit`` calls (or save it with ``sgdlab.checkpoint``
+    and load it later) and training continues bit for bit as if it had never stopped: the
+    counters, the order of the epoch in progress and how far into it training got, the sampling
+    generator, shuffle_once's permutation, the optimizer's state and the history.
+    """
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # updates made
+    seen: int = 0  # examples used
+    seconds: float = 0.0  # training seconds
+    position: int = 0  # batches of the epoch in progress already used
+    order: np.ndarray | None = None  # index order of the epoch in progress (None between epochs)
+    fixed: np.ndarray | None = None  # shuffle_once's permutation, once drawn
+    rng: np.random.Generator | None = None  # the sampling stream
+    opt_state: object = None  # the optimizer's state (momentum buffers, step count)
+    history: History | None = None
 
 
 class StopTraining(Exception):
