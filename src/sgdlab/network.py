@@ -209,6 +209,14 @@ class Network:
                       for W, b in params]
         return net
 
+    def __getstate__(self):
+        """Pickle as data: the description, the backend's name and host copies of the parameters."""
+        return {"description": self.describe(), "params": self.numpy_params(), "backend": self.xp.__name__.split(".")[-1]}
+
+    def __setstate__(self, state):
+        backend = state["backend"] if state["backend"] in ("numpy", "array_api_strict") else "numpy"
+        self.__dict__.update(Network.from_params(state["description"], state["params"], backend=backend).__dict__)
+
     def numpy_params(self):
         """The parameters as host NumPy arrays."""
         return [(to_numpy(W), to_numpy(b)) for W, b in self.params]

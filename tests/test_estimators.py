@@ -1,0 +1,73 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris, make_regression
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import sgdlab
+from sgdlab.estimators import GDClassifier, GDRegressor
+
+
+def expected_failed_checks(estimator):
+    """Checks that cannot apply, each with its reason (none at present: every check runs and passes)."""
+    return {}
+
+
+@parametrize_with_checks([GDClassifier(), GDRegressor(), GDClassifier(method="batch", lr=2.0, epochs=100),
+                          GDRegressor(momentum=0.9, sampling="replacement")],
+                         expected_failed_checks=expected_failed_checks)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_pipeline_and_grid_search():
+    X, y = load_iris(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    pipe = make_pipeline(StandardScaler(), GDClassifier(epochs=20, random_state=0))
+    grid = GridSearchCV(pipe, {"gdclassifier__lr": [0.05, 0.5], "gdclassifier__batch_size": [5, 20]}, cv=3)
+    grid.fit(X_tr, y_tr)
+    assert set(grid.best_params_) == {"gdclassifier__lr", "gdclassifier__batch_size"}
+    assert grid.score(X_te, y_te) > 0.85
+    proba = grid.predict_proba(X_te)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_regressor_learns_and_supports_several_outputs():
+    X, y = make_regression(n_samples=300, n_features=5, n_targets=2, noise=1.0, random_state=0)
+    model = make_pipeline(StandardScaler(), GDRegressor(epochs=60, random_state=0))
+    from sklearn.compose import TransformedTargetRegressor
+
+    reg = TransformedTargetRegressor(model, transformer=StandardScaler()).fit(X, y)
+    assert reg.predict(X).shape == (300, 2)
+    assert reg.score(X, y) > 0.95
+
+
+def test_fit_is_the_sgdlab_training_and_results_are_reproducible():
+    X, y = load_iris(return_X_y=True)
+    a = GDClassifier(epochs=5, random_state=3).fit(X, y)
+    b = GDClassifier(epochs=5, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert len(a.loss_curve_) == 5 and a.n_iter_ == 5 and a.t_ == 5 * 15
+    assert isinstance(a.net_, sgdlab.Network) and a.n_features_in_ == 4
+    assert list(a.classes_) == [0, 1, 2]
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(c.predict_proba(X), a.predict_proba(X))
+
+
+def test_partial_fit_carries_schedule_step_and_momentum_across_calls():
+    X, y = load_iris(return_X_y=True)
+    lr = sgdlab.schedules.inverse_time(0.5, 0.01)
+    whole = GDClassifier(epochs=3, lr=lr, momentum=0.9, random_state=1).fit(X, y)
+    inc = GDClassifier(epochs=3, lr=lr, momentum=0.9, random_state=1)
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=[0, 1, 2])
+    assert inc.t_ == whole.t_ == 3 * 15 and inc.n_iter_ == 3
+    np.testing.assert_array_equal(inc.predict_proba(X), whole.predict_proba(X))  # three epochs either way
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        GDClassifier().partial_fit(X, y)
+    with pytest.raises(ValueError, match="not in classes"):
+        GDClassifier().partial_fit(X, y, classes=[0, 1])
