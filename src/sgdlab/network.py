@@ -174,6 +174,22 @@ class Network:
         xp, m = self.xp, acts[0].shape[0]
         return [(dot(xp, a.T, d) / m, xp.sum(d, axis=0) / m) for a, d in zip(acts[:-1], deltas)]
 
+    def _chunked_gradient(self, X, T):
+        """(grad C over all rows, C) accumulated chunk by chunk: sum_c (m_c/n) grad C_c.
+
+        For data on disk, where a full-batch step cannot hold every row's activations at once.
+        """
+        n, total, cost = X.shape[0], None, 0.0
+        for rows in _chunks(n):
+            Xc, Tc = X[rows, ...], T[rows, ...]
+            acts, deltas, z = self._backprop(Xc, Tc)
+            g = self._gradient_from(acts, deltas)
+            w = Xc.shape[0] / n
+            total = [(w * gW, w * gb) for gW, gb in g] if total is None else \
+                [(tW + w * gW, tb + w * gb) for (tW, tb), (gW, gb) in zip(total, g)]
+            cost += float(self.cost_fn.value(z, acts[-1], Tc, self.output_activation, self.xp))
+        return total, cost / n
+
     def _batch_cost(self, acts, z, T) -> float:
         """C over the rows of a batch whose forward pass is (acts, z)."""
         return float(self.cost_fn.value(z, acts[-1], T, self.output_activation, self.xp)) / T.shape[0]

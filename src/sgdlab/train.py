@@ -21,7 +21,7 @@ from .optim import FUSED_MAX_BATCH, apply_updates, fused_sgd_step, sgd
 from .rng import Seed, generator
 from .sampling import ORDERS, BatchSampler
 from .schedules import as_schedule
-from .validation import check_choice, check_fraction, check_int, check_positive, check_X, check_Y, to_backend
+from .validation import check_choice, check_fraction, check_int, check_positive, check_X, check_Y, is_out_of_core, to_backend
 
 METHODS = ("batch", "stochastic", "minibatch")
 
@@ -160,7 +160,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     """
     xp = net.xp
     X = check_X(X, net.sizes[0])
-    n = X.shape[0]
+    n, on_disk = X.shape[0], is_out_of_core(X)
     T, labels = check_Y(Y, n, net.sizes[-1])
     m = resolve_batch_size(method, batch_size, n)
     epochs = check_int(epochs, "epochs", 1)
@@ -178,6 +178,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     if fused and not can_fuse:
         raise ValueError("fused=True needs the NumPy backend and momentum=0")
     fused = (can_fuse and m <= FUSED_MAX_BATCH) if fused is None else bool(fused)
+    chunked = on_disk and m == n  # batch GD on data on disk: the full gradient, chunk by chunk
+    fused = fused and not chunked
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, Y_val)")
@@ -188,7 +190,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     X, T = to_backend(X, xp, net.dtype), to_backend(T, xp, net.dtype)
     labels = None if labels is None else to_backend(labels, xp)
     if is_numpy(xp):
-        X, T = np.ascontiguousarray(X), np.ascontiguousarray(T)
+        X, T = (X if on_disk else np.ascontiguousarray(X)), np.ascontiguousarray(T)
 
     order = "sequential" if method == "batch" else sampling
     config = {"method": method, "batch_size": m, "n": n, "epochs": epochs,
@@ -259,7 +261,11 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                     eta = schedule(state.step)
                     if not (eta > 0 and math.isfinite(eta)):
                         raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {state.step}; it must be finite and > 0")
-                    if fused:
+                    if chunked:
+                        grads, batch_cost = net._chunked_gradient(X, T)
+                        updates, state.opt_state = opt.update(grads, state.opt_state, net.params)
+                        net.params = apply_updates(net.params, updates)
+                    elif fused:
                         acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
                     else:
                         acts, deltas, z = net._backprop(Xb, Tb)
@@ -273,7 +279,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                         u = {"update": state.step, "epoch": epoch, "examples_seen": state.seen,
                              "train_seconds": state.seconds, "lr": eta, "batch_size": Xb.shape[0]}
                         if record_updates:
-                            u["batch_cost"] = net._batch_cost(acts, z, Tb)
+                            u["batch_cost"] = batch_cost if chunked else net._batch_cost(acts, z, Tb)
                             history.updates.append(u)
                             if not math.isfinite(u["batch_cost"]):
                                 diverged(f"at update {state.step} (epoch {epoch})", eta, u["batch_cost"])

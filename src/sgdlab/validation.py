@@ -35,7 +35,17 @@ def _all_finite(x, xp) -> bool:
 
 
 def check_X(X, n_features: int, name: str = "X"):
-    """A 2-D finite numeric array with ``n_features`` columns and at least one row."""
+    """A 2-D finite numeric array with ``n_features`` columns and at least one row.
+
+    Data on disk (``sgdlab.data.MappedRows``) is checked chunk by chunk and never loaded whole.
+    """
+    if is_out_of_core(X):
+        if X.shape[1] != n_features:
+            raise ValueError(f"{name} has {X.shape[1]} features but the network's input layer has {n_features}")
+        for i, chunk in enumerate(X.chunks()):
+            if not np.all(np.isfinite(chunk)):
+                raise ValueError(f"{name} contains NaN or infinity (in rows {i * 8192}..{i * 8192 + len(chunk) - 1})")
+        return X
     X = as_array(X, name)
     xp = namespace(X)
     if X.ndim != 2:
@@ -124,8 +134,19 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
+def is_out_of_core(x) -> bool:
+    """Data read from disk on demand (``sgdlab.data.MappedRows``), which must never be copied whole."""
+    from .data.mapped import MappedRows
+
+    return isinstance(x, MappedRows)
+
+
 def to_backend(x, xp, dtype=None):
     """Move a validated array into the namespace ``xp`` (NumPy arrays convert to any backend)."""
+    if is_out_of_core(x):
+        if not is_numpy(xp):
+            raise TypeError("data on disk (MappedRows) trains NumPy networks only")
+        return x
     src = namespace(x)
     if src is not xp and not (is_numpy(src) and is_numpy(xp)):
         if not is_numpy(src):

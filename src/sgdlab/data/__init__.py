@@ -12,6 +12,7 @@ from .dataset import Dataset
 from .digits import load_digits_split
 from .files import load_file
 from .idx import read_idx, read_idx_pair
+from .mapped import MappedRows, open_npy
 from .mnist import MNIST_FILES, load_mnist
 
 NAMES = ("digits", "mnist")
@@ -28,4 +29,4 @@ def load(name: str, data_dir=None, *, download: bool = True, seed: int = 0) -> D
     raise ValueError(f"unknown data {name!r}; valid: {', '.join(NAMES)}, or a path to a .npz or .csv file")
 
 
-__all__ = ["Dataset", "load", "load_digits_split", "load_mnist", "load_file", "read_idx", "read_idx_pair", "MNIST_FILES"]
+__all__ = ["MappedRows", "open_npy", "Dataset", "load", "load_digits_split", "load_mnist", "load_file", "read_idx", "read_idx_pair", "MNIST_FILES"]
