@@ -57,6 +57,17 @@ def test_methods_from_the_command_line():
         assert main(["train", "--quiet", *args]) == 0
 
 
+def test_target_column_scaling_and_synthetic_data(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.random((90, 2))
+    (tmp_path / "c.csv").write_text("label,a,b\n" + "\n".join(f"{int(a > b)},{a * 100},{b * 100}" for a, b in X))
+    assert main(["train", "--quiet", "--data", str(tmp_path / "c.csv"), "--target", "label", "--scale", "standard",
+                 "--epochs", "20", "--lr", "1"]) == 0
+    assert float(re.search(r"test accuracy (\d\.\d+)", capsys.readouterr().out).group(1)) > 0.8
+    assert main(["train", "--quiet", "--data", "spirals", "--hidden", "20,20", "--activation", "tanh", "--epochs", "3"]) == 0
+    assert capsys.readouterr().out.startswith("spirals: 2-20-20-2 network")
+
+
 def test_regression_csv(tmp_path, capsys):
     rng = np.random.default_rng(0)
     X = rng.random((60, 2))

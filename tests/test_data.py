@@ -93,9 +93,12 @@ def test_load_mnist_from_a_directory_gz_or_raw(tmp_path):
 class _Server:
     """A local HTTP server on 127.0.0.1 serving one directory; counts requests."""
 
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
     def __init__(self, directory):
-        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-        handler.log_message = lambda *a: None
+        handler = partial(self.Quiet, directory=str(directory))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -153,7 +156,7 @@ def test_load_mnist_downloads_into_the_cache(tmp_path, served, monkeypatch):
     assert ds.X_test.shape == (10, 784)
     assert sorted(p.name for p in (tmp_path / "xdg" / "sgdlab" / "mnist").iterdir()) == sorted(sums)
     monkeypatch.setenv("SGDLAB_DATA", str(tmp_path / "env"))
-    assert mnist.default_dir() == tmp_path / "env"
+    assert mnist.default_dir() == tmp_path / "env" / "mnist"
 
 
 def test_missing_files_without_download(tmp_path):
@@ -191,12 +194,12 @@ def test_npz_and_csv_files(tmp_path):
     ("words.csv", b"1,2,3\n4,x,6\n", ValueError, "row 2 is not all numbers"),
     ("empty.csv", b"a,b\n", ValueError, "no data rows"),
     ("one.csv", b"1\n2\n", ValueError, "at least two columns"),
-    ("data.txt", b"1,2", ValueError, "use .npz or .csv"),
+    ("data.txt", b"1,2", ValueError, "use .npz, .npy or .csv"),
 ])
 def test_bad_data_files(tmp_path, name, content, exc, match):
     p = tmp_path / name
     if content is None:
-        np.savez(p, A=np.zeros(3))
+        np.savez(p, A=np.zeros(3), B=np.zeros(2))
     else:
         p.write_bytes(content)
     with pytest.raises(exc, match=match):
@@ -205,3 +208,70 @@ def test_bad_data_files(tmp_path, name, content, exc, match):
         data.load_file(tmp_path / "nope.csv")
     with pytest.raises(ValueError, match="valid: digits, mnist"):
         data.load("cifar")
+
+
+def test_fashion_mnist_has_its_own_checksums_directory_and_mirrors(tmp_path, served, monkeypatch):
+    server, sums = served
+    assert set(mnist.FASHION_MNIST_FILES) == set(mnist.MNIST_FILES)  # same names: they must not share a directory
+    assert not set(mnist.FASHION_MNIST_FILES.values()) & set(mnist.MNIST_FILES.values())
+    monkeypatch.setattr(mnist, "FASHION_MNIST_FILES", sums)
+    monkeypatch.setenv("SGDLAB_FASHION_MNIST_MIRRORS", server.url)
+    monkeypatch.setenv("SGDLAB_DATA", str(tmp_path / "data"))
+    ds = data.load("fashion-mnist")
+    assert ds.name == "fashion-mnist" and ds.X_train.shape == (30, 784)
+    assert sorted(p.name for p in (tmp_path / "data" / "fashion-mnist").iterdir()) == sorted(sums)
+    monkeypatch.setattr(mnist, "FASHION_MNIST_FILES", {k: "0" * 64 for k in sums})
+    with pytest.raises(OSError, match="SHA-256 mismatch"):
+        data.load_fashion_mnist(tmp_path / "other")
+
+
+def test_target_column_by_index_or_name(tmp_path):
+    rng = np.random.default_rng(0)
+    table = np.column_stack([rng.integers(0, 3, 40), rng.random((40, 3))])  # the label comes first here
+    np.save(tmp_path / "t.npy", table)
+    ds = data.load(str(tmp_path / "t.npy"), target=0)
+    assert ds.X_train.shape == (32, 3) and ds.n_classes == 3
+    assert data.load_file(tmp_path / "t.npy", target="0").n_classes == 3
+    np.savez(tmp_path / "t.npz", table=table)
+    assert data.load_file(tmp_path / "t.npz", target=0).X_test.shape == (8, 3)
+    (tmp_path / "t.csv").write_text("kind,a,b,c\n" + "\n".join(",".join(map(str, r)) for r in table))
+    ds = data.load_file(tmp_path / "t.csv", target="kind")
+    assert ds.n_classes == 3 and ds.X_train.shape[1] == 3
+    with pytest.raises(ValueError, match="has no column 'label'; columns: kind, a, b, c"):
+        data.load_file(tmp_path / "t.csv", target="label")
+    with pytest.raises(ValueError, match="target column 7 is out of range"):
+        data.load_file(tmp_path / "t.npy", target=7)
+    with pytest.raises(ValueError, match="no header row"):
+        data.load_file(tmp_path / "t.npy", target="kind")
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY junk")
+    with pytest.raises(ValueError, match="cannot read .*bad.npy as .npy"):
+        data.load_file(tmp_path / "bad.npy")
+
+
+def test_synthetic_generators_are_seeded_and_shaped():
+    for make, classes in ((data.blobs, 3), (data.spirals, 2), (data.noisy_linear, None)):
+        a, b, c = make(seed=1), make(seed=1), make(seed=2)
+        assert np.array_equal(a.X_train, b.X_train) and not np.array_equal(a.X_train, c.X_train)
+        assert a.n_classes == classes and len(a.X_train) == 800
+    s = data.spirals(n=400, noise=0.0, seed=0)
+    radius = np.linalg.norm(np.concatenate([s.X_train, s.X_test]), axis=1)
+    assert radius.max() <= 1.0 + 1e-6
+    lin = data.noisy_linear(n=5000, d=3, noise=0.0, seed=0)  # noise-free: least squares recovers it exactly
+    A = np.column_stack([lin.X_train, np.ones(len(lin.X_train))])
+    resid = A @ np.linalg.lstsq(A, lin.y_train, rcond=None)[0] - lin.y_train
+    assert np.max(np.abs(resid)) < 1e-5
+
+
+def test_scaling_is_fitted_on_training_data_only():
+    ds = data.noisy_linear(seed=0)
+    ds = ds._replace(X_train=ds.X_train * 5 + 3)
+    st = data.scale(ds, "standard")
+    np.testing.assert_allclose(st.X_train.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(st.X_train.std(0), 1, atol=1e-4)
+    assert abs(st.X_test.mean()) > 0.3  # the test set was not used to fit: it is off-centre, as it should be
+    mm = data.scale(ds, "minmax")
+    assert mm.X_train.min() == 0 and mm.X_train.max() == pytest.approx(1)
+    assert data.scale(ds, "none") is ds
+    with pytest.raises(ValueError, match="valid: none, standard, minmax"):
+        data.scale(ds, "robust")
+    np.testing.assert_allclose(data.pixels_to_unit(np.array([0, 51, 255], np.uint8)), [0, 0.2, 1])

@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a feedforward network. With no options: 64-30-10 sigmoid network, quadratic "
                        "cost, mini-batch SGD (m=10, eta=3.0, 30 epochs) on scikit-learn's embedded 8x8 digits.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--data", default="digits", help="digits (embedded), mnist, or a path to a .npz/.csv file")
+    t.add_argument("--data", default="digits",
+                   help="digits (embedded), mnist, fashion-mnist, blobs, spirals, linear, or a path to a .npz/.npy/.csv file")
+    t.add_argument("--target", default="-1", help="the target column of a .npy/.npz table or .csv: index or header name")
+    t.add_argument("--scale", choices=("none", "standard", "minmax"), default="none",
+                   help="feature scaling, fitted on the training split only")
     t.add_argument("--data-dir", type=Path, default=None,
                    help="where the MNIST IDX files are (default: $SGDLAB_DATA, else ~/.cache/sgdlab/mnist; downloaded if missing)")
     t.add_argument("--method", choices=METHODS, default="minibatch",
@@ -88,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_SETTINGS = ("data", "data_dir", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
+TRAIN_SETTINGS = ("data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
                   "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
 
 
@@ -123,7 +127,7 @@ def cmd_train(args) -> int:
         args.epochs = epochs or args.epochs
     if args.epochs is None:
         args.epochs = 30
-    ds = data.load(args.data, args.data_dir, seed=args.seed)
+    ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target), args.scale)
     fingerprint = _fingerprint(ds)
     if args.resume is not None:
         if meta.get("data_sha256") != fingerprint:

@@ -1,4 +1,4 @@
-"""Datasets from files: ``.npz`` and ``.csv``. Nothing is ever unpickled.
+"""Datasets from files: ``.npz``, ``.npy`` and ``.csv``. Nothing is ever unpickled.
 
 .npz  arrays ``X_train, y_train, X_test, y_test``, or ``X, y`` (then split 80/20 with a fixed seed)
 .csv  numbers only, an optional header row, the target in the last column. Integer-valued
@@ -22,7 +22,29 @@ def _targets(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def _load_npz(path: Path, seed: int) -> Dataset:
+def _column(target, header: list[str] | None, n_cols: int, path: Path) -> int:
+    """The index of the target column: an int (negative counts from the end) or a header name."""
+    if isinstance(target, str) and not target.lstrip("-").isdigit():
+        if header is None:
+            raise ValueError(f"{path} has no header row, so the target column {target!r} must be given by index")
+        if target not in header:
+            raise ValueError(f"{path} has no column {target!r}; columns: {', '.join(header)}")
+        return header.index(target)
+    k = int(target)
+    if not -n_cols <= k < n_cols:
+        raise ValueError(f"target column {k} is out of range for {path}, which has {n_cols} columns")
+    return k % n_cols
+
+
+def _table(data: np.ndarray, target, header, path: Path, seed: int) -> Dataset:
+    if data.ndim != 2 or data.shape[1] < 2:
+        raise ValueError(f"{path} needs a 2-D table of at least two columns (features and a target); got shape {data.shape}")
+    k = _column(target, header, data.shape[1], path)
+    X = np.delete(data, k, axis=1).astype(np.float32)
+    return split(X, _targets(data[:, k]), path.stem, seed=seed)
+
+
+def _load_npz(path: Path, seed: int, target=-1) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -35,17 +57,30 @@ def _load_npz(path: Path, seed: int) -> Dataset:
                        _targets(a["y_test"]), name)
     if {"X", "y"} <= arrays.keys():
         return split(arrays["X"].astype(np.float32), _targets(arrays["y"]), name, seed=seed)
-    raise ValueError(f"{path} must hold arrays X_train, y_train, X_test, y_test or X, y; it has {sorted(arrays)}")
+    if len(arrays) == 1:
+        return _table(next(iter(arrays.values())), target, None, path, seed)
+    raise ValueError(f"{path} must hold arrays X_train, y_train, X_test, y_test, or X, y, or one table; it has {sorted(arrays)}")
 
 
-def _load_csv(path: Path, seed: int) -> Dataset:
+def _load_npy(path: Path, seed: int, target=-1) -> Dataset:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"cannot read {path} as .npy: {e}") from None
+    if not np.issubdtype(data.dtype, np.number):
+        raise ValueError(f"{path} must hold numbers; it holds {data.dtype}")
+    return _table(data, target, None, path, seed)
+
+
+def _load_csv(path: Path, seed: int, target=-1) -> Dataset:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
     lines = [ln for ln in text.splitlines() if ln.strip()]
+    header = None
     if lines and not _is_numeric_row(lines[0]):
-        lines = lines[1:]  # header
+        header, lines = [c.strip() for c in lines[0].split(",")], lines[1:]
     if not lines:
         raise ValueError(f"{path} has no data rows")
     rows = []
@@ -57,10 +92,7 @@ def _load_csv(path: Path, seed: int) -> Dataset:
             raise ValueError(f"{path}: data row {i} is not all numbers: {ln[:60]!r}") from None
         if len(rows[-1]) != len(rows[0]):
             raise ValueError(f"{path}: data row {i} has {len(rows[-1])} columns, the first has {len(rows[0])}")
-    data = np.asarray(rows)
-    if data.shape[1] < 2:
-        raise ValueError(f"{path} needs at least two columns (features, then the target)")
-    return split(data[:, :-1].astype(np.float32), _targets(data[:, -1]), path.stem, seed=seed)
+    return _table(np.asarray(rows), target, header, path, seed)
 
 
 def _is_numeric_row(line: str) -> bool:
@@ -71,13 +103,15 @@ def _is_numeric_row(line: str) -> bool:
         return False
 
 
-def load_file(path, seed: int = 0) -> Dataset:
-    """A Dataset from a .npz or .csv file (see the module docstring for the layouts)."""
+LOADERS = {".npz": _load_npz, ".npy": _load_npy, ".csv": _load_csv}
+
+
+def load_file(path, seed: int = 0, target=-1) -> Dataset:
+    """A Dataset from a .npz, .npy or .csv file (see the module docstring for the layouts)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
-    if path.suffix.lower() == ".npz":
-        return _load_npz(path, seed)
-    if path.suffix.lower() == ".csv":
-        return _load_csv(path, seed)
-    raise ValueError(f"unsupported data file {path}: use .npz or .csv")
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise ValueError(f"unsupported data file {path}: use .npz, .npy or .csv")
+    return loader(path, seed, target)
