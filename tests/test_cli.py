@@ -150,3 +150,50 @@ def test_bad_data_files_from_the_command_line(tmp_path):
     (tmp_path / "images" / "train-images-idx3-ubyte.gz").write_bytes(b"\x00\x00\x08\x03\x00")
     out = sgd("train", "--data", "mnist", "--data-dir", str(tmp_path / "images"))
     assert out.returncode == 1 and "truncated IDX header" in out.stderr, out.stderr
+
+
+def test_plot_evaluate_and_predict_a_run(tmp_path, capsys):
+    for name, method in (("a", "minibatch"), ("b", "batch")):
+        assert main(["train", "--quiet", "--epochs", "3", "--method", method, "--lr", "3", "--out", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "runs.png")]) == 0
+    assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", str(tmp_path / "a"), "--out", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "eval.json").read_text())
+    hist = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert result["accuracy"] == pytest.approx(hist["epochs"][-1]["val_accuracy"])
+    cm = np.array(result["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 360 and "confusion matrix" in out
+    ds = sgdlab.data.load_digits_split(seed=0)
+    np.save(tmp_path / "x.npy", ds.X_test[:5])
+    assert main(["predict", str(tmp_path / "a"), str(tmp_path / "x.npy")]) == 0
+    printed = [int(v) for v in capsys.readouterr().out.split()]
+    net = sgdlab.load(tmp_path / "a" / "weights.safetensors")
+    assert printed == list(net.predict(ds.X_test[:5]).argmax(1))
+    (tmp_path / "x.csv").write_text("\n".join(",".join(map(str, r)) for r in ds.X_test[:5]))
+    assert main(["predict", str(tmp_path / "a"), str(tmp_path / "x.csv"), "--proba", "--out", str(tmp_path / "p.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), net.predict(ds.X_test[:5]), rtol=1e-6)
+
+
+def test_plot_a_run_in_progress_and_bad_run_directories(tmp_path, capsys):
+    run = tmp_path / "live"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "updates": 0, "examples_seen": 0, "train_seconds": 0.0, "train_cost": 1.0}\n'
+                                       '{"epoch": 1, "updates": 10, "examples_seen": 100, "train_seconds": 0.1, "train_cost": 0.5}\n')
+    assert main(["plot", str(run), "--out", str(tmp_path / "live.png")]) == 0
+    for argv, message in ((["plot", str(tmp_path)], "not a run directory"),
+                          (["evaluate", str(tmp_path)], "no weights.safetensors"),
+                          (["predict", str(run), "nope.npy"], "no weights.safetensors")):
+        assert main(argv) == 1
+        assert message in capsys.readouterr().err
+
+
+def test_predict_refuses_bad_input(tmp_path, capsys):
+    assert main(["train", "--quiet", "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 5)))
+    assert main(["predict", str(tmp_path / "r"), str(tmp_path / "wrong.npy")]) == 1
+    assert "X has 5 features but the network's input layer has 64" in capsys.readouterr().err
+    (tmp_path / "t.txt").write_text("1")
+    assert main(["predict", str(tmp_path / "r"), str(tmp_path / "t.txt")]) == 1
+    assert "use .npy or .csv" in capsys.readouterr().err

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .activations import HIDDEN_ACTIVATIONS
 from .costs import COSTS
 from .init import INITIALIZERS
@@ -70,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total)")
     t.set_defaults(run=cmd_train)
+
+    pl = sub.add_parser("plot", help="overlay runs: cost and accuracy against epochs, updates, examples, seconds",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="directories written by `sgdlab train --out`")
+    pl.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write")
+    pl.set_defaults(run=cmd_plot)
+    ev = sub.add_parser("evaluate", help="accuracy, cost and confusion matrix of a trained run on a test set",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    ev.add_argument("--data", default=None, help="data to evaluate on (default: the run's own); its test split is used")
+    ev.add_argument("--data-dir", type=Path, default=None)
+    ev.add_argument("--target", default=None, help="target column for table files (default: the run's own)")
+    ev.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
+    ev.set_defaults(run=cmd_evaluate)
+    pr = sub.add_parser("predict", help="predict with a trained run: class labels (or values) for each input row",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pr.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    pr.add_argument("input", type=Path, help="rows of features: .npy (2-D) or .csv (numbers, optional header)")
+    pr.add_argument("--out", type=Path, default=None, help="write predictions here (.npy or .csv) instead of printing")
+    pr.add_argument("--proba", action="store_true", help="output activations instead of class labels")
+    pr.set_defaults(run=cmd_predict)
 
     from .lab import EXPERIMENTS
 
@@ -185,6 +208,104 @@ def cmd_train(args) -> int:
           f"{args.epochs} epochs in {last['train_seconds']:.2f} s: {acc}test cost {last['val_cost']:.5f}")
     if out is not None and not args.quiet:
         print(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, history.csv/.json/.png, metrics.csv/.jsonl")
+    return 0
+
+
+def _run_records(run: Path) -> list:
+    if (run / "history.json").is_file():
+        return json.loads((run / "history.json").read_text())["epochs"]
+    if (run / "metrics.jsonl").is_file():  # a run still in progress
+        return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    raise FileNotFoundError(f"{run} holds neither history.json nor metrics.jsonl: not a run directory")
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_runs
+
+    runs = {str(r): _run_records(r) for r in args.runs}
+    print(f"wrote {plot_runs(runs, args.out)}")
+    return 0
+
+
+def _trained(run_dir: Path):
+    from . import checkpoint
+
+    path = run_dir / "weights.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no weights.safetensors: not a finished run directory")
+    meta, _ = checkpoint.read(path)
+    settings = {}
+    if (run_dir / "checkpoint.safetensors").is_file():
+        settings = checkpoint.read(run_dir / "checkpoint.safetensors")[0].get("train_args", {})
+    return checkpoint.load(path), meta, settings
+
+
+def cmd_evaluate(args) -> int:
+    from sklearn.metrics import confusion_matrix
+
+    from . import data
+
+    net, meta, settings = _trained(args.run_dir)
+    name = args.data or settings.get("data") or meta.get("data")
+    if name is None:
+        raise ValueError(f"{args.run_dir} does not record its data; pass --data")
+    data_dir = args.data_dir or (Path(settings["data_dir"]) if settings.get("data_dir") else None)
+    ds = data.scale(data.load(name, data_dir, seed=settings.get("seed", 0), target=args.target or settings.get("target", -1)),
+                    settings.get("scale", "none"))
+    result = {"run": str(args.run_dir), "data": name, "n": len(ds.X_test), "cost": net.cost(ds.X_test, ds.y_test)}
+    print(f"{name} test split ({len(ds.X_test)} examples): cost {result['cost']:.5f}", end="")
+    if ds.n_classes is not None:
+        pred = net.predict(ds.X_test)
+        labels = (pred[:, 0] > 0.5).astype(int) if pred.shape[1] == 1 else pred.argmax(axis=1)
+        cm = confusion_matrix(ds.y_test, labels, labels=list(range(max(ds.n_classes, pred.shape[1]))))
+        result["accuracy"] = float(np.trace(cm) / cm.sum())
+        result["confusion_matrix"] = cm.tolist()
+        print(f", accuracy {result['accuracy']:.4f}\nconfusion matrix (rows: true class, columns: predicted):")
+        width = max(3, len(str(cm.max())))
+        print("     " + " ".join(f"{j:>{width}}" for j in range(cm.shape[1])))
+        for i, row in enumerate(cm):
+            print(f"{i:>4} " + " ".join(f"{v:>{width}}" for v in row))
+    else:
+        print()
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"cannot read {path} as .npy: {e}") from None
+    if path.suffix.lower() == ".csv":
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        try:
+            [float(c) for c in lines[0].split(",")]
+        except ValueError:
+            lines = lines[1:]  # header
+        try:
+            return np.array([[float(c) for c in ln.split(",")] for ln in lines])
+        except ValueError as e:
+            raise ValueError(f"{path}: every row must be numbers: {e}") from None
+    raise ValueError(f"unsupported input {path}: use .npy or .csv")
+
+
+def cmd_predict(args) -> int:
+    net, _, _ = _trained(args.run_dir)
+    X = _read_rows(args.input)
+    out = np.asarray(net.predict(X))
+    if not args.proba:
+        out = ((out[:, 0] > 0.5).astype(np.int64) if net.output_activation.name in ("sigmoid", "softmax") else out[:, 0]) \
+            if out.shape[1] == 1 else out.argmax(axis=1)
+    if args.out is None:
+        np.savetxt(sys.stdout, out, fmt="%d" if out.dtype.kind == "i" else "%.6g", delimiter=",")
+    elif args.out.suffix.lower() == ".npy":
+        np.save(args.out, out)
+    else:
+        np.savetxt(args.out, out, fmt="%d" if out.dtype.kind == "i" else "%.6g", delimiter=",")
     return 0
 
 

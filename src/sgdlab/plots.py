@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def plot_history(history, path, title: str | None = None) -> Path:
@@ -48,3 +49,32 @@ def save_figure(fig, path, title: str | None = None) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+RUN_AXES = (("epoch", "epochs"), ("updates", "updates"), ("examples_seen", "examples seen"), ("train_seconds", "training seconds"))
+
+
+def plot_runs(runs: dict, path) -> Path:
+    """Overlay runs: cost (top) and accuracy (bottom) against epochs, updates, examples seen and seconds.
+
+    ``runs`` maps a label to a list of epoch records (``History.epochs`` or metrics.jsonl rows).
+    """
+    fig, axes = new_figure(4, 2, size=(4.2, 3.4))
+    for i, (label, records) in enumerate(runs.items()):
+        for col, (key, xlabel) in enumerate(RUN_AXES):
+            xs = [r.get(key) for r in records]
+            for row, (ykey, ylabel) in enumerate((("train_cost", "training cost"), ("val_accuracy", "test accuracy"))):
+                pts = [(x, r.get(ykey)) for x, r in zip(xs, records) if x is not None and r.get(ykey) is not None]
+                if key != "epoch":
+                    pts = [(x, y) for x, y in pts if x > 0]
+                if pts:
+                    ax = axes[row * 4 + col]
+                    ax.plot(*zip(*pts), marker=".", color=f"C{i}", label=label)
+                    ax.set(xlabel=xlabel, ylabel=ylabel)
+                    if key != "epoch":
+                        ax.set_xscale("log")
+                        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                    if row == 0:
+                        ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    return save_figure(fig, path, "runs compared")
