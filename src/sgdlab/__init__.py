@@ -12,10 +12,10 @@ and measure how the variants behave.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data, optim, schedules
-from .checkpoint import load, save
+from .checkpoint import load, load_training, save
 from .network import Network
 from .optim import sgd
-from .train import EPOCH_FIELDS, UPDATE_FIELDS, Callback, DivergenceError, History, StopTraining, fit
+from .train import EPOCH_FIELDS, UPDATE_FIELDS, Callback, DivergenceError, History, StopTraining, TrainState, fit
 
 try:
     __version__ = version("sgdlab")
@@ -23,4 +23,4 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = ["Network", "fit", "History", "Callback", "StopTraining", "DivergenceError", "EPOCH_FIELDS", "UPDATE_FIELDS",
-           "sgd", "save", "load", "data", "optim", "schedules", "__version__"]
+           "TrainState", "sgd", "save", "load", "load_training", "data", "optim", "schedules", "__version__"]

@@ -89,8 +89,14 @@ def _params(net) -> dict:
     return out
 
 
-def save(path, net, *, extra: dict | None = None) -> Path:
-    """Save ``net``'s weights and architecture to ``path`` (a .safetensors file), atomically."""
+def save(path, net, *, state=None, extra: dict | None = None) -> Path:
+    """Save ``net``'s weights and architecture to ``path`` (a .safetensors file), atomically.
+
+    With ``state`` (a ``TrainState``) the file also holds everything needed to resume training
+    exactly; ``load_training(path)`` gives the network and the state back.
+    """
+    if state is not None:
+        return save_training(path, net, state, extra=extra)
     return _write(path, _params(net), {"network": net.describe(), **(extra or {})})
 
 
