@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 import sgdlab
 from sgdlab.lab import compare, minima, noise_scale, redundancy, symmetry, unbiased, variance
-from sgdlab.lab.estimators import (RatioEMA, flatten, minibatch_variance, trace_sigma, two_batch_estimates,
+from sgdlab.lab.estimators import (RatioEMA, minibatch_variance, trace_sigma, two_batch_estimates,
                                    variance_factor)
 from sgdlab.lab.report import write_report
 

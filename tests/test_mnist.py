@@ -5,7 +5,6 @@ first 8,000 images and tested on the last 2,000.
 """
 
 import numpy as np
-import pytest
 
 import sgdlab
 

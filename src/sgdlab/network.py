@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from .activations import get_activation
-from .backend import dot, get_namespace, to_numpy
+from .backend import BACKENDS, dot, get_namespace, to_numpy
 from .costs import get_cost
 from .init import initialize
 from .rng import Seed, generator
@@ -230,7 +230,7 @@ class Network:
         return {"description": self.describe(), "params": self.numpy_params(), "backend": self.xp.__name__.split(".")[-1]}
 
     def __setstate__(self, state):
-        backend = state["backend"] if state["backend"] in ("numpy", "array_api_strict") else "numpy"
+        backend = state["backend"] if state["backend"] in BACKENDS else "numpy"
         self.__dict__.update(Network.from_params(state["description"], state["params"], backend=backend).__dict__)
 
     def numpy_params(self):

@@ -42,9 +42,10 @@ def check_X(X, n_features: int, name: str = "X"):
     if is_out_of_core(X):
         if X.shape[1] != n_features:
             raise ValueError(f"{name} has {X.shape[1]} features but the network's input layer has {n_features}")
-        for i, chunk in enumerate(X.chunks()):
+        rows = 8192
+        for i, chunk in enumerate(X.chunks(rows)):
             if not np.all(np.isfinite(chunk)):
-                raise ValueError(f"{name} contains NaN or infinity (in rows {i * 8192}..{i * 8192 + len(chunk) - 1})")
+                raise ValueError(f"{name} contains NaN or infinity (in rows {i * rows}..{i * rows + len(chunk) - 1})")
         return X
     X = as_array(X, name)
     xp = namespace(X)

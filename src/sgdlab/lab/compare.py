@@ -9,11 +9,9 @@ with a 95% Student-t band.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from ..train import fit
 from .common import CostProbe, geometric_grid, load, network_for
 from .estimators import mean_ci
@@ -64,8 +62,6 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         f"mini-batches do best: they keep SGD's many updates while the matrix products use the hardware.",
         numbers, rows)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, axes = new_figure(2, 2, size=(5.5, 4.0))
         for name, c in curves.items():
             for ax, key, label in zip(axes, ("epochs", "updates", "examples_seen", "seconds_mean"),
@@ -76,6 +72,5 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                 ax.fill_between(x[keep], (c["cost_mean"] - c["cost_ci95"])[keep], (c["cost_mean"] + c["cost_ci95"])[keep], alpha=0.25)
                 ax.set(xscale="log", yscale="log", xlabel=label, ylabel="training cost")
         axes[0].legend(fontsize=8)
-        result.figure = save_figure(fig, out / "compare.png", f"Same start, same data: mean of {seeds} seeds, 95% band")
-        result.write_json(out)
+        result.save(out, fig, f"Same start, same data: mean of {seeds} seeds, 95% band")
     return result

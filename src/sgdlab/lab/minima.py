@@ -17,12 +17,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..network import Network
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from ..train import fit
 from .result import LabResult
 
@@ -116,8 +114,6 @@ def run(data=None, data_dir=None, *, seed: int = 0, out=None, quick: bool = Fals
         + (f" On XOR with a 2-2-1 network at equal updates it does not show: solved fractions "
            f"{', '.join(f'{k}: {v:.0%}' for k, v in xor.items())}." if xor else ""), numbers, rows)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, (ax, ax2) = new_figure(2, size=(6.0, 4.5))
         g1, g2 = np.meshgrid(np.linspace(-2.2, 3.2, 200), np.linspace(-2.0, 2.0, 160))
         ax.contourf(g1, g2, loss(np.stack([g1, g2], -1)), levels=30, cmap="viridis")
@@ -136,6 +132,5 @@ def run(data=None, data_dir=None, *, seed: int = 0, out=None, quick: bool = Fals
             ax2.plot(labels, [row[k] for k in labels], marker="o", label=f"lr = {row['lr']:g}")
         ax2.set(ylabel="fraction ending in the better minimum", ylim=(-0.05, 1.05), title=f"{R} runs from the sharp basin")
         ax2.legend(fontsize=8)
-        result.figure = save_figure(fig, out / "minima.png", "SGD's noise escapes the sharp, poor minimum")
-        result.write_json(out)
+        result.save(out, fig, "SGD's noise escapes the sharp, poor minimum")
     return result

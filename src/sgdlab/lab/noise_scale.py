@@ -19,11 +19,9 @@ Measured here:
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from ..train import Callback, StopTraining, fit
 from .common import load, network_for, trained_network
 from .estimators import RatioEMA, flatten, ratio_with_error, trace_sigma, two_batch_estimates
@@ -159,8 +157,6 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         f"learning rate is reached at small batches, so bigger batches cannot take bigger steps."), numbers, rows)
     numbers["advice"] = advice
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, (ax1, ax2, ax3) = new_figure(3, size=(5.0, 4.0))
         if tracker.rows:
             u = [r["update"] for r in tracker.rows]
@@ -180,6 +176,5 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ax3.plot(bs, s_min_pred * b_pred * (1 + bs / b_pred), "--", label="predicted")
         ax3.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="examples E to target", title="examples")
         ax3.legend(fontsize=8)
-        result.figure = save_figure(fig, out / "noise-scale.png", f"Noise scale: B_simple = {ex['b_simple']:.1f}")
-        result.write_json(out)
+        result.save(out, fig, f"Noise scale: B_simple = {ex['b_simple']:.1f}")
     return result

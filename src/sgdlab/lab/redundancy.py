@@ -8,11 +8,9 @@ not depend on k. Shown: cost against examples seen and against seconds, for both
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from ..train import fit
 from .common import CostProbe, geometric_grid, load, network_for
 from .result import LabResult
@@ -56,8 +54,6 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         f"{rows[-1]['GD work ratio']:.1f}x more time at k = {ks[-1]}. Mini-batch SGD's cost after the same number of "
         f"examples is about the same for every k: redundancy costs it nothing.", numbers, rows)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, (ax1, ax2) = new_figure(2, size=(5.5, 4.2))
         for i, k in enumerate(ks):
             for method, style in (("gd", "-"), ("sgd", "--")):
@@ -69,6 +65,5 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ax1.set(xscale="log", yscale="log", xlabel="examples seen", ylabel="training cost")
         ax2.set(xscale="log", yscale="log", xlabel="training seconds", ylabel="training cost")
         ax1.legend(fontsize=7)
-        result.figure = save_figure(fig, out / "redundancy.png", "Data repeated k times")
-        result.write_json(out)
+        result.save(out, fig, "Data repeated k times")
     return result

@@ -22,6 +22,16 @@ class LabResult:
     figure: Path | None = None
     json: Path | None = None
 
+    def save(self, out_dir, fig, figure_title: str) -> "LabResult":
+        """Write ``out_dir/NAME.png`` (from ``fig``) and ``out_dir/NAME.json``."""
+        from ..plots import save_figure
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.figure = save_figure(fig, out_dir / f"{self.name}.png", figure_title)
+        self.write_json(out_dir)
+        return self
+
     def write_json(self, out_dir: Path) -> Path:
         self.json = Path(out_dir) / f"{self.name}.json"
         payload = {"experiment": self.name, "title": self.title, "reading": self.reading,

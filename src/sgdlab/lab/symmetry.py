@@ -15,11 +15,9 @@ does the network start to learn. Both are shown.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from ..train import fit
 from .common import load, network_for
 from .result import LabResult
@@ -72,8 +70,6 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         + (" (rounding has broken the symmetry)" if z32[f"after {epochs} epochs"] > 1e-3 else "")
         + f" and it reaches {score(z32)}. Random starts differ by O(1) and reach {others}.", numbers, rows)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, (ax1, ax2) = new_figure(2, size=(5.5, 4.0))
         for init, c in curves.items():
             ax1.plot(c["epoch"], c["unit_spread"], marker=".", label=init)
@@ -83,6 +79,5 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ax1.set_yscale("symlog", linthresh=1e-20)
         ax2.set(xlabel="epoch", ylabel="test accuracy (or cost)", title="how well each start learns")
         ax1.legend(fontsize=8)
-        result.figure = save_figure(fig, out / "symmetry.png", "Zero against random initialisation")
-        result.write_json(out)
+        result.save(out, fig, "Zero against random initialisation")
     return result

@@ -11,11 +11,9 @@ one is visible.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
-
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from ..train import fit
 from .common import load, network_for
 from .result import LabResult
@@ -78,8 +76,6 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
            "overhead outweighs the arithmetic at every batch size the data allows.")
         + ("" if len(backends) > 1 else " No GPU was visible in this run."), numbers, table)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, (ax1, ax2) = new_figure(2, size=(5.5, 4.0))
         for backend in backends:
             r = [x for x in rows if x["backend"] == backend]
@@ -90,6 +86,5 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ax2.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="examples per second",
                 title="dotted: 90% of the best throughput")
         ax1.legend(fontsize=8)
-        result.figure = save_figure(fig, out / "throughput.png", "Throughput against batch size")
-        result.write_json(out)
+        result.save(out, fig, "Throughput against batch size")
     return result

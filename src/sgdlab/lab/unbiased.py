@@ -9,11 +9,9 @@ average is exactly G after every full epoch: better than 1/sqrt(k).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from ..sampling import BatchSampler
 from .common import geometric_grid, load, trained_network
 from .estimators import flatten, loglog_slope
@@ -73,8 +71,6 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         f"as an unbiased estimate must. Reshuffled epochs do better still: after each full epoch the average is "
         f"the full gradient exactly.", numbers, rows)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, (ax,) = new_figure(size=(6.5, 4.5))
         for scheme, label in SCHEMES.items():
             med = numbers[scheme]["median_relative_error"]
@@ -85,6 +81,5 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
             ax.axvline(e * per_epoch, color="grey", lw=0.5, ls=":")
         ax.set(xscale="log", yscale="log", xlabel="mini-batch gradients averaged, k", ylabel="||mean − G|| / ||G||")
         ax.legend(fontsize=8)
-        result.figure = save_figure(fig, out / "unbiased.png", f"Unbiased: mean of k batch gradients (B={batch_size}) → G")
-        result.write_json(out)
+        result.save(out, fig, f"Unbiased: mean of k batch gradients (B={batch_size}) → G")
     return result

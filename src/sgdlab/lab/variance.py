@@ -9,11 +9,9 @@ repeats) and the fitted log-log slope (theory: -1).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..plots import new_figure
 from .common import geometric_grid, load, trained_network
 from .estimators import flatten, loglog_slope, minibatch_variance, trace_sigma
 from .result import LabResult
@@ -66,8 +64,6 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         f"Without replacement the finite-population factor (n-B)/(n-1) bends it down to exactly 0 at B = n.",
         numbers, rows)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fig, (ax,) = new_figure(size=(6.5, 4.5))
         for scheme, style in (("with_replacement", "o"), ("without_replacement", "s")):
             d = numbers[scheme]
@@ -78,6 +74,5 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                     label="theory: tr Σ / B" + (" · (n−B)/(n−1)" if scheme.startswith("without") else ""))
         ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="E ||g_B − G||²")
         ax.legend(fontsize=8)
-        result.figure = save_figure(fig, out / "variance.png", "Variance of the mini-batch gradient ~ 1/B")
-        result.write_json(out)
+        result.save(out, fig, "Variance of the mini-batch gradient ~ 1/B")
     return result
