@@ -92,7 +92,8 @@ def test_resume_can_extend_and_refuses_other_data(tmp_path):
     assert out.returncode == 0, out.stderr
     from sgdlab.checkpoint import load_training
 
-    assert load_training(run / "checkpoint.safetensors")[1].epoch == 4
+    _, state, meta = load_training(run / "checkpoint.safetensors")
+    assert state.epoch == 4 and meta["train_args"]["checkpoint_every"] == 0
     ref = tmp_path / "ref"
     assert subprocess.run([*base[:5], "4", "--quiet", "--out", str(ref)], capture_output=True).returncode == 0
     assert_same_weights(sgdlab.load(run / "weights.safetensors"), sgdlab.load(ref / "weights.safetensors"))

@@ -30,6 +30,13 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the uninformative None and False."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgdlab", description="Train neural networks by batch, stochastic and "
                                      "mini-batch gradient descent, and measure how the variants behave.")
@@ -37,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network and report test accuracy and cost",
                        description="Train a feedforward network. With no options: 64-30-10 sigmoid network, quadratic "
                        "cost, mini-batch SGD (m=10, eta=3.0, 30 epochs) on scikit-learn's embedded 8x8 digits.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     t.add_argument("--data", default="digits",
                    help="digits (embedded), mnist, fashion-mnist, blobs, spirals, linear, or a path to a .npz/.npy/.csv file")
     t.add_argument("--target", default="-1", help="the target column of a .npy/.npz table or .csv: index or header name")
@@ -67,19 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory: checkpoint.safetensors (resumable), weights.safetensors, network.json, "
                    "history.csv/.json/.png, and metrics.csv/.jsonl written while training runs; SIGINT/SIGTERM "
                    "finish the current update, save and exit")
-    t.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                   help="with --out: also save the resumable checkpoint every N epochs (0: only at the end or on a signal)")
+    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="with --out: also save the resumable checkpoint every N epochs (default 0: only at the end or on "
+                   "a signal; a resumed run keeps its own N unless given)")
     t.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total)")
     t.set_defaults(run=cmd_train)
 
     pl = sub.add_parser("plot", help="overlay runs: cost and accuracy against epochs, updates, examples, seconds",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_Help)
     pl.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="directories written by `sgdlab train --out`")
     pl.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write")
     pl.set_defaults(run=cmd_plot)
     ev = sub.add_parser("evaluate", help="accuracy, cost and confusion matrix of a trained run on a test set",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_Help)
     ev.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     ev.add_argument("--data", default=None, help="data to evaluate on (default: the run's own); its test split is used")
     ev.add_argument("--data-dir", type=Path, default=None)
@@ -87,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
     ev.set_defaults(run=cmd_evaluate)
     pr = sub.add_parser("predict", help="predict with a trained run: class labels (or values) for each input row",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_Help)
     pr.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     pr.add_argument("input", type=Path, help="rows of features: .npy (2-D) or .csv (numbers, optional header)")
     pr.add_argument("--out", type=Path, default=None, help="write predictions here (.npy or .csv) instead of printing")
@@ -99,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="run one gradient-descent experiment: a figure, its numbers, a table",
                          description="Measure and show one claim behind batch, stochastic and mini-batch descent. "
                          "Writes OUT/EXPERIMENT.png and OUT/EXPERIMENT.json and prints a table.",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_Help)
     lab.add_argument("experiment", choices=tuple(EXPERIMENTS), help="which experiment")
     report = sub.add_parser("report", help="run every lab experiment and write one HTML page",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=_Help)
     for p in (lab, report):
         p.add_argument("--data", default="digits", help="digits (embedded), mnist, or a path to a .npz/.csv file")
         p.add_argument("--data-dir", type=Path, default=None, help="where the MNIST IDX files are")
@@ -115,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_SETTINGS = ("data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
+TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
                   "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
 
 
@@ -137,17 +145,21 @@ def cmd_train(args) -> int:
     from .train import TrainState, fit
 
     out = args.out
-    if args.checkpoint_every < 0:
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0; got {args.checkpoint_every}")
     if args.checkpoint_every and out is None and args.resume is None:
         raise ValueError("--checkpoint-every needs --out DIR (where the checkpoint goes)")
     if args.resume is not None:
         out = args.resume
-        epochs = args.epochs
+        given = {"epochs": args.epochs, "checkpoint_every": args.checkpoint_every}
         net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors")
         for k, v in meta["train_args"].items():
             setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
-        args.epochs = epochs or args.epochs
+        for k, v in given.items():
+            if v is not None:
+                setattr(args, k, v)
+    if args.checkpoint_every is None:
+        args.checkpoint_every = 0
     if args.epochs is None:
         args.epochs = 30
     ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target), args.scale)

@@ -127,7 +127,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     Parameters
     ----------
     net : a ``Network``; its parameters are updated in place (``net.params`` is reassigned).
-    X, Y : inputs (n, d) and targets: integer labels (n,) or arrays (n, k).
+    X, Y : inputs (n, d) and targets: integer labels (n,) or arrays (n, k). X may be data on disk
+        (``sgdlab.data.open_npy``): batches then read only their rows and memory stays bounded.
     lr : eta > 0, or a schedule ``lr(t) -> eta_t`` of the update count t (see ``sgdlab.schedules``).
     sampling : "reshuffle" (default), "shuffle_once", "replacement" or "sequential"; see ``sgdlab.sampling``.
     momentum, nesterov, weight_decay : SGD options (off by default); see ``sgdlab.optim``.
