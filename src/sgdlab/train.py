@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import is_numpy, scipy_blas_single_threaded
+from .backend import is_numpy, namespace, scipy_blas_single_threaded
 from .optim import FUSED_MAX_BATCH, apply_updates, fused_sgd_step, sgd
 from .rng import Seed, generator
 from .sampling import ORDERS, BatchSampler
@@ -160,18 +160,14 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     [0, 1, 2, 3]
     """
     xp = net.xp
-    X = check_X(X, net.sizes[0])
-    n, on_disk = X.shape[0], is_out_of_core(X)
-    T, labels = check_Y(Y, n, net.sizes[-1])
+    data = _TrainingData.prepare(net, X, Y, validation)
+    n = data.n
     m = resolve_batch_size(method, batch_size, n)
     epochs = check_int(epochs, "epochs", 1)
     check_choice(sampling, "sampling", ORDERS)
     if method == "batch" and sampling == "replacement":
         raise ValueError("method='batch' uses every example once per update; sampling='replacement' does not apply")
-    if callable(lr):
-        schedule = lr
-    else:
-        schedule = as_schedule(check_positive(lr, "learning rate lr"))
+    schedule = lr if callable(lr) else as_schedule(check_positive(lr, "learning rate lr"))
     check_fraction(momentum, "momentum")
     check_fraction(weight_decay, "weight_decay", high=float("inf"))
     opt = sgd(schedule, momentum, nesterov, weight_decay)
@@ -179,28 +175,16 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     if fused and not can_fuse:
         raise ValueError("fused=True needs the NumPy backend and momentum=0")
     fused = (can_fuse and m <= FUSED_MAX_BATCH) if fused is None else bool(fused)
-    chunked = on_disk and m == n  # batch GD on data on disk: the full gradient, chunk by chunk
-    fused = fused and not chunked
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise TypeError("validation must be a pair (X_val, Y_val)")
-        Xv = check_X(validation[0], net.sizes[0], name="X_val")
-        Tv, labels_v = check_Y(validation[1], Xv.shape[0], net.sizes[-1], name="Y_val")
-        Xv, Tv = to_backend(Xv, xp, net.dtype), to_backend(Tv, xp, net.dtype)
-        labels_v = None if labels_v is None else to_backend(labels_v, xp)
-    X, T = to_backend(X, xp, net.dtype), to_backend(T, xp, net.dtype)
-    labels = None if labels is None else to_backend(labels, xp)
-    if is_numpy(xp):
-        X, T = (X if on_disk else np.ascontiguousarray(X)), np.ascontiguousarray(T)
+    # how one update is made: the full gradient chunk by chunk (batch GD on data on disk), the
+    # BLAS-fused step, or the reference chain gradient -> optimizer -> apply_updates
+    mode = "chunked" if data.on_disk and m == n else "fused" if fused else "reference"
 
-    order = "sequential" if method == "batch" else sampling
     config = {"method": method, "batch_size": m, "n": n, "epochs": epochs,
               "lr": lr if not callable(lr) else getattr(lr, "__name__", "schedule"),
               "sampling": sampling if method != "batch" else "full", "momentum": momentum, "nesterov": nesterov,
               "weight_decay": weight_decay, "seed": seed if not isinstance(seed, np.random.Generator) else "generator",
-              "fused": fused, "network": net.describe()}
-    if state is None:
-        state = TrainState()
+              "fused": mode == "fused", "network": net.describe()}
+    state = state if state is not None else TrainState()
     if state.rng is None:
         state.rng = generator(seed, "sampling")
     if state.history is None:
@@ -209,16 +193,13 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         state.history.config.update(config)
     if state.opt_state is None:
         state.opt_state = opt.init(net.params)
-    sampler = BatchSampler(n, m, order, state.rng)
+    sampler = BatchSampler(n, m, "sequential" if method == "batch" else sampling, state.rng)
     sampler.fixed = state.fixed
     history = state.history
 
     def record(epoch: int, eta, partial: bool = False) -> dict:
-        r = {"epoch": epoch, "updates": state.step, "examples_seen": state.seen, "train_seconds": state.seconds, "lr": eta}
-        if eval_train:
-            r["train_cost"], r["train_accuracy"] = net._evaluate(X, T, labels)
-        if validation is not None:
-            r["val_cost"], r["val_accuracy"] = net._evaluate(Xv, Tv, labels_v)
+        r = {"epoch": epoch, "updates": state.step, "examples_seen": state.seen, "train_seconds": state.seconds,
+             "lr": eta, **data.evaluate(net, train=eval_train)}
         if partial:
             r["partial"] = True
         history.epochs.append(r)
@@ -231,14 +212,13 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
             f"training diverged {where} with lr={eta:g}: the cost became {cost}. The network keeps the "
             f"parameters from the end of epoch {last['epoch']}, the last with a finite cost; try a smaller lr.")
 
-    take = (lambda A, idx: A.take(idx, axis=0)) if is_numpy(xp) else (lambda A, idx: xp.take(A, xp.asarray(idx), axis=0))
     full = m == n
     on_epoch = [getattr(cb, "on_epoch_end", None) or cb for cb in callbacks
                 if callable(getattr(cb, "on_epoch_end", None) or cb)]
     on_update = [cb.on_update_end for cb in callbacks if callable(getattr(cb, "on_update_end", None))]
     per_update = record_updates or bool(on_update)
     errstate = (lambda: np.errstate(all="ignore")) if is_numpy(xp) else contextlib.nullcontext
-    blas_guard = scipy_blas_single_threaded if fused else contextlib.nullcontext
+    blas_guard = scipy_blas_single_threaded if mode == "fused" else contextlib.nullcontext
     good = net.copy_params()
     eta, stopped = None, False
     while history.epochs and history.epochs[-1].get("partial"):
@@ -257,21 +237,11 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
             with errstate(), blas_guard():
                 t0 = time.perf_counter()
                 for k in range(state.position, len(batches)):
-                    idx = batches[k]
-                    Xb, Tb = (X, T) if full else (take(X, idx), take(T, idx))
+                    Xb, Tb = (data.X, data.T) if full else data.batch(batches[k])
                     eta = schedule(state.step)
                     if not (eta > 0 and math.isfinite(eta)):
                         raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {state.step}; it must be finite and > 0")
-                    if chunked:
-                        grads, batch_cost = net._chunked_gradient(X, T)
-                        updates, state.opt_state = opt.update(grads, state.opt_state, net.params)
-                        net.params = apply_updates(net.params, updates)
-                    elif fused:
-                        acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
-                    else:
-                        acts, deltas, z = net._backprop(Xb, Tb)
-                        updates, state.opt_state = opt.update(net._gradient_from(acts, deltas), state.opt_state, net.params)
-                        net.params = apply_updates(net.params, updates)
+                    batch_cost = _update(mode, net, opt, state, data, Xb, Tb, eta, weight_decay)
                     state.step += 1
                     state.seen += Xb.shape[0]
                     state.position = k + 1
@@ -280,7 +250,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                         u = {"update": state.step, "epoch": epoch, "examples_seen": state.seen,
                              "train_seconds": state.seconds, "lr": eta, "batch_size": Xb.shape[0]}
                         if record_updates:
-                            u["batch_cost"] = batch_cost if chunked else net._batch_cost(acts, z, Tb)
+                            u["batch_cost"] = batch_cost()
                             history.updates.append(u)
                             if not math.isfinite(u["batch_cost"]):
                                 diverged(f"at update {state.step} (epoch {epoch})", eta, u["batch_cost"])
@@ -311,6 +281,69 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     except StopTraining:
         history.config["stopped_at_update"] = state.step
     return history
+
+
+def _update(mode: str, net, opt, state, data, Xb, Tb, eta: float, weight_decay: float):
+    """Make one parameter update; return a function giving the batch's cost before it."""
+    if mode == "chunked":
+        grads, cost = net._chunked_gradient(data.X, data.T)
+        updates, state.opt_state = opt.update(grads, state.opt_state, net.params)
+        net.params = apply_updates(net.params, updates)
+        return lambda: cost
+    if mode == "fused":
+        acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
+    else:
+        acts, deltas, z = net._backprop(Xb, Tb)
+        updates, state.opt_state = opt.update(net._gradient_from(acts, deltas), state.opt_state, net.params)
+        net.params = apply_updates(net.params, updates)
+    return lambda: net._batch_cost(acts, z, Tb)
+
+
+@dataclass
+class _TrainingData:
+    """The training (and validation) data, checked once and held in the network's namespace and dtype."""
+
+    X: object
+    T: object
+    labels: object
+    n: int
+    on_disk: bool
+    val: tuple | None = None  # (X_val, T_val, labels_val)
+
+    @classmethod
+    def prepare(cls, net, X, Y, validation=None) -> "_TrainingData":
+        xp = net.xp
+        X = check_X(X, net.sizes[0])
+        n, on_disk = X.shape[0], is_out_of_core(X)
+        T, labels = check_Y(Y, n, net.sizes[-1])
+        val = None
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise TypeError("validation must be a pair (X_val, Y_val)")
+            Xv = check_X(validation[0], net.sizes[0], name="X_val")
+            Tv, labels_v = check_Y(validation[1], Xv.shape[0], net.sizes[-1], name="Y_val")
+            val = (to_backend(Xv, xp, net.dtype), to_backend(Tv, xp, net.dtype),
+                   None if labels_v is None else to_backend(labels_v, xp))
+        X, T = to_backend(X, xp, net.dtype), to_backend(T, xp, net.dtype)
+        if is_numpy(xp):
+            X, T = (X if on_disk else np.ascontiguousarray(X)), np.ascontiguousarray(T)
+        return cls(X, T, None if labels is None else to_backend(labels, xp), n, on_disk, val)
+
+    def batch(self, idx):
+        """The rows ``idx`` of X and T (only those rows are read from data on disk)."""
+        if isinstance(self.X, np.ndarray) or self.on_disk:
+            return self.X.take(idx, axis=0), self.T.take(idx, axis=0)
+        xp = namespace(self.T)
+        i = xp.asarray(idx)
+        return xp.take(self.X, i, axis=0), xp.take(self.T, i, axis=0)
+
+    def evaluate(self, net, train: bool = True) -> dict:
+        out = {}
+        if train:
+            out["train_cost"], out["train_accuracy"] = net._evaluate(self.X, self.T, self.labels)
+        if self.val is not None:
+            out["val_cost"], out["val_accuracy"] = net._evaluate(*self.val)
+        return out
 
 
 @dataclass
