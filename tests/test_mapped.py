@@ -83,3 +83,9 @@ def test_bad_files_on_disk(tmp_path, on_disk):
         sgdlab.fit(sgdlab.Network([12, 3]), open_npy(tmp_path / "nan.npy"), y, epochs=1)
     with pytest.raises(TypeError, match="NumPy networks only"):
         sgdlab.fit(sgdlab.Network([12, 3], backend="array_api_strict"), open_npy(path), y, epochs=1)
+
+
+def test_empty_file_on_disk_is_refused(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 12), np.float32))
+    with pytest.raises(ValueError, match="X is empty: it has 0 examples"):
+        sgdlab.fit(sgdlab.Network([12, 3]), open_npy(tmp_path / "empty.npy"), np.zeros(0, np.int64), epochs=1)

@@ -44,7 +44,8 @@ def atomic_write(path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def _digest(tensors: dict) -> str:
+def digest(tensors: dict) -> str:
+    """SHA-256 over named arrays: each name, dtype, shape and bytes, in name order."""
     h = hashlib.sha256()
     for k in sorted(tensors):
         a = np.ascontiguousarray(tensors[k])
@@ -57,7 +58,7 @@ def _write(path, tensors: dict, meta: dict) -> Path:
     from . import __version__
 
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    meta = {"format": FORMAT, "version": __version__, **meta, "tensors_sha256": _digest(tensors)}
+    meta = {"format": FORMAT, "version": __version__, **meta, "tensors_sha256": digest(tensors)}
     path = Path(path)
     atomic_write(path, st_save(tensors, metadata={"sgdlab": json.dumps(meta)}))
     return path
@@ -77,7 +78,7 @@ def _read(path) -> tuple[dict, dict]:
     missing = [k for i in range(layers) for k in (f"W{i}", f"b{i}") if k not in tensors]
     if missing:
         raise ValueError(f"{path} is missing tensors {missing}")
-    if "tensors_sha256" in meta and _digest(tensors) != meta["tensors_sha256"]:
+    if "tensors_sha256" in meta and digest(tensors) != meta["tensors_sha256"]:
         raise ValueError(f"{path}: checksum mismatch: its tensors were modified or corrupted after it was written")
     return meta, tensors
 

@@ -128,13 +128,10 @@ TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "me
 
 
 def _fingerprint(ds) -> str:
-    import hashlib
+    """SHA-256 of the training data, to refuse resuming a run on other data."""
+    from .checkpoint import digest
 
-    h = hashlib.sha256()
-    for a in (ds.X_train, ds.y_train):
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    return digest({"X_train": ds.X_train, "y_train": ds.y_train})
 
 
 def cmd_train(args) -> int:
@@ -284,30 +281,11 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _read_rows(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"input file {path} does not exist")
-    if path.suffix.lower() == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise ValueError(f"cannot read {path} as .npy: {e}") from None
-    if path.suffix.lower() == ".csv":
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        try:
-            [float(c) for c in lines[0].split(",")]
-        except ValueError:
-            lines = lines[1:]  # header
-        try:
-            return np.array([[float(c) for c in ln.split(",")] for ln in lines])
-        except ValueError as e:
-            raise ValueError(f"{path}: every row must be numbers: {e}") from None
-    raise ValueError(f"unsupported input {path}: use .npy or .csv")
-
-
 def cmd_predict(args) -> int:
+    from .data.files import read_rows
+
     net, _, _ = _trained(args.run_dir)
-    X = _read_rows(args.input)
+    X = read_rows(args.input)
     out = np.asarray(net.predict(X))
     if not args.proba:
         out = ((out[:, 0] > 0.5).astype(np.int64) if net.output_activation.name in ("sigmoid", "softmax") else out[:, 0]) \

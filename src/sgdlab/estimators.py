@@ -46,7 +46,7 @@ class _GDEstimator(BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
 
-    # subclasses define: _network(n_features, n_outputs), _targets(y) -> (targets for sgdlab, n_outputs)
+    # subclasses define _network(n_features, n_outputs, seed): the Network they train
 
     def _start(self, X, n_outputs):
         rs = check_random_state(self.random_state)

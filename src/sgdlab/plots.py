@@ -14,7 +14,7 @@ import matplotlib.ticker  # noqa: E402
 def plot_history(history, path, title: str | None = None) -> Path:
     """Cost (training and validation) and accuracy against epochs, as a PNG."""
     epochs = history["epoch"]
-    fig, (ax_cost, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_cost, ax_acc) = new_figure(2)
     for key, label in (("train_cost", "training cost"), ("val_cost", "validation cost")):
         if any(v is not None for v in history[key]):
             ax_cost.plot(epochs, history[key], marker=".", label=label)
@@ -26,13 +26,7 @@ def plot_history(history, path, title: str | None = None) -> Path:
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy after each epoch")
     if ax_acc.lines:
         ax_acc.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, dpi=100)
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
@@ -41,12 +35,13 @@ def new_figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
     return fig, list(axes.ravel())
 
 
-def save_figure(fig, path, title: str | None = None) -> Path:
+def save_figure(fig, path, title: str | None = None, dpi: int = 90) -> Path:
+    """Lay out, title, write as PNG and close ``fig``."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

@@ -39,24 +39,22 @@ def check_X(X, n_features: int, name: str = "X"):
 
     Data on disk (``sgdlab.data.MappedRows``) is checked chunk by chunk and never loaded whole.
     """
-    if is_out_of_core(X):
-        if X.shape[1] != n_features:
-            raise ValueError(f"{name} has {X.shape[1]} features but the network's input layer has {n_features}")
-        rows = 8192
-        for i, chunk in enumerate(X.chunks(rows)):
-            if not np.all(np.isfinite(chunk)):
-                raise ValueError(f"{name} contains NaN or infinity (in rows {i * rows}..{i * rows + len(chunk) - 1})")
-        return X
-    X = as_array(X, name)
-    xp = namespace(X)
-    if X.ndim != 2:
-        hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_examples, n_features); got shape {tuple(X.shape)}{hint}")
+    on_disk = is_out_of_core(X)
+    if not on_disk:
+        X = as_array(X, name)
+        if X.ndim != 2:
+            hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
+            raise ValueError(f"{name} must be 2-D (n_examples, n_features); got shape {tuple(X.shape)}{hint}")
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 examples")
     if X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features but the network's input layer has {n_features}")
-    if not _all_finite(X, xp):
+    if on_disk:
+        rows = 8192
+        for i, chunk in enumerate(X.chunks(rows)):
+            if not np.all(np.isfinite(chunk)):
+                raise ValueError(f"{name} contains NaN or infinity (in rows {i * rows}..{i * rows + len(chunk) - 1})")
+    elif not _all_finite(X, namespace(X)):
         raise ValueError(f"{name} contains NaN or infinity")
     return X
 

@@ -62,17 +62,19 @@ def _load_npz(path: Path, seed: int, target=-1) -> Dataset:
     raise ValueError(f"{path} must hold arrays X_train, y_train, X_test, y_test, or X, y, or one table; it has {sorted(arrays)}")
 
 
-def _load_npy(path: Path, seed: int, target=-1) -> Dataset:
+def read_npy(path: Path) -> np.ndarray:
+    """A numeric array from a .npy file (never unpickled)."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"cannot read {path} as .npy: {e}") from None
     if not np.issubdtype(data.dtype, np.number):
         raise ValueError(f"{path} must hold numbers; it holds {data.dtype}")
-    return _table(data, target, None, path, seed)
+    return data
 
 
-def _load_csv(path: Path, seed: int, target=-1) -> Dataset:
+def read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    """(header or None, rows as a float array) from a CSV of numbers with an optional header row."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -92,7 +94,28 @@ def _load_csv(path: Path, seed: int, target=-1) -> Dataset:
             raise ValueError(f"{path}: data row {i} is not all numbers: {ln[:60]!r}") from None
         if len(rows[-1]) != len(rows[0]):
             raise ValueError(f"{path}: data row {i} has {len(rows[-1])} columns, the first has {len(rows[0])}")
-    return _table(np.asarray(rows), target, header, path, seed)
+    return header, np.asarray(rows)
+
+
+def read_rows(path) -> np.ndarray:
+    """Rows of features from a .npy or .csv file (inputs to predict on; no target column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        return read_npy(path)
+    if path.suffix.lower() == ".csv":
+        return read_csv(path)[1]
+    raise ValueError(f"unsupported input {path}: use .npy or .csv")
+
+
+def _load_npy(path: Path, seed: int, target=-1) -> Dataset:
+    return _table(read_npy(path), target, None, path, seed)
+
+
+def _load_csv(path: Path, seed: int, target=-1) -> Dataset:
+    header, data = read_csv(path)
+    return _table(data, target, header, path, seed)
 
 
 def _is_numeric_row(line: str) -> bool:
