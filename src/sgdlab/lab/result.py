@@ -21,6 +21,7 @@ class LabResult:
     table: list = field(default_factory=list)  # rows (dicts) of the printed summary
     figure: Path | None = None
     json: Path | None = None
+    verdicts: list = field(default_factory=list)  # Verdict objects: each claim, decided by a stated rule
 
     def save(self, out_dir, fig, figure_title: str) -> "LabResult":
         """Write ``out_dir/NAME.png`` (from ``fig``) and ``out_dir/NAME.json``."""
@@ -35,7 +36,8 @@ class LabResult:
     def write_json(self, out_dir: Path) -> Path:
         self.json = Path(out_dir) / f"{self.name}.json"
         payload = {"experiment": self.name, "title": self.title, "reading": self.reading,
-                   "table": self.table, "numbers": self.numbers}
+                   "table": self.table, "numbers": self.numbers,
+                   "verdicts": [v.to_dict() for v in self.verdicts]}
         self.json.write_text(json.dumps(_plain(payload), indent=1, allow_nan=True) + "\n")
         return self.json
 

@@ -1,0 +1,62 @@
+"""What machine a measurement ran on, and how busy it was: recorded beside every timing.
+
+>>> info = describe()
+>>> sorted(k for k in info if k in ("cpu", "logical_cpus", "python", "numpy"))
+['cpu', 'logical_cpus', 'numpy', 'python']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS does not report them)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def blas_info() -> list[dict]:
+    """The BLAS libraries loaded in this process, with their thread counts (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    return [{k: d.get(k) for k in ("internal_api", "version", "num_threads", "filepath", "architecture")}
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+
+
+def describe() -> dict:
+    """CPU model, logical CPUs (and those this process may use), OS, Python, NumPy, BLAS, load."""
+    import numpy as np
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+            "os": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+            "blas": blas_info(), "load_average": load_average()}
+
+
+@contextlib.contextmanager
+def recording_load(into: dict):
+    """Record ``load_before`` and ``load_after`` (1/5/15-minute load averages) into ``into``."""
+    into["load_before"] = load_average()
+    try:
+        yield into
+    finally:
+        into["load_after"] = load_average()
