@@ -49,6 +49,17 @@ def test_damaged_files_are_refused(tmp_path, damage, match):
         sgdlab.load(path)
 
 
+def signed(path, tensors, meta):
+    """Write a checkpoint as an attacker who knows the format would: any header, a valid checksum."""
+    from safetensors.numpy import save_file
+
+    from sgdlab.checkpoint import _signature
+
+    header = json.dumps({"format": 2, "version": sgdlab.__version__, **meta})
+    save_file(tensors, str(path), metadata={"sgdlab": header, "sgdlab_sha256": _signature(header, tensors)})
+    return path
+
+
 def test_foreign_or_inconsistent_files_are_refused(tmp_path):
     from safetensors.numpy import save_file
 
@@ -57,11 +68,10 @@ def test_foreign_or_inconsistent_files_are_refused(tmp_path):
         sgdlab.load(tmp_path / "foreign.safetensors")
     meta = {"network": {"sizes": [3, 2], "activation": "sigmoid", "output_activation": "sigmoid",
                         "cost": "quadratic", "dtype": "float32"}}
-    save_file({"W0": np.zeros((4, 2), np.float32), "b0": np.zeros(2, np.float32)}, str(tmp_path / "shape.safetensors"),
-              metadata={"sgdlab": json.dumps(meta)})
-    with pytest.raises(ValueError, match=r"shapes \(4, 2\), \(2,\) do not match"):
+    signed(tmp_path / "shape.safetensors", {"W0": np.zeros((4, 2), np.float32), "b0": np.zeros(2, np.float32)}, meta)
+    with pytest.raises(ValueError, match=r"tensor W0 has shape \(4, 2\) but network.sizes \[3, 2\] needs \(3, 2\)"):
         sgdlab.load(tmp_path / "shape.safetensors")
-    save_file({"W0": np.zeros((3, 2), np.float32)}, str(tmp_path / "missing.safetensors"), metadata={"sgdlab": json.dumps(meta)})
+    signed(tmp_path / "missing.safetensors", {"W0": np.zeros((3, 2), np.float32)}, meta)
     with pytest.raises(ValueError, match=r"missing tensors \['b0'\]"):
         sgdlab.load(tmp_path / "missing.safetensors")
     with pytest.raises(FileNotFoundError):
