@@ -6,6 +6,7 @@ Each failure is a ValueError or TypeError whose message names the argument and t
 from __future__ import annotations
 
 import math
+import os
 from numbers import Real
 
 import numpy as np
@@ -26,6 +27,61 @@ def as_array(x, name: str):
     if not xp.isdtype(x.dtype, ("bool", "integral", "real floating")):
         raise TypeError(f"{name} must be numeric; got dtype {x.dtype}")
     return x
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the system's available memory, and, under an address-space
+    limit (``RLIMIT_AS``), that limit less what the process has mapped. None where neither is known."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                used = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmSize:"))
+            avail = soft - used if avail is None else min(avail, soft - used)
+    except (ImportError, OSError, StopIteration, ValueError, IndexError):
+        pass
+    return avail
+
+
+def check_fits_in_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, ``nbytes`` that this process could not allocate (see ``available_memory``)."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise ValueError(f"{what} would need {_gib(nbytes)} of memory; only {_gib(max(avail, 0))} is available")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def count_classes(*label_arrays) -> int:
+    """The number of classes k of integer labels, which must be 0..k-1 with k the number of distinct labels.
+
+    Counting distinct labels (not max + 1) keeps one corrupt label (255 among digits 0..9) from silently
+    making a 256-output network: it is refused instead. Memory is O(n), whatever the labels' values.
+    """
+    labels = np.concatenate([np.asarray(y).ravel() for y in label_arrays])
+    if labels.size == 0:
+        raise ValueError("there are no labels to count classes from")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"class labels must be integers; got {labels.dtype}")
+    distinct = np.unique(labels)
+    low, high = int(distinct[0]), int(distinct[-1])
+    if low < 0 or high >= distinct.size:
+        raise ValueError(f"class labels must be 0..k-1 with k the number of distinct labels; these {distinct.size} "
+                         f"distinct labels range over [{low}, {high}] (a corrupt label, or labels that need renumbering)")
+    return int(distinct.size)
 
 
 def _all_finite(x, xp) -> bool:
@@ -147,8 +203,24 @@ def to_backend(x, xp, dtype=None):
             raise TypeError("data on disk (MappedRows) trains NumPy networks only")
         return x
     src = namespace(x)
+    if dtype is not None and is_numpy(src) and x.dtype == np.float64 and np.dtype(_numpy_dtype(dtype)) == np.float32:
+        big = float(np.max(np.abs(x), initial=0.0))
+        if big > float(np.finfo(np.float32).max):
+            raise ValueError(f"the data holds values up to {big:.3g} in magnitude, beyond the float32 range "
+                             f"(+-{float(np.finfo(np.float32).max):.3g}); rescale it or use dtype='float64'")
     if src is not xp and not (is_numpy(src) and is_numpy(xp)):
         if not is_numpy(src):
             raise TypeError(f"data is a {src.__name__} array but the network lives on {xp.__name__}")
         x = xp.asarray(np.ascontiguousarray(x))
     return x if dtype is None or x.dtype == dtype else xp.astype(x, dtype)
+
+
+def _numpy_dtype(dtype):
+    """A NumPy dtype for a dtype of any namespace (torch.float32 -> float32); object where unknown."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        try:
+            return np.dtype(str(getattr(dtype, "name", dtype)).split(".")[-1])
+        except TypeError:
+            return np.dtype(object)

@@ -17,14 +17,16 @@ class Dataset(NamedTuple):
 
     @property
     def n_classes(self) -> int | None:
-        """Number of classes (max label + 1), or None for real-valued targets."""
+        """Number of classes k (labels must be 0..k-1, k distinct labels), or None for real-valued targets."""
+        from ..validation import count_classes
+
         if not np.issubdtype(self.y_train.dtype, np.integer):
             return None
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+        return count_classes(self.y_train, self.y_test)
 
 
 def split(X, y, name: str, *, seed: int = 0, test_size: float = 0.2) -> Dataset:
     """A fixed-seed train/test split, stratified by class when y holds class labels."""
-    stratify = y if np.issubdtype(y.dtype, np.integer) and np.bincount(y).min() >= 2 else None
+    stratify = y if np.issubdtype(y.dtype, np.integer) and np.unique(y, return_counts=True)[1].min() >= 2 else None
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=stratify)
     return Dataset(X_tr, y_tr, X_te, y_te, name)
