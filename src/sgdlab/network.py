@@ -25,9 +25,10 @@ from .backend import BACKENDS, dot, get_namespace, to_numpy
 from .costs import get_cost
 from .init import initialize
 from .rng import Seed, generator
-from .validation import check_X, check_Y, to_backend
+from .validation import check_network_fits, check_X, check_Y, to_backend
 
 DTYPES = ("float32", "float64")
+_NO_TARGETS = object()
 EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
 
 
@@ -64,6 +65,7 @@ class Network:
             raise ValueError(f"sizes must list at least two positive integer layer widths, e.g. [784, 30, 10]; got {sizes!r}")
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        check_network_fits(sizes, dtype)
         self.sizes = tuple(int(s) for s in sizes)
         self.activation = get_activation(activation, hidden=True)
         self.cost_fn = get_cost(cost)
@@ -140,9 +142,9 @@ class Network:
         return xp.sqrt(sq)
 
     # ----------------------------------------------------------------- kernels (no validation)
-    def _inputs(self, X, Y=None):
+    def _inputs(self, X, Y=_NO_TARGETS):
         X = to_backend(check_X(X, self.sizes[0]), self.xp, self.dtype)
-        if Y is None:
+        if Y is _NO_TARGETS:  # predict: no targets; None given for Y is refused by check_Y, naming Y
             return X
         T, labels = check_Y(Y, X.shape[0], self.sizes[-1])
         return X, to_backend(T, self.xp, self.dtype), labels if labels is None else to_backend(labels, self.xp)

@@ -61,6 +61,22 @@ def check_fits_in_memory(nbytes: int, what: str) -> None:
         raise ValueError(f"{what} would need {_gib(nbytes)} of memory; only {_gib(max(avail, 0))} is available")
 
 
+def check_network_fits(sizes, dtype: str) -> None:
+    """Refuse, before allocating, a network whose parameters this process could not hold.
+
+    P = sum_l (n_{l-1} + 1) n_l parameters; initialising and training one needs about 4 copies
+    (the float64 draw, the parameters, a gradient, the copy kept for divergence recovery).
+    """
+    P = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    itemsize = 8 if dtype == "float64" else 4
+    avail = available_memory()
+    need = P * (8 + 3 * itemsize)
+    if avail is not None and need > avail:
+        raise ValueError(f"a network of sizes {list(sizes)} has {P:.3g} parameters ({_gib(P * itemsize)} as {dtype}); "
+                         f"creating and training it needs about {_gib(need)} but only {_gib(max(avail, 0))} of memory "
+                         "is available")
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 

@@ -7,12 +7,16 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..validation import check_fits_in_memory
 from .dataset import Dataset, split
+
+MAX_DEFLATE_RATIO = 1032  # deflate cannot expand one compressed byte into more than ~1032 bytes
 
 
 def _targets(y: np.ndarray) -> np.ndarray:
@@ -44,11 +48,51 @@ def _table(data: np.ndarray, target, header, path: Path, seed: int) -> Dataset:
     return split(X, _targets(data[:, k]), path.stem, seed=seed)
 
 
+def _npy_header(f, where: str) -> tuple[np.dtype, tuple, int]:
+    """(dtype, shape, data bytes) from the header of a .npy stream, checked before any data is read."""
+    try:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f".npy format version {version} is not supported for numeric data")
+        shape, _, dtype = readers[version](f, max_header_size=10000)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise ValueError(f"cannot read {where} as .npy: {e}") from None
+    _check_numeric(dtype, where)
+    return dtype, shape, math.prod(shape) * dtype.itemsize
+
+
+def _check_numeric(dtype: np.dtype, where: str) -> None:
+    if dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        raise ValueError(f"{where} must hold numbers; it holds {dtype}")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"{where} holds complex numbers ({dtype}); only real data is supported")
+
+
+def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    where = f"{path}[{info.filename}]"
+    if not info.filename.endswith(".npy"):
+        raise ValueError(f"{path}: member {info.filename!r} is not a .npy array; an .npz holds only .npy members")
+    if info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024:
+        raise ValueError(f"{where} claims {info.file_size} bytes from {info.compress_size} compressed: more than "
+                         "deflate can produce; the file is corrupt or hostile")
+    with z.open(info) as f:
+        dtype, shape, nbytes = _npy_header(f, where)
+        if f.tell() + nbytes != info.file_size:
+            raise ValueError(f"{where}: its header claims shape {shape} of {dtype} ({nbytes} bytes) but the member "
+                             f"holds {info.file_size - f.tell()} bytes of data")
+        check_fits_in_memory(2 * nbytes, f"{where} (shape {shape}, {dtype})")
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
 def _load_npz(path: Path, seed: int, target=-1) -> Dataset:
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            check_fits_in_memory(2 * sum(i.file_size for i in infos), f"{path} (its arrays together)")
+            arrays = {i.filename.removesuffix(".npy"): _read_npy_member(z, i, path) for i in infos}
+    except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:
         raise ValueError(f"cannot read {path} as .npz: {e}") from None
     name = path.stem
     if {"X_train", "y_train", "X_test", "y_test"} <= arrays.keys():
@@ -63,13 +107,23 @@ def _load_npz(path: Path, seed: int, target=-1) -> Dataset:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """A numeric array from a .npy file (never unpickled)."""
+    """A numeric array from a .npy file (never unpickled).
+
+    The header is checked first: the size it claims must be exactly what the file holds and
+    fit in memory, so a small file claiming 10^12 items is refused without allocating.
+    """
+    path = Path(path)
     try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            dtype, shape, nbytes = _npy_header(f, str(path))
+            if f.tell() + nbytes != size:
+                raise ValueError(f"{path}: its header claims shape {shape} of {dtype} ({nbytes} bytes of data) but the "
+                                 f"file holds {size - f.tell()}")
+            check_fits_in_memory(2 * nbytes, f"{path} (shape {shape}, {dtype})")
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, EOFError) as e:
         raise ValueError(f"cannot read {path} as .npy: {e}") from None
-    if not np.issubdtype(data.dtype, np.number):
-        raise ValueError(f"{path} must hold numbers; it holds {data.dtype}")
     return data
 
 
