@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import signal
 import sys
@@ -45,10 +46,27 @@ class EpochPrinter(Callback):
 
 class MetricsLog(Callback):
     """Appends each epoch record to ``metrics.csv`` and ``metrics.jsonl``, flushed at once,
-    so other tools can read a run while it trains."""
+    so other tools can read a run while it trains.
 
-    def __init__(self, directory):
+    ``history`` (a resumed run's, from its checkpoint) rewrites both files with its epoch records
+    first: rows a killed run logged after its last checkpoint are dropped, never duplicated.
+    """
+
+    def __init__(self, directory, history=None):
         self.csv_path, self.jsonl_path = Path(directory) / "metrics.csv", Path(directory) / "metrics.jsonl"
+        if history is not None:
+            self._rewrite([r for r in history.epochs if not r.get("partial")])
+
+    def _rewrite(self, records):
+        from .checkpoint import atomic_write
+
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=list(EPOCH_FIELDS), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(records)
+        atomic_write(self.csv_path, text.getvalue().encode())
+        atomic_write(self.jsonl_path, "".join(json.dumps({k: r.get(k) for k in EPOCH_FIELDS}) + "\n"
+                                              for r in records).encode())
 
     def on_epoch_end(self, r):
         new = not self.csv_path.exists()

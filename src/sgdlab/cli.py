@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no run-directory lock
+    fcntl = None
 
 import numpy as np
 
@@ -78,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --out: also save the resumable checkpoint every N epochs (default 0: only at the end or on "
                    "a signal; a resumed run keeps its own N unless given)")
     t.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                   help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total)")
+                   help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total; "
+                   "--checkpoint-every and --data-dir may change; any other setting given must equal the saved one)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="with --out: start again in a directory that already holds a run, replacing its files")
     t.set_defaults(run=cmd_train)
 
     pl = sub.add_parser("plot", help="overlay runs: cost and accuracy against epochs, updates, examples, seconds",
@@ -134,7 +143,146 @@ def _fingerprint(ds) -> str:
     return digest({"X_train": ds.X_train, "y_train": ds.y_train})
 
 
+RUN_FILES = ("checkpoint.safetensors", "weights.safetensors", "network.json", "history.csv", "history.json",
+             "history.png", "metrics.csv", "metrics.jsonl")
+RESUME_MAY_CHANGE = ("epochs", "checkpoint_every", "data_dir")
+
+
+class RunDirectory:
+    """Exclusive use of a run directory for the life of a run: an ``flock`` on the directory itself.
+
+    A second process training into the same directory is refused; a directory holding files is used
+    only to resume (``--resume``) or to start again (``--overwrite``, which removes the run's files);
+    temporaries left by a killed write are removed; a directory created for a run that failed before
+    writing anything is removed again.
+    """
+
+    def __init__(self, path: Path, *, resume: bool, overwrite: bool):
+        self.path, self.resume, self.overwrite, self.fd, self.created = path, resume, overwrite, None, False
+
+    def __enter__(self) -> "RunDirectory":
+        from .checkpoint import remove_stale_temporaries
+
+        path = self.path
+        if self.resume and not path.is_dir():
+            raise FileNotFoundError(f"checkpoint {path / 'checkpoint.safetensors'} does not exist")
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"run directory {path} exists and is not a directory")
+        self.created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise RuntimeError(f"another sgdlab process is training in {path} (it holds the directory's lock); "
+                                       "wait for it to finish or choose another --out") from None
+            for name in ("checkpoint.safetensors", "weights.safetensors"):
+                remove_stale_temporaries(path / name)
+            if not self.resume:
+                present = sorted(p.name for p in path.iterdir())
+                if present and not self.overwrite:
+                    raise FileExistsError(f"{path} is not empty ({', '.join(present[:4])}{', ...' if len(present) > 4 else ''}): "
+                                          f"pass --resume {path} to continue its run, or --overwrite to start again, "
+                                          "replacing its files")
+                for name in RUN_FILES:
+                    (path / name).unlink(missing_ok=True)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if the run wrote nothing
+        return False
+
+
+def _explicit_options(argv) -> set:
+    """The train settings given on the command line (a resumed run must not silently ignore them)."""
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    for action in train._actions:
+        action.default = argparse.SUPPRESS
+    train._defaults.clear()
+    given, _ = train.parse_known_args(list(argv)[1:])
+    return set(vars(given))
+
+
+def _saved_settings(meta: dict, path: Path) -> dict:
+    """The settings a run saved (``train_args``), checked against the options' own types and choices."""
+    if "train_args" not in meta:
+        raise ValueError(f"{path} was saved from Python, not by `sgdlab train --out`: it records no data or settings "
+                         "for the command line to resume with; load it with sgdlab.load_training and continue with fit")
+    saved = meta["train_args"]
+    actions = {a.dest: a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    for k in TRAIN_SETTINGS:
+        if k not in saved:
+            raise ValueError(f"{path}: train_args lacks {k!r}")
+        v, a = saved[k], actions[k]
+        if v is None and a.default is None:
+            continue
+        if isinstance(a, argparse._StoreTrueAction):
+            ok = isinstance(v, bool)
+        elif a.type is _hidden:
+            ok = isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in v)
+        elif a.type is int:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif a.type is float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        else:
+            ok = isinstance(v, str)
+        if not ok or (a.choices is not None and v not in a.choices):
+            raise ValueError(f"{path}: saved setting {k}={v!r} is not a valid --{k.replace('_', '-')}")
+    return {k: saved[k] for k in TRAIN_SETTINGS}
+
+
+def _apply_saved_settings(args, saved: dict, path: Path) -> None:
+    """Resume with the run's saved settings; a different value given on the command line is refused."""
+    explicit = getattr(args, "explicit", None)
+    for k, v in saved.items():
+        given = getattr(args, k)
+        if isinstance(given, Path):
+            given = str(given)
+        if explicit is not None and k in explicit and k not in RESUME_MAY_CHANGE and given != v:
+            raise ValueError(f"--{k.replace('_', '-')} {given} differs from the run's saved {v!r}; a resumed run keeps its "
+                             f"settings (only {', '.join('--' + m.replace('_', '-') for m in RESUME_MAY_CHANGE)} may "
+                             f"change): drop the option, or start a new run with --out")
+        if explicit is None or k not in explicit or k not in RESUME_MAY_CHANGE:
+            setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
+
+
+def _absolute_data(settings: dict) -> dict:
+    """Data paths stored absolute, so evaluate and resume work from any directory."""
+    from .data import NAMES
+
+    out = dict(settings)
+    if out.get("data") not in NAMES and out.get("data") is not None:
+        out["data"] = str(Path(out["data"]).resolve())
+    if out.get("data_dir") is not None:
+        out["data_dir"] = str(Path(out["data_dir"]).resolve())
+    return out
+
+
 def cmd_train(args) -> int:
+    if args.resume is not None and args.overwrite:
+        raise ValueError("--overwrite starts a run again; --resume continues it: give one of them")
+    if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
+        raise ValueError(f"--out {args.out} differs from --resume {args.resume}: a resumed run stays in its directory")
+    if args.overwrite and args.out is None:
+        raise ValueError("--overwrite needs --out DIR")
+    if args.out is None and args.resume is None:
+        return _train(args, None)
+    with RunDirectory(args.resume or args.out, resume=args.resume is not None, overwrite=args.overwrite) as run:
+        return _train(args, run)
+
+
+def _train(args, run) -> int:
     from . import checkpoint, data
     from .callbacks import Checkpointer, EpochPrinter, MetricsLog, ProgressBar, SignalStop
     from .network import Network
@@ -150,8 +298,7 @@ def cmd_train(args) -> int:
         out = args.resume
         given = {"epochs": args.epochs, "checkpoint_every": args.checkpoint_every}
         net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors")
-        for k, v in meta["train_args"].items():
-            setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
+        _apply_saved_settings(args, _saved_settings(meta, args.resume / "checkpoint.safetensors"), args.resume)
         for k, v in given.items():
             if v is not None:
                 setattr(args, k, v)
@@ -164,7 +311,9 @@ def cmd_train(args) -> int:
     if args.resume is not None:
         if meta.get("data_sha256") != fingerprint:
             raise ValueError(f"the data of {args.data!r} differs from the data {args.resume} was trained on; cannot resume")
-        if state.epoch >= args.epochs:
+        finishing = state.epoch >= args.epochs and not (out / "weights.safetensors").exists() \
+            and given["epochs"] is None  # killed after its last checkpoint, before its final files: write them
+        if state.epoch >= args.epochs and not finishing:
             raise ValueError(f"{args.resume} already has {state.epoch} epochs; pass --epochs N > {state.epoch} to train on")
     else:
         classes = ds.n_classes
@@ -174,7 +323,9 @@ def cmd_train(args) -> int:
             sizes, output = [ds.X_train.shape[1], *args.hidden, classes], args.output_activation
         net = Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
                       seed=args.seed, dtype=args.dtype)
-        state = TrainState()
+        state, finishing = TrainState(), False
+    if args.resume is not None and not finishing:
+        (out / "weights.safetensors").unlink(missing_ok=True)  # the run is unfinished again until its end
     callbacks, bar = [], None
     if not args.quiet:
         if sys.stderr.isatty():
@@ -184,29 +335,39 @@ def cmd_train(args) -> int:
             callbacks.append(EpochPrinter())
     stopper = SignalStop()
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in TRAIN_SETTINGS}
+        settings = _absolute_data({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                                   if k in TRAIN_SETTINGS})
         ckpt = Checkpointer(out / "checkpoint.safetensors", net, state, args.checkpoint_every,
                             extra={"train_args": settings, "data_sha256": fingerprint, "data": ds.name})
-        callbacks += [MetricsLog(out), ckpt, stopper]
+        callbacks += [MetricsLog(out, history=state.history if args.resume is not None else None), ckpt, stopper]
     try:
         with stopper if out is not None else contextlib.nullcontext():
-            history = fit(net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr=args.lr,
-                          epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
-                          weight_decay=args.weight_decay, seed=args.seed, validation=(ds.X_test, ds.y_test),
-                          callbacks=callbacks, state=state)
+            history = state.history if finishing else fit(
+                net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr=args.lr,
+                epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
+                weight_decay=args.weight_decay, seed=args.seed, validation=(ds.X_test, ds.y_test),
+                callbacks=callbacks, state=state)
+            if bar is not None:
+                bar.close()
+                bar = None
+            if out is not None:  # still under the signal handler: a signal now lets these writes finish
+                ckpt.save()
+                history.to_csv(out / "history.csv")
+                history.to_json(out / "history.json")
+                (out / "network.json").write_text(json.dumps(net.describe(), indent=1) + "\n")
+                checkpoint.save(out / "weights.safetensors", net, extra={"data": ds.name, "train_args": settings})
+                plot_history(history, out / "history.png",
+                             title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
     finally:
         if bar is not None:
             bar.close()
     last = history.last
     sizes = net.sizes
-    if out is not None:
-        ckpt.save()
-        history.to_csv(out / "history.csv")
-        history.to_json(out / "history.json")
-        checkpoint.save(out / "weights.safetensors", net, extra={"data": ds.name})
-        (out / "network.json").write_text(json.dumps(net.describe(), indent=1) + "\n")
-        plot_history(history, out / "history.png", title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
+    if stopper.signum is not None and state.epoch >= args.epochs:
+        name = signal.Signals(stopper.signum).name
+        print(f"sgdlab: {name} received while writing the final files; they were completed: the run in {out} is "
+              "finished", file=sys.stderr)
+        return 128 + stopper.signum
     if stopper.signum is not None:
         name = signal.Signals(stopper.signum).name
         print(f"sgdlab: stopped by {name} after update {state.step} (epoch {state.epoch + (state.position > 0)}); "
@@ -237,16 +398,25 @@ def cmd_plot(args) -> int:
 
 
 def _trained(run_dir: Path):
+    """(network, metadata, settings) of a run: its weights.safetensors, or, for a run that has not written
+    them yet, the weights in its checkpoint. Settings come from the weights file itself where recorded."""
     from . import checkpoint
 
-    path = run_dir / "weights.safetensors"
+    path, ckpt = run_dir / "weights.safetensors", run_dir / "checkpoint.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no weights.safetensors: not a finished run directory")
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{run_dir} has no weights.safetensors (nor a checkpoint.safetensors "
+                                    "holding weights): not a run directory")
+        path = ckpt
     meta, _ = checkpoint.read(path)
-    settings = {}
-    if (run_dir / "checkpoint.safetensors").is_file():
-        settings = checkpoint.read(run_dir / "checkpoint.safetensors")[0].get("train_args", {})
-    return checkpoint.load(path), meta, settings
+    settings = meta.get("train_args")
+    if settings is None and path != ckpt and ckpt.is_file():
+        try:
+            settings = checkpoint.read(ckpt)[0].get("train_args")
+        except ValueError as e:
+            raise ValueError(f"{e}; its weights are intact but record no settings: pass --data and --target to "
+                             "evaluate them") from None
+    return checkpoint.load(path), meta, settings or {}
 
 
 def cmd_evaluate(args) -> int:
@@ -321,11 +491,18 @@ def cmd_report(args) -> int:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.command == "train":
+        args.explicit = _explicit_options(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, DivergenceError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError, DivergenceError) as e:
         print(f"sgdlab: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError as e:
+        print(f"sgdlab: error: out of memory{': ' + str(e) if str(e) else ''}; use smaller data or a smaller network",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("sgdlab: interrupted", file=sys.stderr)
