@@ -70,6 +70,11 @@ def test_raw_idx_is_checked_against_the_file_size_before_reading(tmp_path, memor
     (tmp_path / "t").write_bytes(idx(0x08, (2,), bytes(3)))
     with pytest.raises(ValueError, match="trailing bytes"):
         read_idx(tmp_path / "t")
+    with open(tmp_path / "sparse", "wb") as f:  # 4 GiB (sparse) behind a header claiming 2 bytes: never read whole
+        f.write(idx(0x08, (2,), bytes(2)))
+        f.truncate(2**32)
+    with pytest.raises(ValueError, match="has trailing bytes: shape \\(2,\\) needs 10 bytes, file has 4294967296"):
+        read_idx(tmp_path / "sparse")
 
 
 def test_idx_float_labels_and_a_corrupt_label_are_refused(tmp_path):
@@ -95,6 +100,7 @@ idx_files = st.builds(lambda code, dims, payload, gz: (gzip.compress if gz else 
 @given(blob=idx_files | st.binary(max_size=80))
 @example(blob=gzip.compress(idx(0x08, (2**31,))))
 @example(blob=idx(0x0E, (2**32 - 1, 2**32 - 1)))
+@example(blob=bomb(idx(0x08, (4,)), 3 * 2**29))  # 1.5 GiB of zeros after a 4-byte claim
 def test_fuzzed_idx_files_read_or_are_refused_in_bounded_memory(tmp_path_factory, memory_limit, blob):
     path = tmp_path_factory.mktemp("idx") / "f"
     path.write_bytes(blob)
