@@ -166,3 +166,22 @@ def test_data_paths_are_stored_absolute(tmp_path):
     assert sgd("evaluate", str(run), cwd=elsewhere).returncode == 0
     assert sgd("train", "--resume", str(run), "--epochs", "3", "--quiet", cwd=elsewhere).returncode == 0
     shutil.rmtree(elsewhere)
+
+
+def test_resume_refuses_an_optimizer_state_of_another_structure(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from sgdlab.checkpoint import _signature
+
+    run = tmp_path / "run"
+    assert sgd("train", *FAST, "--momentum", "0.5", "--out", str(run)).returncode == 0
+    path = run / "checkpoint.safetensors"
+    with safe_open(path, framework="numpy") as f:
+        header = json.loads(f.metadata()["sgdlab"])
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("opt.")}
+    header["opt_state"] = {"tuple": [{"tuple": []}, {"tuple": []}, 7]}  # as if momentum were 0
+    text = json.dumps(header)
+    save_file(tensors, str(path), metadata={"sgdlab": text, "sgdlab_sha256": _signature(text, tensors)})
+    out = sgd("train", "--resume", str(run), "--epochs", "3")
+    assert out.returncode == 1 and "does not have the structure of SGD with momentum 0.5" in out.stderr

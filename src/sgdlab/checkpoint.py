@@ -316,6 +316,11 @@ def _check_training(meta, specs, sizes, dtype, params, others) -> None:
             records = _need(history, key, list, "history")
             if not all(isinstance(r, dict) for r in records):
                 raise CheckpointError(f"history.{key} must be a list of objects")
+            for r in records:
+                bad = [k for k, v in r.items() if v is not None and not isinstance(v, (bool, int, float))]
+                if bad:
+                    raise CheckpointError(f"history.{key} record field {bad[0]!r} must be a number or null; "
+                                          f"got {_short(r[bad[0]])}")
         for r in history["epochs"]:
             e = r.get("epoch")
             if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= counters["epoch"] + 1:

@@ -257,6 +257,25 @@ def _apply_saved_settings(args, saved: dict, path: Path) -> None:
             setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
 
 
+def _tree_shape(tree):
+    """The structure of an optimizer state: containers, lengths, array shapes and scalar kinds."""
+    if isinstance(tree, (list, tuple)):
+        return (type(tree).__name__, tuple(_tree_shape(v) for v in tree))
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return type(tree).__name__
+    return ("array", tuple(tree.shape))
+
+
+def _check_optimizer_state(opt_state, net, args, path: Path) -> None:
+    """A resumed optimizer state must have the structure the run's own optimizer settings give."""
+    from .optim import sgd
+
+    expected = sgd(1.0, args.momentum, args.nesterov, args.weight_decay).init(net.params)
+    if _tree_shape(opt_state) != _tree_shape(expected):
+        raise ValueError(f"{path}: its optimizer state does not have the structure of SGD with momentum "
+                         f"{args.momentum}, nesterov {args.nesterov}, weight decay {args.weight_decay} (its saved settings)")
+
+
 def _absolute_data(settings: dict) -> dict:
     """Data paths stored absolute, so evaluate and resume work from any directory."""
     from .data import NAMES
@@ -299,6 +318,7 @@ def _train(args, run) -> int:
         given = {"epochs": args.epochs, "checkpoint_every": args.checkpoint_every}
         net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors")
         _apply_saved_settings(args, _saved_settings(meta, args.resume / "checkpoint.safetensors"), args.resume)
+        _check_optimizer_state(state.opt_state, net, args, args.resume / "checkpoint.safetensors")
         for k, v in given.items():
             if v is not None:
                 setattr(args, k, v)
