@@ -165,6 +165,8 @@ def test_data_paths_are_stored_absolute(tmp_path):
     elsewhere.mkdir()
     assert sgd("evaluate", str(run), cwd=elsewhere).returncode == 0
     assert sgd("train", "--resume", str(run), "--epochs", "3", "--quiet", cwd=elsewhere).returncode == 0
+    out = sgd("train", "--resume", str(run), "--epochs", "4", "--data", "d.npz", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr  # the same file, named relative to another directory
     shutil.rmtree(elsewhere)
 
 

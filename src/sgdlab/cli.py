@@ -245,10 +245,10 @@ def _saved_settings(meta: dict, path: Path) -> dict:
 def _apply_saved_settings(args, saved: dict, path: Path) -> None:
     """Resume with the run's saved settings; a different value given on the command line is refused."""
     explicit = getattr(args, "explicit", None)
+    normal = _absolute_data({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                             if k in TRAIN_SETTINGS})
     for k, v in saved.items():
-        given = getattr(args, k)
-        if isinstance(given, Path):
-            given = str(given)
+        given = normal[k]
         if explicit is not None and k in explicit and k not in RESUME_MAY_CHANGE and given != v:
             raise ValueError(f"--{k.replace('_', '-')} {given} differs from the run's saved {v!r}; a resumed run keeps its "
                              f"settings (only {', '.join('--' + m.replace('_', '-') for m in RESUME_MAY_CHANGE)} may "
