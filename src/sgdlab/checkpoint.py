@@ -40,7 +40,7 @@ BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "M
                   "Philox": np.random.Philox, "SFC64": np.random.SFC64}
 _DTYPES = {"float32": "F32", "float64": "F64"}
 _COUNTERS = ("epoch", "step", "seen", "seconds", "position")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class CheckpointError(ValueError):
@@ -79,13 +79,13 @@ def remove_stale_temporaries(path) -> list[Path]:
     directory's lock). Returns the files removed.
     """
     path = Path(path)
-    stale = [p for p in path.parent.glob(f".{glob_escape(path.name)}.*.tmp") if p.is_file()]
+    stale = [p for p in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
@@ -489,7 +489,7 @@ def load_training(path, backend: str = "numpy"):
         try:
             bit_generator.state = meta["rng"]
         except (ValueError, TypeError, KeyError, OverflowError) as e:
-            raise CheckpointError(f"{path}: rng holds no valid {meta['rng']['bit_generator']} state: {e!r}") from None
+            raise CheckpointError(f"{path}: rng holds no valid {meta['rng']['bit_generator']} state ({e})") from None
         state.rng = np.random.Generator(bit_generator)
     state.opt_state = _join(meta["opt_state"], tensors, net.xp)
     if meta["history"] is not None:

@@ -160,7 +160,7 @@ class RunDirectory:
     def __init__(self, path: Path, *, resume: bool, overwrite: bool):
         self.path, self.resume, self.overwrite, self.fd, self.created = path, resume, overwrite, None, False
 
-    def __enter__(self) -> "RunDirectory":
+    def __enter__(self) -> RunDirectory:
         from .checkpoint import remove_stale_temporaries
 
         path = self.path
@@ -303,7 +303,13 @@ def cmd_train(args) -> int:
 
 def _train(args, run) -> int:
     from . import checkpoint, data
-    from .callbacks import Checkpointer, EpochPrinter, MetricsLog, ProgressBar, SignalStop
+    from .callbacks import (
+        Checkpointer,
+        EpochPrinter,
+        MetricsLog,
+        ProgressBar,
+        SignalStop,
+    )
     from .network import Network
     from .plots import plot_history
     from .train import TrainState, fit
