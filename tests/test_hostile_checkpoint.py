@@ -216,3 +216,10 @@ def test_fuzzed_headers_load_or_are_refused_in_bounded_memory(saved, tmp_path_fa
     except CheckpointError:
         return
     assert net.sizes == (3, 4, 2)  # whatever loads is a consistent network with its state
+
+
+def test_paths_that_are_not_checkpoint_files_are_named(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory, not a checkpoint file"):
+        sgdlab.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="directory .*nowhere does not exist"):
+        sgdlab.save(tmp_path / "nowhere" / "w.safetensors", sgdlab.Network([2, 1], seed=0))

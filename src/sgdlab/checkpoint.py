@@ -59,6 +59,8 @@ def atomic_write(path, data: bytes) -> None:
     The file gets the permissions an ordinary ``open`` would give it (0666 less the umask).
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
@@ -363,6 +365,9 @@ def _check_values(meta: dict, tensors: dict) -> None:
 def _read(path) -> tuple[dict, dict]:
     """(header, tensors) of a checkpoint, validated as the module docstring says, or a CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a checkpoint file (a run's files are "
+                                f"{path / 'weights.safetensors'} and {path / 'checkpoint.safetensors'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     bad = f"{path} is not a valid sgdlab checkpoint"

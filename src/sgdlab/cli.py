@@ -303,13 +303,7 @@ def cmd_train(args) -> int:
 
 def _train(args, run) -> int:
     from . import checkpoint, data
-    from .callbacks import (
-        Checkpointer,
-        EpochPrinter,
-        MetricsLog,
-        ProgressBar,
-        SignalStop,
-    )
+    from .callbacks import Checkpointer, EpochPrinter, MetricsLog, ProgressBar, SignalStop
     from .network import Network
     from .plots import plot_history
     from .train import TrainState, fit
