@@ -24,10 +24,23 @@ EXPERIMENTS = {
 
 
 def run(name: str, **kwargs) -> LabResult:
-    """Run the experiment called ``name`` (see ``EXPERIMENTS``)."""
+    """Run the experiment called ``name`` (see ``EXPERIMENTS``), recording the machine and its load.
+
+    The result's ``machine`` is ``sgdlab.machine.describe()`` with the load averages before and after
+    the run, and ``quick`` the setting it ran at; its JSON (if written) is rewritten with both.
+    """
+    from ..machine import describe, recording_load
+
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[name](**kwargs)
+    load: dict = {}
+    with recording_load(load):
+        result = EXPERIMENTS[name](**kwargs)
+    result.machine = {**describe(), **load}
+    result.quick = bool(kwargs.get("quick", False))
+    if result.json is not None:
+        result.write_json(result.json.parent)
+    return result
 
 
 __all__ = ["EXPERIMENTS", "LabResult", "run"]
