@@ -33,9 +33,13 @@ def run(name: str, **kwargs) -> LabResult:
 
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    import time
+
     load: dict = {}
     with recording_load(load):
+        t0 = time.perf_counter()
         result = EXPERIMENTS[name](**kwargs)
+        load["elapsed_seconds"] = round(time.perf_counter() - t0, 2)
     result.machine = {**describe(), **load}
     result.quick = bool(kwargs.get("quick", False))
     if result.json is not None:
