@@ -152,7 +152,9 @@ def proportion_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, f
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+    lo = 0.0 if successes == 0 else max(0.0, float(centre - half))  # exact ends: rounding must not move them
+    hi = 1.0 if successes == n else min(1.0, float(centre + half))
+    return lo, hi
 
 
 def welch_less(a, b) -> float:
