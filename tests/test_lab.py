@@ -187,13 +187,14 @@ def test_xor_vectorised_training_matches_fit():
         (W1, b1), (W2, b2) = net.numpy_params()
         for a, b in ((W1, out[0][j]), (b1, out[1][j]), (W2, out[2][j]), (b2, out[3][j])):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-        assert bool(minima.xor_solved(tuple(p[j:j + 1] for p in out))[0]) == (net.accuracy(minima.XOR_X, [0, 1, 1, 0]) == 1)
+        solved = bool(minima.xor_solved(tuple(p[j:j + 1] for p in out))[0])
+        assert solved == (net.accuracy(minima.XOR_X, [0, 1, 1, 0]) == 1)
 
 
 def test_symmetry_zero_init_differences_stay_at_rounding_level(digits):
     r = symmetry.run(digits, seed=0, quick=True)
     z64 = r.numbers["curves"]["zeros (float64)"]["unit_spread"]
-    assert z64[0] == 0.0 and z64[1] <= 1e-15  # exactly 0 at the start; rounding level after an epoch (0 on this machine)
+    assert z64[0] == 0.0 and z64[1] <= 1e-15  # exactly 0 at the start; rounding level after an epoch
     assert max(z64) < 1e-12  # five epochs: rounding, amplified but still ~1e-15 relative
     assert min(r.numbers["curves"]["glorot (float32)"]["unit_spread"]) > 0.1
     rows = {row["init"]: row for row in r.table}
@@ -377,7 +378,8 @@ def test_unbiased_verdicts_flip_with_the_opposite_outcome(quick_report):
     assert _flip("unbiased", n, "Negative control", biased_like_theory) == (HOLDS, FAILS)
     assert _flip("unbiased", n, "Sampling with replacement",
                  lambda d: d["replacement"].update(ms_ratio_ci95=[1.5, 2.5])) == (HOLDS, FAILS)
-    assert _flip("unbiased", n, "Reshuffled", lambda d: d["reshuffle"].update(max_error_at_epoch_ends=1e-3)) == (HOLDS, FAILS)
+    assert _flip("unbiased", n, "Reshuffled",
+                 lambda d: d["reshuffle"].update(max_error_at_epoch_ends=1e-3)) == (HOLDS, FAILS)
 
 
 def test_variance_verdicts_flip_with_the_opposite_outcome(quick_report):

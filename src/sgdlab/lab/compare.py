@@ -41,11 +41,13 @@ def verdicts(numbers: dict) -> list:
     out = []
     for who, axis, quantity in CLAIMS:
         key = dict((a, k) for a, _, k in AXES)[axis]
-        samples = {name: [v if v is not None else end for v, end in zip(m[axis], m["run_end"][key], strict=True)]
+        samples = {name: [v if v is not None else end
+                          for v, end in zip(m[axis], m["run_end"][key], strict=True)]
                    for name, m in numbers["methods"].items()}
         censored = {name: sum(v is None for v in m[axis]) for name, m in numbers["methods"].items()}
         out.append(fewest(samples, who, f"{quantity} to reach the target cost", censored=censored,
-                          claim=f"{who} needs the fewest {quantity} to reach the target cost (each method at its tuned η)"))
+                          claim=f"{who} needs the fewest {quantity} to reach the target cost "
+                                "(each method at its tuned η)"))
     return out
 
 

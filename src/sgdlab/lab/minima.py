@@ -237,13 +237,15 @@ def verdicts(numbers: dict) -> list:
     out.append(decide("On XOR (2-2-1) SGD finds a solution more often than batch GD, each at its best η",
                       holds=t["rate_a"] > t["rate_b"] and t["p_value"] < 0.05,
                       rule="same initial weights per seed, exact McNemar test at 5%, equal updates",
-                      evidence=f"SGD (η {x['best_lr']['SGD']}) {t['rate_a']:.0%}, batch GD (η {x['best_lr']['batch GD']})"
+                      evidence=f"SGD (η {x['best_lr']['SGD']}) {t['rate_a']:.0%}, "
+                               f"batch GD (η {x['best_lr']['batch GD']})"
                                f" {t['rate_b']:.0%} of {len(x['seeds'])} seeds, p = {t['p_value']:.2g}"))
     return out
 
 
 def run(data=None, data_dir=None, *, seed: int = 0, out=None, quick: bool = False, n: int = 100, sigma: float = 4.0,
-        epochs: int = 60, runs: int | None = None, lrs=(0.02, 0.03, 0.04, 0.05), gd_lrs=(0.02, 0.03, 0.05, 0.1, 0.2, 0.3),
+        epochs: int = 60, runs: int | None = None, lrs=(0.02, 0.03, 0.04, 0.05),
+        gd_lrs=(0.02, 0.03, 0.05, 0.1, 0.2, 0.3),
         batch_sizes=(1, 2, 5, 10), xor_seeds: int | None = None) -> LabResult:
     """``data`` is not used: the landscape and XOR are synthetic (the option exists for a uniform command line)."""
     rng = np.random.default_rng(seed)
@@ -285,7 +287,8 @@ def run(data=None, data_dir=None, *, seed: int = 0, out=None, quick: bool = Fals
     for m in ("batch GD", "SGD"):
         for k, f in xor["solved_fraction"][m].items():
             lo, hi = proportion_ci(round(f * xs), xs)
-            rows.append({"landscape": "XOR 2-2-1", "setting": f"{m}, η={k}", "η/B": float(k) / (4 if m == "batch GD" else 1),
+            rows.append({"landscape": "XOR 2-2-1", "setting": f"{m}, η={k}",
+                         "η/B": float(k) / (4 if m == "batch GD" else 1),
                          "fraction in other minimum": f, "95% CI": f"[{lo:.2f}, {hi:.2f}] (solved)"})
     result = LabResult("minima", "Sharp and wide minima: where noise takes descent", "", numbers, rows)
     result.verdicts = verdicts(numbers)
@@ -313,7 +316,8 @@ def run(data=None, data_dir=None, *, seed: int = 0, out=None, quick: bool = Fals
                 name, eta = key.split(", η=")
                 b = numbers["batch_sizes"][name]
                 lo, hi = proportion_ci(round(f * R), R)
-                ax2.errorbar(float(eta) / b, f, yerr=[[max(0.0, f - lo)], [max(0.0, hi - f)]], fmt="s" if name == "batch GD" else "o",
+                ax2.errorbar(float(eta) / b, f, yerr=[[max(0.0, f - lo)], [max(0.0, hi - f)]],
+                             fmt="s" if name == "batch GD" else "o",
                              color=f"C{i}", ms=4, alpha=0.8, label=vname if key == next(iter(v["fraction"])) else None)
         ax2.set(xscale="log", xlabel="η / B (batch GD: squares)", ylabel="fraction ending in the other minimum",
                 ylim=(-0.05, 1.05), title=f"{R} paired starts, 95% Wilson intervals")

@@ -149,7 +149,8 @@ def verdicts(numbers: dict) -> list:
     grows = math.isfinite(first["B_crit"]) and math.isfinite(last["B_crit"]) and last["B_crit"] > first["B_crit"]
     separate = grows and last["B_crit_ci95"][0] > first["B_crit_ci95"][1]
     out.append(decide("B_crit grows as the target cost falls", holds=grows,
-                      rule="B_crit at the lowest target above B_crit at the highest; intervals apart for a plain 'holds'",
+                      rule="B_crit at the lowest target above B_crit at the highest; "
+                           "intervals apart for a plain 'holds'",
                       evidence=", ".join(f"cost {f['target_cost']:.3g}: {f['B_crit']:.3g} "
                                          f"[{f['B_crit_ci95'][0]:.3g}, {f['B_crit_ci95'][1]:.3g}]" for f in fits),
                       caveat=None if separate else "the bootstrap intervals overlap"))
@@ -236,7 +237,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                      "value": f"{p['b_simple']:.3g} / {p['b_noise']:.3g} / {p['lambda_max']:.3g}",
                      "± (se or 95% CI)": f"B_noise ± {p['b_noise_se']:.2g}"})
     for f in fits:
-        rows.append({"quantity": f"B_crit at cost {f['target_cost']:.3g} (S_min {f['S_min']:.3g})", "value": f["B_crit"],
+        rows.append({"quantity": f"B_crit at cost {f['target_cost']:.3g} (S_min {f['S_min']:.3g})",
+                     "value": f["B_crit"],
                      "± (se or 95% CI)": f"[{f['B_crit_ci95'][0]:.3g}, {f['B_crit_ci95'][1]:.3g}]"})
     for r in sweep:
         tmain = r["targets"][-1]

@@ -22,7 +22,8 @@ from .verdict import CAVEAT, FAILS, HOLDS
 CSS = """
 body{font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#fafafa;margin:0}
 main{max-width:1200px;margin:0 auto;padding:1.5em 2em 4em;background:#fff;box-shadow:0 0 12px #0001}
-h1{font-size:2em;margin:.3em 0 .2em}h2{font-size:1.45em;margin:0 0 .3em;border-bottom:2px solid #d0d7de;padding-bottom:.2em}
+h1{font-size:2em;margin:.3em 0 .2em}
+h2{font-size:1.45em;margin:0 0 .3em;border-bottom:2px solid #d0d7de;padding-bottom:.2em}
 p.meta{color:#57606a;margin-top:0}.intro{max-width:60em}code,.math{font-family:ui-monospace,Menlo,Consolas,monospace;
 font-size:92%;background:#f6f8fa;padding:0 .25em;border-radius:3px}
 dl.notation{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em;margin:.5em 0 1em}
@@ -73,7 +74,8 @@ def _table(result: LabResult) -> str:
         return ""
     cols = list(dict.fromkeys(c for r in result.table for c in r))
     head = "".join(f"<th>{escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>" for r in result.table)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
+                   for r in result.table)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -84,7 +86,8 @@ def _verdicts(result: LabResult) -> str:
     for v in result.verdicts:
         c = CLASS[v.verdict]
         caveat = f" Caveat: {escape(v.caveat)}." if v.caveat else ""
-        items.append(f'<li class="verdict v-{c}" data-experiment="{escape(result.name)}" data-claim="{escape(v.claim)}" '
+        items.append(f'<li class="verdict v-{c}" data-experiment="{escape(result.name)}" '
+                     f'data-claim="{escape(v.claim)}" '
                      f'data-verdict="{escape(v.verdict)}"><span class="badge {c}">{escape(v.verdict)}</span> '
                      f'<span class="claim">{escape(v.claim)}</span><br /><span class="evidence">Measured: '
                      f'{escape(v.evidence)}. Rule: {escape(v.rule)}.{caveat}</span></li>')

@@ -40,8 +40,10 @@ def verdicts(numbers: dict) -> list:
             continue
         rel = r["relative to largest weight"]
         out.append(decide(f"From zero weights the hidden units stay clones ({dtype})", holds=rel < 1e-6,
-                          rule="largest difference between units of a layer < 1e-6 × the largest weight after the last epoch",
-                          evidence=f"{r['after last epoch']:.2g} absolute, {rel:.2g} relative after {numbers['epochs']} epochs"))
+                          rule="largest difference between units of a layer < 1e-6 × the largest weight "
+                               "after the last epoch",
+                          evidence=f"{r['after last epoch']:.2g} absolute, {rel:.2g} relative after "
+                                   f"{numbers['epochs']} epochs"))
         if ref is not None and r["test accuracy"] is not None:
             p1, p2 = r["test accuracy"], ref["test accuracy"]
             pool = (p1 + p2) / 2

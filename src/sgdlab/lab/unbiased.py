@@ -55,7 +55,8 @@ def verdicts(numbers: dict) -> list:
     last, theory_last, plateau = b["median_relative_error"][-1], numbers["theory_replacement"][-1], b["plateau"]
     ok = last > 3 * theory_last and plateau / 2 <= last <= 2 * plateau
     out.append(decide("Negative control: a biased sampler's error plateaus instead of falling like 1/√k", holds=ok,
-                      rule="error at the largest k > 3 × the unbiased theory and within a factor 2 of ‖Σ p_i g_i − G‖/‖G‖",
+                      rule="error at the largest k > 3 × the unbiased theory and within a factor 2 of "
+                           "‖Σ p_i g_i − G‖/‖G‖",
                       evidence=f"error at k = {numbers['k'][-1]}: {last:.3g}; unbiased theory {theory_last:.3g}; "
                                f"predicted plateau {plateau:.3g}"))
     return out
