@@ -103,6 +103,8 @@ def _machine(m: dict | None) -> str:
     if m.get("load_before") is not None:
         load = f"; load average (1/5/15 min) {m['load_before']} before, {m.get('load_after')} after"
     took = f"; ran in {m['elapsed_seconds']:.1f} s" if m.get("elapsed_seconds") is not None else ""
+    if m.get("cpu_seconds") is not None:
+        took += f" ({m['cpu_seconds']:.1f} s of CPU time)"
     return (f'<p class="machine">Machine: {escape(str(m.get("cpu")))}, {m.get("usable_cpus")} of '
             f'{m.get("logical_cpus")} logical CPUs usable; BLAS {escape(blas)}; Python {m.get("python")}, '
             f'NumPy {m.get("numpy")}{escape(load + took)}.</p>')
