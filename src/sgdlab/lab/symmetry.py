@@ -106,6 +106,7 @@ def _run(data, data_dir, *, seed, out, quick, epochs, variants) -> LabResult:
         ax1.set(yscale="symlog", xlabel="epoch", ylabel="largest difference between hidden units",
                 title="difference between hidden units")
         ax1.set_yscale("symlog", linthresh=1e-20)
+        ax1.set_yticks([0, 1e-20, 1e-15, 1e-10, 1e-5, 1.0])
         ax2.set(xlabel="epoch", ylabel="test accuracy (or cost)", title="how well each start learns")
         ax1.legend(fontsize=8)
         result.save(out, fig, "Zero against random initial weights: unit differences and test accuracy")

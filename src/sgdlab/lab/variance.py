@@ -66,7 +66,7 @@ def _run(data, data_dir, *, seed, out, quick, repeats, net) -> LabResult:
     G = flatten(net.gradient(X, y))
     tr = trace_sigma(net.per_example_grad_norms(X, y), G)
     sizes = geometric_grid(1, n, per_decade=3 if quick else 5)
-    rows, numbers = [], {"n": n, "repeats": R, "tr_sigma": tr, "grad_norm_sq": float(G @ G), "batch_sizes": sizes}
+    rows, numbers = [], {"n": n, "repeats": R, "seed": seed, "tr_sigma": tr, "grad_norm_sq": float(G @ G), "batch_sizes": sizes}
     for scheme, replace in (("with_replacement", True), ("without_replacement", False)):
         measured, stderr, theory = [], [], []
         for b in sizes:
