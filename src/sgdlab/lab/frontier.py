@@ -48,7 +48,8 @@ def fit_frontier(B, S) -> dict:
     """
     B, S = np.asarray(B, dtype=float), np.asarray(S, dtype=float)
     if len(B) < 2:
-        return {"S_min": math.nan, "B_crit": math.nan, "E_min": math.nan, "rms_log_residual": math.nan, "points": len(B)}
+        return {"S_min": math.nan, "B_crit": math.nan, "E_min": math.nan, "rms_log_residual": math.nan,
+                "points": len(B)}
     logS = np.log(S)
 
     def resid(p):
@@ -109,10 +110,11 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     X, y = ds.X_train, ds.y_train
     n = len(X)
     seeds = list(range(seed, seed + (seeds or (2 if quick else 3))))
-    sizes = sorted({min(int(b), n) for b in (sizes or ((1, 4, 16, 64, 256) if quick else (1, 2, 4, 8, 16, 32, 64, 256, 1024)))})
+    default = (1, 4, 16, 64, 256) if quick else (1, 2, 4, 8, 16, 32, 64, 256, 1024)
+    sizes = sorted({min(int(b), n) for b in (sizes or default)})
     ref_epochs = list(ref_epochs or ((0.5, 1, 2) if quick else (1, 2, 4)))
     lr0 = 3.0 if ds.n_classes else 0.1
-    make = lambda s: network_for(ds, seed=s)  # noqa: E731
+    make = lambda s: network_for(ds, seed=s)
     numbers = {"n": n, "seeds": seeds, "batch_sizes": sizes, "machine": describe()}
     rows = []
     with recording_load(numbers), pinned_threads(1):
@@ -179,7 +181,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         row = {"B": r["B"], "budget": r["budget_updates"]}
         for j, k in enumerate(t_key):
             p = r["per_target"][k]
-            row[f"S (C≤{targets[j]:.3g})"] = p["updates"] if p["updates"] is not None else f"≥{p['restricted_mean']:.0f}*"
+            censored = f"≥{p['restricted_mean']:.0f}*"
+            row[f"S (C≤{targets[j]:.3g})"] = p["updates"] if p["updates"] is not None else censored
             row[f"η{j + 1}"] = p["best_lr"]
         table.append(row)
     for j, (t, f) in enumerate(zip(targets, fits, strict=True)):
@@ -187,9 +190,10 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                       f"S (C≤{targets[0]:.3g})": f"B_crit {f['B_crit']:.3g} [{ci[j][0]:.3g}, {ci[j][1]:.3g}]"
                       if ci[j] else "no fit", "η1": f"S_min {f['S_min']:.3g}, target {t:.3g}"})
     cens = summary["censored_points"]
-    reading = (f"At its own tuned η, each batch size needs S updates and E = S·B examples to reach the training cost; "
+    reading = ("At its own tuned η, each batch size needs S updates and E = S·B examples to reach the training cost; "
                "the fitted critical batch size is " + ", ".join(
-                   f"B_crit = {f['B_crit']:.3g} (95% {c[0]:.3g}–{c[1]:.3g}) at cost {t:.3g}" if c else f"no fit at {t:.3g}"
+                   f"B_crit = {f['B_crit']:.3g} (95% {c[0]:.3g}–{c[1]:.3g}) at cost {t:.3g}" if c
+                   else f"no fit at {t:.3g}"
                    for f, c, t in zip(fits, ci, targets, strict=True))
                + (f"; {cens} (B, target) point(s) had a run that never reached the target within its budget and are "
                   "left out of the fit (marked * in the table)" if cens else "; every run reached every target")
@@ -227,7 +231,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ax3.set(xscale="log", yscale="log", xlabel="target training cost", ylabel="B_crit",
                 title=f"95% bootstrap over {len(seeds)} seeds")
         ax3.invert_xaxis()
-        import matplotlib.ticker as ticker
+        from matplotlib import ticker
 
         for axis in (ax3.xaxis, ax3.yaxis):
             axis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))

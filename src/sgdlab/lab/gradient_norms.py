@@ -6,7 +6,8 @@ the top 1% of examples (the ceil(n/100) largest) carry
 
     share_1% = sum_{top 1%} ||g_i - G||^2 / sum_i ||g_i - G||^2     (1% if every example were alike).
 
-||g_i - G||^2 = ||g_i||^2 - 2 g_i.G + ||G||^2, with g_i.G = sum_l [a_{l-1}(x_i)^T G_{W_l} delta_l(x_i) + G_{b_l}.delta_l(x_i)]
+||g_i - G||^2 = ||g_i||^2 - 2 g_i.G + ||G||^2, with
+g_i.G = sum_l [a_{l-1}(x_i)^T G_{W_l} delta_l(x_i) + G_{b_l}.delta_l(x_i)]
 taken from one batched backprop, without materialising the n gradients. Also reported: the
 variance of the one-example estimator under importance sampling p_i = ||g_i|| / sum_j ||g_j||
 (the variance-optimal choice; Alain et al. 2015, Katharopoulos & Fleuret 2018) relative to uniform
@@ -107,7 +108,8 @@ def decide_claims(s: dict) -> list:
     lo = s["share_end"] - s["share_end_ci"]
     v1 = decide("A few examples carry much of the gradient noise (the top 1% carry at least 10% of tr Sigma)",
                 holds=lo >= SHARE_THRESHOLD,
-                rule=f"lower end of the 95% t interval over seeds of the top-1% share at the end >= {SHARE_THRESHOLD:.0%}",
+                rule="lower end of the 95% t interval over seeds of the top-1% share at the end "
+                     f">= {SHARE_THRESHOLD:.0%}",
                 evidence=f"top-1% share {s['share_end']:.1%} ± {s['share_end_ci']:.1%}",
                 caveat=None if s["share_end"] - s["share_end_ci"] >= 2 * SHARE_THRESHOLD else
                 "the share is below 20%: concentrated, but most of the noise is spread over the other 99%")
@@ -134,7 +136,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     lr = 3.0 if ds.n_classes else 0.1
     marks = [0.0, 0.1, 1.0, 3.0, 10.0, 30.0]
     marks = [m for m in marks if m <= epochs] + ([float(epochs)] if epochs not in marks else [])
-    at = [int(round(m * n)) for m in marks]
+    at = [round(m * n) for m in marks]
     numbers = {"n": n, "epochs": epochs, "lr": lr, "batch_size": 10, "seeds": seeds, "checkpoint_epochs": marks,
                "machine": describe()}
     per_seed = []

@@ -18,7 +18,8 @@ second derivatives are written, like the first, in terms of the output a = f(z):
 and the output block, per example, with d = a - y:
 
     quadratic, elementwise f      R{delta} = (f'^2 + d f'') R{z}
-    quadratic, softmax            R{a} = a * (R{z} - <a, R{z}>),  R{delta} = R{a} * (d - <d, a>) + a * (R{a} - <R{a}, a + d>)
+    quadratic, softmax            R{a} = a * (R{z} - <a, R{z}>),
+                                  R{delta} = R{a} * (d - <d, a>) + a * (R{a} - <R{a}, a + d>)
     cross-entropy, sigmoid        R{delta} = a(1-a) R{z}
     cross-entropy, softmax        R{delta} = R{a} = a * (R{z} - <a, R{z}>)
 

@@ -67,7 +67,8 @@ def decide_claims(s: dict) -> list:
     v1 = decide("Linear scaling: the best eta grows in proportion to B (Goyal et al. 2017)",
                 holds=first_ok,
                 rule=f"best eta(B) / (best eta(B_0) B/B_0) within a factor {s['factor']:g} (one grid step) at the "
-                     f"first step up from B_0 = {sizes[0]}; it breaks at the first B where the ratio < 1/{s['factor']:g}",
+                     f"first step up from B_0 = {sizes[0]}; it breaks at the first B where the ratio "
+                     f"< 1/{s['factor']:g}",
                 evidence="ratios " + ", ".join(f"B={b}: {r:.2g}" for b, r in zip(sizes, ratios, strict=True)),
                 caveat=None if brk is None else f"only up to B = {ok_upto}; it breaks at B = {brk}")
     if brk is None:
@@ -111,7 +112,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     sizes = sorted({min(int(b), n) for b in (sizes or ((1, 8, 64, n) if quick else (1, 4, 16, 64, 256, n)))})
     lr = 0.5 if ds.n_classes else 0.02
     rng = np.random.default_rng(seed)
-    make = lambda s: network_for(ds, seed=s)  # noqa: E731
+    make = lambda s: network_for(ds, seed=s)
     c_const = constant_cost(make(seed), y)
     numbers = {"n": n, "seeds": seeds, "epochs_budget": epochs, "batch_sizes": sizes, "constant_cost": c_const,
                "machine": describe()}
@@ -164,7 +165,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
               "2/λ_max (end)": r["two_over_lambda_end"], "final cost": r["best_final_cost"], "updates": r["updates"]}
              for r, q in zip(rows, ratios, strict=True)]
     reading = (f"At an equal budget of {epochs} epochs the best η goes from {best[0]:.3g} at B = {sizes[0]} to "
-               f"{best[-1]:.3g} at B = {sizes[-1]}, where linear scaling would give {best[0] * sizes[-1] / sizes[0]:.3g}; "
+               f"{best[-1]:.3g} at B = {sizes[-1]}, where linear scaling would give "
+               f"{best[0] * sizes[-1] / sizes[0]:.3g}; "
                + (f"the rule breaks at B = {brk}. " if brk else "the rule does not break within the sweep. ")
                + f"2/λ_max is {summary['two_over_lambda_init']:.3g} at the initial weights. "
                + " ".join(v.sentence() for v in verdicts))
@@ -175,11 +177,12 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ci = np.array([r["best_lr_ci95"] for r in rows])
         ax1.fill_between(B, ci[:, 0], ci[:, 1], color="C0", alpha=0.2, label="95% bootstrap over seeds")
         ax1.plot(B, best, "o-", color="C0", label="best η (lowest final cost)")
-        ax1.plot(B, best[0] * B / B[0], "k:", label="linear scaling from B = %d" % sizes[0])
+        ax1.plot(B, best[0] * B / B[0], "k:", label=f"linear scaling from B = {sizes[0]}")
         ax1.plot(B, [r["eps_max"] if r["eps_max"] else np.nan for r in rows], "v--", color="C3",
                  label="ε_max: largest stable η")
         ax1.plot(B, summary["two_over_lambda_end"], "s--", color="C2", ms=4, label="2/λ_max at the end of the best run")
-        ax1.axhline(summary["two_over_lambda_init"], color="C2", lw=0.8, ls="-.", label="2/λ_max at the initial weights")
+        ax1.axhline(summary["two_over_lambda_init"], color="C2", lw=0.8, ls="-.",
+                    label="2/λ_max at the initial weights")
         if brk:
             ax1.axvline(brk, color="gray", lw=0.8)
             ax1.text(brk, 0.03, " linear scaling breaks", fontsize=8, color="gray", transform=ax1.get_xaxis_transform())

@@ -104,7 +104,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         acc = [p["test_accuracy"] for p in r["runs"]]
         am, ah = mean_ci(np.array(acc, dtype=float)) if classes else (math.nan, math.nan)
         tc, tch = mean_ci(np.array([p["test_cost"] for p in r["runs"]]))
-        r.update(lambda_max_geomean=float(math.exp(lm)), lambda_max_ci95=[float(math.exp(lm - lh)), float(math.exp(lm + lh))],
+        r.update(lambda_max_geomean=float(math.exp(lm)),
+                 lambda_max_ci95=[float(math.exp(lm - lh)), float(math.exp(lm + lh))],
                  test_accuracy_mean=float(am), test_accuracy_ci95=float(ah), test_cost_mean=float(tc),
                  test_cost_ci95=float(tch), censored=sum(not p["reached"] for p in r["runs"]),
                  two_over_lr=2 / r["best_lr"])
