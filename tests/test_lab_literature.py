@@ -81,3 +81,150 @@ def test_hvp_refuses_mismatched_vectors():
     net, X, y, v = _problem("sigmoid", "quadratic", None)
     with pytest.raises(ValueError, match="parameters"):
         hessian.hvp_flat(net, X, y, v[:-1])
+
+
+# ------------------------------------------------------------------ the four experiments, quick, end to end
+import json  # noqa: E402
+
+from sgdlab.lab import EXPERIMENTS, frontier, gradient_norms, lr_batch, sharpness  # noqa: E402
+from sgdlab.lab.verdict import CAVEAT, FAILS, HOLDS  # noqa: E402
+
+MODULES = {"frontier": frontier, "lr-batch": lr_batch, "sharpness": sharpness, "gradient-norms": gradient_norms}
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lit")
+    return {name: EXPERIMENTS[name](seed=0, out=out, quick=True) for name in MODULES}
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_quick_run_writes_figure_json_with_machine_seeds_and_verdicts(quick_results, name):
+    r = quick_results[name]
+    assert r.figure.exists() and r.figure.stat().st_size > 10_000
+    data = json.loads(r.json.read_text())
+    assert data["experiment"] == name
+    assert data["numbers"]["seeds"] and "cpu" in data["numbers"]["machine"]
+    assert data["numbers"]["load_before"] is None or len(data["numbers"]["load_before"]) == 3
+    assert data["verdicts"] and all(v["verdict"] in (HOLDS, CAVEAT, FAILS) and v["rule"] for v in data["verdicts"])
+    assert r.table
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_verdicts_are_recomputed_from_the_json_numbers(quick_results, name):
+    """The reading follows the numbers: the stated rules applied to the saved summary give the saved verdicts."""
+    data = json.loads(quick_results[name].json.read_text())
+    again = MODULES[name].decide_claims(data["numbers"]["summary"])
+    assert [v.verdict for v in again] == [v["verdict"] for v in data["verdicts"]]
+    for v in data["verdicts"]:
+        assert v["verdict"] in data["reading"] and v["claim"] in data["reading"]
+
+
+def test_frontier_quick_reaches_targets_and_fits(quick_results):
+    n = quick_results["frontier"].numbers
+    targets = n["targets"]
+    assert targets == sorted(targets, reverse=True)
+    for f in n["fits"]:
+        assert f["B_crit"] > 0 and f["S_min"] > 0 and f["E_min"] == pytest.approx(f["S_min"] * f["B_crit"])
+    for row in n["rows"]:  # S falls (weakly) with B at the lowest target, up to the checkpoint resolution
+        assert row["budget_updates"] >= 1
+    S = [row["per_target"][f"{targets[-1]:.6g}"]["updates"] for row in n["rows"]]
+    S = [s for s in S if s is not None]
+    assert S[0] > S[-1]
+
+
+def test_sharpness_measures_lambda_max_at_the_same_training_cost(quick_results):
+    n = quick_results["sharpness"].numbers
+    for row in n["rows"]:
+        for p in row["runs"]:
+            assert p["lambda_max"] > 0 and p["power_converged"]
+            if p["reached"]:
+                assert p["train_cost"] <= n["target_cost"] * 1.0001
+
+
+# ------------------------------------------------------------------ verdicts flip with the numbers
+def test_frontier_verdicts_flip():
+    good = {"targets": [0.4, 0.2, 0.1], "b_crit": [2.0, 3.0, 5.0], "b_crit_ci": [[1.8, 2.2], [2.8, 3.2], [4.5, 5.5]],
+            "rms": [0.05, 0.04, 0.06], "p_grows": 1.0}
+    v = frontier.decide_claims(good)
+    assert [x.verdict for x in v] == [HOLDS, HOLDS]
+    bad = dict(good, rms=[0.05, 0.5, 0.06], p_grows=0.4, b_crit=[5.0, 3.0, 2.0])
+    assert [x.verdict for x in frontier.decide_claims(bad)] == [FAILS, FAILS]
+    overlap = dict(good, b_crit_ci=[[1.0, 4.0], [2.8, 3.2], [4.5, 5.5]])
+    assert frontier.decide_claims(overlap)[1].verdict == CAVEAT
+
+
+def test_lr_batch_verdicts_flip():
+    linear = {"sizes": [1, 4, 16, 64], "best_lr": [1.0, 4.0, 16.0, 64.0], "eps_max": [2.0, 8.0, 32.0, 128.0],
+              "two_over_lambda_end": [100.0, 100.0, 100.0, 80.0], "factor": 2.0}
+    v = lr_batch.decide_claims(linear)
+    assert v[0].verdict == HOLDS and v[1].verdict == FAILS and v[2].verdict == CAVEAT  # no break in the sweep
+    capped = dict(linear, best_lr=[1.0, 4.0, 4.0, 4.0], eps_max=[2.0, 8.0, 8.0, 4.0],
+                  two_over_lambda_end=[100.0, 100.0, 100.0, 100.0])
+    v = lr_batch.decide_claims(capped)
+    assert v[0].verdict == CAVEAT and "B = 16" in v[0].caveat and v[1].verdict == HOLDS and v[2].verdict == HOLDS
+    none = dict(capped, best_lr=[1.0, 1.0, 1.0, 1.0], eps_max=[2.0, 16.0, 16.0, None],
+                two_over_lambda_end=[0.5, 100.0, 100.0, 100.0])
+    v = lr_batch.decide_claims(none)
+    assert [x.verdict for x in v] == [FAILS, FAILS, FAILS]
+
+
+def test_sharpness_verdicts_flip():
+    keskar = {"b_small": 1, "b_large": 1437, "log_ratio": np.log(8.0), "log_ratio_ci": 0.5, "acc_gain": 0.03,
+              "acc_gain_ci": 0.01}
+    assert [v.verdict for v in sharpness.decide_claims(keskar)] == [HOLDS, HOLDS]
+    flat = dict(keskar, log_ratio=0.1, acc_gain=0.0)
+    assert [v.verdict for v in sharpness.decide_claims(flat)] == [FAILS, FAILS]
+
+
+def test_gradient_norms_verdicts_flip():
+    heavy = {"share_end": 0.3, "share_end_ci": 0.02, "share_growth": 0.1, "share_growth_ci": 0.02,
+             "is_ratio_end": 0.3, "is_ratio_end_ci": 0.05}
+    assert [v.verdict for v in gradient_norms.decide_claims(heavy)] == [HOLDS, HOLDS, HOLDS]
+    mild = dict(heavy, share_end=0.13)
+    assert gradient_norms.decide_claims(mild)[0].verdict == CAVEAT
+    flat = {"share_end": 0.02, "share_end_ci": 0.01, "share_growth": -0.01, "share_growth_ci": 0.02,
+            "is_ratio_end": 0.9, "is_ratio_end_ci": 0.05}
+    assert [v.verdict for v in gradient_norms.decide_claims(flat)] == [FAILS, FAILS, FAILS]
+
+
+# ------------------------------------------------------------------ the pure pieces
+def test_per_example_deviations_match_explicit_per_example_gradients():
+    from sgdlab.lab.estimators import flatten
+
+    net, X, y, _ = _problem("tanh", "quadratic", None)
+    d = gradient_norms.per_example_deviations(net, X, y)
+    g = np.array([flatten(net.gradient(X[i:i + 1], y[i:i + 1])) for i in range(len(X))])
+    G = g.mean(axis=0)
+    np.testing.assert_allclose(d["G"], G, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(d["norm_sq"], (g * g).sum(axis=1), rtol=1e-10)
+    np.testing.assert_allclose(d["deviation_sq"], ((g - G) ** 2).sum(axis=1), rtol=1e-9, atol=1e-14)
+
+
+def test_top_share():
+    assert gradient_norms.top_share(np.ones(200)) == pytest.approx(0.01)
+    assert gradient_norms.top_share([0.0] * 150 + [3.0, 1.0]) == pytest.approx(1.0)  # ceil(1% of 152) = 2
+
+
+def test_fit_frontier_recovers_the_hyperbola_and_refuses_too_few_points():
+    B = np.array([1, 2, 4, 8, 16, 64, 256])
+    f = frontier.fit_frontier(B, 50 * (1 + 3.5 / B))
+    assert f["B_crit"] == pytest.approx(3.5, rel=1e-6) and f["rms_log_residual"] < 1e-8
+    S, E = 50 * (1 + 3.5 / B), 50 * (1 + 3.5 / B) * B
+    np.testing.assert_allclose((S / f["S_min"] - 1) * (E / f["E_min"] - 1), 1.0, rtol=1e-6)
+    assert np.isnan(frontier.fit_frontier([4], [10])["B_crit"])
+
+
+def test_best_per_target_counts_censored_runs_as_the_budget():
+    runs = {1.0: [{"t": 100}, {"t": None}], 2.0: [{"t": 400}, {"t": 500}]}
+    best = frontier.best_per_target(runs, ["t"], budget=1000)["t"]
+    assert best["best_lr"] == 2.0 and best["updates"] == 450  # 1.0 scores (100 + 1000)/2 = 550
+    best = frontier.best_per_target(runs, ["t"], budget=600)["t"]
+    assert best["best_lr"] == 1.0 and best["censored"] == 1 and best["updates"] is None
+
+
+def test_scaling_break_and_constant_cost():
+    assert lr_batch.scaling_break([2, 8, 32], [1.0, 4.0, 1.0]) == ([1.0, 1.0, 0.0625], 32)
+    net = sgdlab.Network([2, 3], seed=0)
+    # one-hot of [0, 0, 1, 2]: per-class variances 1/4, 3/16, 3/16 -> C_const = (1/2)(5/8)
+    assert lr_batch.constant_cost(net, np.array([0, 0, 1, 2])) == pytest.approx(0.3125)
