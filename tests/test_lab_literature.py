@@ -178,7 +178,7 @@ def test_sharpness_verdicts_flip():
 
 
 def test_gradient_norms_verdicts_flip():
-    heavy = {"share_end": 0.3, "share_end_ci": 0.02, "share_growth": 0.1, "share_growth_ci": 0.02,
+    heavy = {"share_end": 0.6, "share_end_ci": 0.02, "share_growth": 0.1, "share_growth_ci": 0.02,
              "is_ratio_end": 0.3, "is_ratio_end_ci": 0.05}
     assert [v.verdict for v in gradient_norms.decide_claims(heavy)] == [HOLDS, HOLDS, HOLDS]
     mild = dict(heavy, share_end=0.13)

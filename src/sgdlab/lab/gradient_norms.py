@@ -111,8 +111,9 @@ def decide_claims(s: dict) -> list:
                 rule="lower end of the 95% t interval over seeds of the top-1% share at the end "
                      f">= {SHARE_THRESHOLD:.0%}",
                 evidence=f"top-1% share {s['share_end']:.1%} ± {s['share_end_ci']:.1%}",
-                caveat=None if s["share_end"] - s["share_end_ci"] >= 2 * SHARE_THRESHOLD else
-                "the share is below 20%: concentrated, but most of the noise is spread over the other 99%")
+                caveat=None if lo >= 0.5 else
+                "concentrated, yet most of tr Sigma (the lower end of the interval is under half) is spread over "
+                "the other 99% of examples")
     g_lo = s["share_growth"] - s["share_growth_ci"]
     v2 = decide("The noise concentrates on fewer examples as training proceeds",
                 holds=g_lo > 0,
