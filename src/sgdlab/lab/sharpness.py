@@ -161,5 +161,9 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                      label=f"B = {r['B']}")
         ax3.set(xscale="log", xlabel="λ_max", ylabel=key.replace("_", " "), title="each run")
         ax3.legend(fontsize=7)
+        from matplotlib import ticker
+
+        for axis in (ax1.yaxis, ax3.xaxis):  # minor log labels collide at this width
+            axis.set_minor_formatter(ticker.NullFormatter())
         result.save(out, fig, f"Sharpness and test accuracy at training cost {target:.3g}")
     return result
