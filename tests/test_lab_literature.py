@@ -163,6 +163,10 @@ def test_lr_batch_verdicts_flip():
                   two_over_lambda_end=[100.0, 100.0, 100.0, 100.0])
     v = lr_batch.decide_claims(capped)
     assert v[0].verdict == CAVEAT and "B = 16" in v[0].caveat and v[1].verdict == HOLDS and v[2].verdict == HOLDS
+    nothing_learned = dict(capped, eps_max=[2.0, 8.0, 8.0, None])  # B = 64: no eta stable at all
+    assert lr_batch.decide_claims(nothing_learned)[1].verdict == FAILS
+    excused = dict(nothing_learned, learned=[True, True, True, False])  # ... because nothing learned: left out
+    assert lr_batch.decide_claims(excused)[1].verdict == HOLDS
     none = dict(capped, best_lr=[1.0, 1.0, 1.0, 1.0], eps_max=[2.0, 16.0, 16.0, None],
                 two_over_lambda_end=[0.5, 100.0, 100.0, 100.0])
     v = lr_batch.decide_claims(none)

@@ -59,7 +59,8 @@ def scaling_break(sizes, best_lrs, factor: float = FACTOR):
 
 def decide_claims(s: dict) -> list:
     """Verdicts from the summary numbers only: ``sizes``, ``best_lr``, ``eps_max`` (None where no eta was
-    stable), ``two_over_lambda_end`` (per B), ``factor``."""
+    stable), ``two_over_lambda_end`` (per B), ``factor`` and ``learned`` (per B: the best run ended below
+    C_const; B where nothing learned are left out of the eps_max claim)."""
     sizes, best = s["sizes"], s["best_lr"]
     ratios, brk = scaling_break(sizes, best, s["factor"])
     first_ok = 1 / s["factor"] <= ratios[1] <= s["factor"]
@@ -71,24 +72,30 @@ def decide_claims(s: dict) -> list:
                      f"< 1/{s['factor']:g}",
                 evidence="ratios " + ", ".join(f"B={b}: {r:.2g}" for b, r in zip(sizes, ratios, strict=True)),
                 caveat=None if brk is None else f"only up to B = {ok_upto}; it breaks at B = {brk}")
-    if brk is None:
-        v2 = decide("Linear scaling breaks where eta reaches the largest stable step eps_max", holds=False,
-                    rule="a break inside the sweep, and best eta >= eps_max / 2 at every B from the break on",
-                    evidence="no break within the measured batch sizes")
+    learned = s.get("learned", [True] * len(sizes))
+    past = [(b, e, m) for b, e, m, ok in zip(sizes, best, s["eps_max"], learned, strict=True)
+            if brk is not None and b >= brk and ok]
+    skipped = [b for b, ok in zip(sizes, learned, strict=True) if brk is not None and b >= brk and not ok]
+    rule2 = (f"a break inside the sweep, and best eta >= eps_max / {s['factor']:g} (within one grid step of it) at "
+             "every B from the break on where some eta learned anything (final cost below C_const)")
+    if brk is None or not past:
+        v2 = decide("Linear scaling breaks where eta reaches the largest stable step eps_max", holds=False, rule=rule2,
+                    evidence="no break within the measured batch sizes" if brk is None else
+                    "no batch size past the break learned anything within the budget")
     else:
-        past = [(b, e, m) for b, e, m in zip(sizes, best, s["eps_max"], strict=True) if b >= brk]
         capped = all(m is not None and e >= m / s["factor"] for b, e, m in past)
         v2 = decide("Linear scaling breaks where eta reaches the largest stable step eps_max", holds=capped,
-                    rule=f"best eta >= eps_max / {s['factor']:g} (within one grid step of it) at every B from the "
-                         "break on",
+                    rule=rule2,
                     evidence=", ".join(f"B={b}: eta {e:.3g}, eps_max {m if m is None else f'{m:.3g}'}"
-                                       for b, e, m in past))
+                                       for b, e, m in past)
+                    + (f"; B = {', '.join(map(str, skipped))} learned nothing within the budget" if skipped else ""))
     margins = [e / t for e, t in zip(best, s["two_over_lambda_end"], strict=True)]
     v3 = decide("The tuned eta stays below the curvature limit 2/lambda_max of the solution it finds",
                 holds=all(m <= 1 for m in margins),
                 rule="best eta(B) <= 2/lambda_max at the end of that B's best run, at every B",
                 evidence="eta lambda_max / 2 = " + ", ".join(f"{m:.2f}" for m in margins),
-                caveat="large batches end at the edge of stability (eta lambda_max / 2 > 0.5)"
+                caveat="within a factor 2 of the limit (eta lambda_max / 2 > 0.5) at B = "
+                + ", ".join(str(b) for b, m in zip(sizes, margins, strict=True) if m > 0.5)
                 if any(m > 0.5 for m in margins) else None)
     return [v1, v2, v3]
 
@@ -157,7 +164,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     ratios, brk = scaling_break(sizes, best)
     summary = {"sizes": sizes, "best_lr": best, "eps_max": [r["eps_max"] for r in rows],
                "two_over_lambda_end": [r["two_over_lambda_end"] for r in rows], "factor": FACTOR,
-               "linear_ratio": ratios, "break_at": brk, "two_over_lambda_init": 2 / lam0["lambda_max"]}
+               "linear_ratio": ratios, "break_at": brk, "two_over_lambda_init": 2 / lam0["lambda_max"],
+               "learned": [r["best_final_cost"] < c_const for r in rows], "constant_cost": c_const}
     numbers.update(rows=rows, summary=summary)
     verdicts = decide_claims(summary)
     table = [{"B": r["B"], "best η": r["best_lr"], "95% (bootstrap)": "{:.3g}–{:.3g}".format(*r["best_lr_ci95"]),
