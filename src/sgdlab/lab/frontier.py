@@ -233,8 +233,9 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ax3.invert_xaxis()
         from matplotlib import ticker
 
-        for axis in (ax3.xaxis, ax3.yaxis):
-            axis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
-            axis.set_minor_formatter(ticker.FormatStrFormatter("%.3g"))
+        ax3.set_xticks(targets, [f"{t:.3g}" for t in targets])
+        ax3.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax3.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+        ax3.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%.3g"))
         result.save(out, fig, "Updates against examples to a target cost, each B at its tuned η")
     return result
