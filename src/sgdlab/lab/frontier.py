@@ -82,6 +82,12 @@ def best_per_target(runs_by_lr: dict, target_keys, budget: int) -> dict:
     return out
 
 
+def _crossings(run_: dict, targets, keys) -> dict:
+    """Updates at which one run first reached each target (None: never, or diverged)."""
+    rows = [dict(zip(run_["curve"], v, strict=True)) for v in zip(*run_["curve"].values(), strict=True)]
+    return {k: None if run_["diverged"] else _crossing(rows, t, "updates") for k, t in zip(keys, targets, strict=True)}
+
+
 def decide_claims(s: dict) -> list:
     """Verdicts from the summary numbers only: ``targets`` (descending costs), ``b_crit`` (per target),
     ``rms`` (per target), ``p_grows`` (bootstrap share of resamples where B_crit at the lowest target
@@ -123,7 +129,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         curve = ref["curve"]
         targets = [float(np.interp(e * n, curve["examples_seen"], curve["cost"])) for e in ref_epochs]
         t_key = [f"{t:.6g}" for t in targets]
-        s_ref = _crossing([dict(zip(curve, v)) for v in zip(*curve.values())], targets[-1], "updates")
+        s_ref = _crossings(ref, targets[-1:], ["last"])["last"] or ref["updates"]
         e_ref = s_ref * 10
         numbers.update(targets=targets, target_rule=f"training cost of the reference run (B = 10, eta = {lr0:g}, "
                                                     f"seed {seed}) after {ref_epochs} epochs")
@@ -132,15 +138,21 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
             budget = int(max(4 * s_ref, 4 * e_ref / b))
             tuning = tune_lr(make, X, y, grid=grid0, batch_size=b, seeds=seeds, max_updates=budget,
                              target=targets[-1], max_extensions=6, per_decade=40)
-            runs_by_lr = {}
-            for r in tuning.results:
-                runs_by_lr[r["lr"]] = []
-                for run_ in r["runs"]:
-                    rows_ = [dict(zip(run_["curve"], v)) for v in zip(*run_["curve"].values())]
-                    runs_by_lr[r["lr"]].append({k: None if run_["diverged"] else _crossing(rows_, t, "updates")
-                                                for k, t in zip(t_key, targets, strict=True)})
+            runs_by_lr = {r["lr"]: [_crossings(run_, targets, t_key) for run_ in r["runs"]] for r in tuning.results}
             per_target = best_per_target(runs_by_lr, t_key, budget)
-            rows.append({"B": b, "budget_updates": budget, "grid": tuning.grid, "per_target": per_target,
+            # the grid was widened for the lowest target; widen it for the others too
+            for _ in range(4):
+                edge = [k for k in t_key if per_target[k]["at_grid_edge"]]
+                if not edge:
+                    break
+                lrs = sorted(runs_by_lr)
+                for lr in {lrs[0] / 2 if per_target[k]["best_lr"] == lrs[0] else lrs[-1] * 2 for k in edge}:
+                    runs_by_lr[lr] = [_crossings(train_to_budget(make, X, y, lr=lr, batch_size=b, seed=s,
+                                                                 max_updates=budget, target=targets[-1],
+                                                                 stop_at_target=True, per_decade=40),
+                                                 targets, t_key) for s in seeds]
+                per_target = best_per_target(runs_by_lr, t_key, budget)
+            rows.append({"B": b, "budget_updates": budget, "grid": sorted(runs_by_lr), "per_target": per_target,
                          "updates_by_lr": {str(k): v for k, v in runs_by_lr.items()}})
             better = [lr for lr in tuning.grid if lr >= tuning.best_lr / 2]
             grid0 = better[:3] if len(better) >= 2 else [tuning.best_lr / 2, tuning.best_lr, 2 * tuning.best_lr]
@@ -173,7 +185,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         f["B_crit_ci95"] = c
     summary = {"targets": targets, "b_crit": [f["B_crit"] for f in fits], "b_crit_ci": ci,
                "rms": [f["rms_log_residual"] for f in fits], "p_grows": p_grows,
-               "censored_points": sum(r["per_target"][k]["censored"] > 0 for r in rows for k in t_key)}
+               "censored_points": sum(r["per_target"][k]["censored"] > 0 for r in rows for k in t_key),
+               "lr_at_grid_edge": sum(r["per_target"][k]["at_grid_edge"] for r in rows for k in t_key)}
     numbers.update(fits=fits, summary=summary, bootstrap=bootstrap)
     verdicts = decide_claims(summary)
     table = []
@@ -197,6 +210,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                    for f, c, t in zip(fits, ci, targets, strict=True))
                + (f"; {cens} (B, target) point(s) had a run that never reached the target within its budget and are "
                   "left out of the fit (marked * in the table)" if cens else "; every run reached every target")
+               + (f"; at {summary['lr_at_grid_edge']} (B, target) point(s) the best η is still at an edge of the "
+                  "widened grid" if summary["lr_at_grid_edge"] else "")
                + ". " + " ".join(v.sentence() for v in verdicts))
     result = LabResult("frontier", "Steps against examples to a target cost (critical batch size)", reading, numbers,
                        table, verdicts=verdicts)
