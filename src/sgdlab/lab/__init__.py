@@ -5,7 +5,7 @@ with ``out`` it writes ``out/NAME.png`` and ``out/NAME.json``. ``quick=True`` is
 faster version for tests and reports.
 
 >>> sorted(EXPERIMENTS)[:3]
-['compare', 'minima', 'noise-scale']
+['compare', 'frontier', 'gradient-norms']
 """
 
 from . import compare, minima, noise_scale, redundancy, symmetry, throughput, unbiased, variance
