@@ -10,7 +10,7 @@ cost) and generalise worse; small batches find flat ones. Measured here at a fai
 * lambda_max(H) of the training cost at the solution, by power iteration on exact Hessian-vector
   products (``lab.hessian``), and the accuracy and cost on the held-out test set;
 * C_target is the training cost the lab's reference run (B = 10, eta = 3) reaches after a few epochs;
-  the budget scales with 1/B: at most max(4 S_ref, 4 E_ref / B) updates, S_ref and E_ref the updates
+  the budget scales with 1/B: at most max(2 S_ref, 2 E_ref / B) updates, S_ref and E_ref the updates
   and examples of that reference run. A run that misses the target is reported (censored) and
   measured where it stopped.
 
@@ -77,10 +77,10 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         numbers.update(target_cost=target, target_rule=f"training cost of B = 10, eta = {lr0:g} after {ref_epochs} "
                                                         f"epochs (seed {seed})")
         e_ref, s_ref = ref_epochs * n, math.ceil(ref_epochs * n / 10)  # the reference run's examples and updates
-        numbers["budget_rule"] = "at most max(4 S_ref, 4 E_ref / B) updates, S_ref and E_ref those of the reference run"
+        numbers["budget_rule"] = "at most max(2 S_ref, 2 E_ref / B) updates, S_ref and E_ref those of the reference run"
         rows = []
         for b in sizes:
-            budget = {"max_updates": int(max(4 * s_ref, 4 * e_ref / b))}
+            budget = {"max_updates": int(max(2 * s_ref, 2 * e_ref / b))}
             tuning = tune_lr(lambda s: network_for(ds, seed=s), X, y, grid=lr_grid(lr0 / 2, lr0 * 2), batch_size=b,
                              seeds=[seed], target=target, **budget, max_extensions=4, per_decade=40)
             per_seed = []
