@@ -26,7 +26,7 @@ def _problem(hidden, cost, out, seed=3):
 def test_hvp_matches_central_differences_of_the_gradient(hidden, cost, out):
     """Central differences err by O(eps^2) (truncation) + O(1e-16/eps) (rounding): ~1e-8 at eps = 1e-4."""
     net, X, y, v = _problem(hidden, cost, out)
-    exact, fd = hessian.hvp_flat(net, X, y, v), hessian.finite_difference_hvp(net, X, y, v, eps=1e-4)
+    exact, fd = hessian.hvp(net, X, y, v), hessian.finite_difference_hvp(net, X, y, v, eps=1e-4)
     assert np.linalg.norm(exact - fd) <= 1e-6 * np.linalg.norm(fd) + 1e-12
 
 
@@ -54,12 +54,12 @@ def test_hvp_matches_pytorch_double_backward(hidden, cost, out):
         return -(Yt * torch.log_softmax(z, dim=1)).sum() / len(X)
 
     _, Hv = torch.autograd.functional.hvp(C, flat0, torch.tensor(v))
-    np.testing.assert_allclose(hessian.hvp_flat(net, X, y, v), Hv.numpy(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(hessian.hvp(net, X, y, v), Hv.numpy(), rtol=1e-8, atol=1e-12)
 
 
 def test_hvp_is_linear_symmetric_and_power_iteration_finds_the_top_eigenvalue():
     net, X, y, _ = _problem("sigmoid", "quadratic", None)
-    H = np.array([hessian.hvp_flat(net, X, y, e) for e in np.eye(net.n_params)])
+    H = np.array([hessian.hvp(net, X, y, e) for e in np.eye(net.n_params)])
     assert np.abs(H - H.T).max() <= 1e-12 * np.abs(H).max()
     eig = np.linalg.eigvalsh(H)
     top = hessian.top_eigenvalue(net, X, y, iters=2000, tol=1e-10)
@@ -77,17 +77,30 @@ def test_power_iteration_shifts_when_the_largest_magnitude_is_negative():
     assert hessian.power_iteration(lambda v: -A @ v, 6, iters=5000, tol=1e-13)["lambda_max"] == pytest.approx(9.0)
 
 
+def test_hvp_of_a_float32_network_is_that_of_its_float64_copy_and_flat_params_round_trip():
+    net = sgdlab.Network([5, 4, 3], seed=2)  # float32
+    rng = np.random.default_rng(1)
+    X, y, v = rng.standard_normal((9, 5)), rng.integers(0, 3, 9), rng.standard_normal(net.n_params)
+    # the same parameters; only X is rounded to float32 on the way in
+    np.testing.assert_allclose(hessian.hvp(net, X, y, v), hessian.hvp(hessian.float64_copy(net), X, y, v), rtol=1e-5)
+    w = hessian.flat_params(net)
+    hessian.set_flat_params(net, w + 1.0)
+    np.testing.assert_allclose(hessian.flat_params(net), w + 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="parameter vector"):
+        hessian.set_flat_params(net, w[:-1])
+
+
 def test_hvp_refuses_mismatched_vectors():
     net, X, y, v = _problem("sigmoid", "quadratic", None)
     with pytest.raises(ValueError, match="parameters"):
-        hessian.hvp_flat(net, X, y, v[:-1])
+        hessian.hvp(net, X, y, v[:-1])
 
 
 # ------------------------------------------------------------------ the four experiments, quick, end to end
-import json  # noqa: E402
+import json
 
-from sgdlab.lab import EXPERIMENTS, frontier, gradient_norms, lr_batch, sharpness  # noqa: E402
-from sgdlab.lab.verdict import CAVEAT, FAILS, HOLDS  # noqa: E402
+from sgdlab.lab import EXPERIMENTS, frontier, gradient_norms, lr_batch, sharpness
+from sgdlab.lab.verdict import CAVEAT, FAILS, HOLDS
 
 MODULES = {"frontier": frontier, "lr-batch": lr_batch, "sharpness": sharpness, "gradient-norms": gradient_norms}
 

@@ -1,4 +1,4 @@
-"""Hessian-vector products of a network's cost, exactly, and its top eigenvalue by power iteration.
+"""Curvature of the training cost: exact Hessian-vector products, the top eigenvalue, and B_noise.
 
 H v for the Hessian H = d^2 C / dtheta^2 of the cost C over (X, Y), without forming H, by
 Pearlmutter's R-operator (1994): R{f} = d/dr f(theta + r v) at r = 0, pushed through the forward
@@ -23,7 +23,15 @@ and the output block, per example, with d = a - y:
     cross-entropy, sigmoid        R{delta} = a(1-a) R{z}
     cross-entropy, softmax        R{delta} = R{a} = a * (R{z} - <a, R{z}>)
 
-Everything runs in float64 on host NumPy, whatever the network's dtype. The tests check ``hvp``
+Everything runs in float64 on host NumPy, whatever the network's dtype. ``hvp`` takes and returns
+flat vectors (the layout of ``flat_params``); ``hvp_pairs`` takes and returns (V, c) pairs shaped
+like ``net.params``. The top eigenvalue lambda_max comes from power iteration on H v, and the
+curvature-weighted noise scale of McCandlish et al. (2018), eq. 2.8,
+
+    B_noise = tr(H Sigma) / (G^T H G),      tr(H Sigma) = (1/n) sum_i (g_i - G)^T H (g_i - G),
+
+from m examples drawn with replacement (``noise_scales``; B_noise = B_simple = tr Sigma / ||G||^2
+when H is a multiple of the identity). The tests check ``hvp``
 against central differences of the gradient, (grad C(theta + eps v) - grad C(theta - eps v)) / (2 eps),
 whose error is O(eps^2 ||d^3 C|| ||v||^3) from truncation plus O(u ||grad C|| / eps) from rounding,
 and against PyTorch's double-backward Hessian-vector product.
@@ -32,9 +40,14 @@ and against PyTorch's double-backward Hessian-vector product.
 >>> from sgdlab import Network
 >>> net = Network([2, 3, 1], seed=0, dtype="float64")
 >>> X, Y = np.array([[0., 1.], [1., 0.]]), np.array([[1.], [0.]])
->>> v = flatten_like(net, np.ones(net.n_params))
->>> Hv = flat(hvp(net, X, Y, v))
->>> bool(np.isclose(flat(v) @ Hv, rayleigh(net, X, Y, flat(v)) * net.n_params))
+>>> v = np.ones(net.n_params)
+>>> bool(np.isclose(v @ hvp(net, X, Y, v), rayleigh(net, X, Y, v) * net.n_params))
+True
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(50, 3)); y = X @ np.array([1.0, -2.0, 0.5])
+>>> lin = Network([3, 1], output_activation="identity", dtype="float64", seed=0)
+>>> v = rng.normal(size=lin.n_params)     # least squares: H = (1/n) [X 1]^T [X 1], exactly
+>>> A = np.column_stack([X, np.ones(50)]); bool(np.allclose(hvp(lin, X, y, v), A.T @ A @ v / 50))
 True
 """
 
@@ -45,6 +58,8 @@ import math
 import numpy as np
 
 from ..backend import to_numpy
+from ..network import Network
+from .estimators import flatten
 
 # f''(z) written in terms of the output a = f(z) (beside f'(z) of ``sgdlab.activations``)
 SECOND_DERIVATIVES = {
@@ -107,7 +122,26 @@ def _output_r_delta(net, a, Rz, T):
     return (f1 * f1 + (a - T) * SECOND_DERIVATIVES[out](a)) * Rz
 
 
-def hvp(net, X, Y, v) -> list:
+def float64_copy(net) -> Network:
+    """A float64 NumPy copy of ``net``."""
+    return Network.from_params({**net.describe(), "dtype": "float64"}, net.numpy_params())
+
+
+def flat_params(net) -> np.ndarray:
+    """The parameters as one float64 vector, layer by layer (W row-major, then b)."""
+    return flatten(net.numpy_params())
+
+
+def set_flat_params(net, w) -> None:
+    """Set the parameters of ``net`` from one vector laid out as ``flat_params``."""
+    w = np.asarray(w, dtype=np.float64)
+    if w.size != net.n_params:
+        raise ValueError(f"a parameter vector of {net.n_params} values is needed, got {w.size}")
+    net.params = [(net.xp.asarray(V, dtype=net.dtype), net.xp.asarray(c, dtype=net.dtype))
+                  for V, c in flatten_like(net, w.ravel())]
+
+
+def hvp_pairs(net, X, Y, v) -> list:
     """H v, the Hessian of C over (X, Y) at ``net.params`` times v, exactly (R-operator; see module doc).
 
     ``v`` is a list of (V, c) pairs shaped like ``net.params`` (see ``flatten_like``); the result
@@ -154,9 +188,12 @@ def hvp(net, X, Y, v) -> list:
     return [((Racts[l].T @ deltas[l] + acts[l].T @ Rdeltas[l]) / m, Rdeltas[l].sum(axis=0) / m) for l in range(L)]
 
 
-def hvp_flat(net, X, Y, vec) -> np.ndarray:
-    """H v with v and the result as flat float64 vectors of length ``net.n_params``."""
-    return flat(hvp(net, X, Y, flatten_like(net, vec)))
+def hvp(net, X, Y, vec) -> np.ndarray:
+    """H v, exactly, with v and the result flat float64 vectors of length ``net.n_params`` (``flat_params`` layout)."""
+    return flat(hvp_pairs(net, X, Y, flatten_like(net, vec)))
+
+
+hvp_flat = hvp
 
 
 def rayleigh(net, X, Y, vec) -> float:
@@ -171,8 +208,6 @@ def finite_difference_hvp(net, X, Y, vec, eps: float = 1e-4) -> np.ndarray:
     Error O(eps^2) from truncation plus O(u_machine ||grad C|| / eps) from rounding; run it on a
     float64 network (eps = 1e-4 gives about 1e-8 relative).
     """
-    from ..network import Network
-
     vec = np.asarray(vec, dtype=np.float64)
     norm = float(np.linalg.norm(vec))
     u = vec / norm
@@ -226,7 +261,27 @@ def power_iteration(matvec, dim: int, *, iters: int = 100, tol: float = 1e-4, se
     return {"lambda_max": lam, "iterations": total, "converged": bool(done), "residual": residual}
 
 
-def top_eigenvalue(net, X, Y, *, iters: int = 100, tol: float = 1e-4, seed: int = 0) -> dict:
+def top_eigenvalue(net, X, Y, iters: int = 100, tol: float = 1e-4, seed: int = 0) -> dict:
     """lambda_max of the Hessian of C over (X, Y): ``power_iteration`` on exact ``hvp`` products."""
     X, T = _targets(net, X, Y)
     return power_iteration(lambda v: hvp_flat(net, X, T, v), net.n_params, iters=iters, tol=tol, seed=seed)
+
+
+def noise_scales(net, X, y, m: int = 100, seed: int = 0) -> dict:
+    """B_simple (exact) and B_noise = tr(H Sigma) / G^T H G, tr(H Sigma) from m sampled examples with its se."""
+    net = float64_copy(net)
+    n = len(X)
+    G = flatten(net.gradient(X, y))
+    norms = np.asarray(to_numpy(net.per_example_grad_norms(X, y)), dtype=np.float64)
+    tr_sigma = float(np.mean(norms ** 2) - G @ G)
+    _, T = _targets(net, X, y)
+    GHG = float(G @ hvp(net, X, T, G))
+    idx = np.random.default_rng(seed).integers(0, n, m)
+    q = np.empty(m)
+    for j, i in enumerate(idx):
+        d = flatten(net.gradient(X[i:i + 1], y[i:i + 1])) - G
+        q[j] = d @ hvp(net, X, T, d)
+    tr_hs, se = float(q.mean()), float(q.std(ddof=1) / math.sqrt(m))
+    return {"tr_sigma": tr_sigma, "grad_norm_sq": float(G @ G), "b_simple": tr_sigma / float(G @ G),
+            "tr_H_sigma": tr_hs, "tr_H_sigma_se": se, "GHG": GHG, "b_noise": tr_hs / GHG if GHG > 0 else math.nan,
+            "b_noise_se": se / GHG if GHG > 0 else math.nan, "examples_sampled": m, "seed": seed}
