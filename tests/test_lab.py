@@ -9,9 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import sgdlab
-from sgdlab.lab import compare, minima, noise_scale, redundancy, symmetry, unbiased, variance
-from sgdlab.lab.estimators import (RatioEMA, minibatch_variance, trace_sigma, two_batch_estimates,
-                                   variance_factor)
+from sgdlab.lab import minima, noise_scale, symmetry, unbiased, variance
+from sgdlab.lab.estimators import RatioEMA, minibatch_variance, trace_sigma, two_batch_estimates, variance_factor
 from sgdlab.lab.report import write_report
 
 
@@ -77,6 +76,26 @@ def test_ratio_ema_averages_numerator_and_denominator_not_the_ratio():
 
 
 # ------------------------------------------------------------------ measurements
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, write_report(out, quick=True)
+
+
+def _verdict_module(name):
+    import sys
+
+    from sgdlab.lab import EXPERIMENTS
+
+    return sys.modules[EXPERIMENTS[name].__module__]
+
+
+def _numbers(quick_report, name):
+    import json
+
+    return json.loads((quick_report[0] / f"{name}.json").read_text())["numbers"]
+
+
 def test_variance_matches_theory_within_its_sampling_error(measured_net, digits):
     """Each measured E||g_B - G||^2 is a mean of R = 200 independent squared norms; its standard error
     is their sample sd / sqrt(R). Measured/theory must be within 4 standard errors at every B
@@ -139,62 +158,320 @@ def test_noise_scale_on_digits(measured_net, digits):
     assert abs(est["b_simple"] - ex["b_simple"]) <= 4 * est["b_simple_se"]
 
 
-def test_minima_sgd_reaches_the_better_minimum_more_often_than_batch_gd():
-    """Default landscape and runs (200 starts), seed 0: at lr = 0.03 SGD escapes the sharp minimum in
-    every run and batch GD in none; we require a margin of at least 0.5 at lr = 0.03 and 0.05."""
-    r = minima.run(seed=0, xor_seeds=0)
-    f = r.numbers["fraction_in_better_minimum"]
-    for lr in ("0.03", "0.05"):
-        assert f[f"lr={lr}, SGD"] - f[f"lr={lr}, batch GD"] >= 0.5
-    assert all(v == 0.0 for k, v in f.items() if "batch GD" in k)  # deterministic descent stays in its basin
+def test_minima_sgd_leaves_the_sharp_minimum_and_the_landscape_gradient_is_right():
+    """Quick run (60 paired starts, seed 0): at eta = 0.03 < 2/lambda_max SGD leaves the sharp minimum far more
+    often than batch GD (margin >= 0.5), and batch GD below 2/lambda_max never does (deterministic descent)."""
+    r = minima.run(seed=0, quick=True, xor_seeds=8)
+    f = r.numbers["variants"]["wide, deeper"]["fraction"]
+    assert f["SGD, η=0.03"] - f["batch GD, η=0.03"] >= 0.5
+    limit = 2 / r.numbers["variants"]["wide, deeper"]["minima"]["sharp"]["lambda_max"]
+    assert all(v == 0.0 for k, v in f.items() if k.startswith("batch GD") and float(k.split("=")[1]) < limit)
     g = minima.grad(np.array([[0.3, -0.7]]))
     eps = 1e-6
     fd = [(minima.loss(np.array([[0.3 + eps, -0.7]])) - minima.loss(np.array([[0.3 - eps, -0.7]]))) / (2 * eps),
           (minima.loss(np.array([[0.3, -0.7 + eps]])) - minima.loss(np.array([[0.3, -0.7 - eps]]))) / (2 * eps)]
     np.testing.assert_allclose(g[0], np.ravel(fd), rtol=1e-6)
     assert minima.loss(minima.C2) < minima.loss(minima.C1)  # c2 is the better minimum
+    same = minima.Landscape(a2=minima.equal_depth_a2()).minima()
+    assert same["sharp"]["loss"] == pytest.approx(same["other"]["loss"], abs=1e-3)
+
+
+def test_xor_vectorised_training_matches_fit():
+    """The seeds-at-once XOR trainer is the same maths as ``fit``: batch GD (no sampling) agrees to rounding."""
+    init = minima.xor_initial([3, 4])
+    out = minima.xor_train(init, 4, 2.0, 40, np.random.default_rng(0))
+    for j, s in enumerate([3, 4]):
+        net = sgdlab.Network([2, 2, 1], init="normal", seed=s, dtype="float64")
+        sgdlab.fit(net, minima.XOR_X, np.array([0, 1, 1, 0]), method="batch", lr=2.0, epochs=40, seed=0,
+                   eval_train=False)
+        (W1, b1), (W2, b2) = net.numpy_params()
+        for a, b in ((W1, out[0][j]), (b1, out[1][j]), (W2, out[2][j]), (b2, out[3][j])):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        solved = bool(minima.xor_solved(tuple(p[j:j + 1] for p in out))[0])
+        assert solved == (net.accuracy(minima.XOR_X, [0, 1, 1, 0]) == 1)
 
 
 def test_symmetry_zero_init_differences_stay_at_rounding_level(digits):
     r = symmetry.run(digits, seed=0, quick=True)
     z64 = r.numbers["curves"]["zeros (float64)"]["unit_spread"]
-    assert z64[0] == 0.0 and z64[1] <= 1e-15  # exactly 0 at the start; rounding level after an epoch (0 on this machine)
+    assert z64[0] == 0.0 and z64[1] <= 1e-15  # exactly 0 at the start; rounding level after an epoch
     assert max(z64) < 1e-12  # five epochs: rounding, amplified but still ~1e-15 relative
     assert min(r.numbers["curves"]["glorot (float32)"]["unit_spread"]) > 0.1
     rows = {row["init"]: row for row in r.table}
     assert rows["zeros (float64)"]["test accuracy"] < 0.5 < rows["glorot (float32)"]["test accuracy"]
+    v = {x.claim: x.verdict for x in r.verdicts}
+    assert v["From zero weights the hidden units stay clones (float64)"] == "holds"
 
 
-def test_redundancy_full_batch_gd_takes_the_same_steps(digits):
-    r = redundancy.run(digits, seed=0, quick=True)
-    assert r.numbers["gd_cost_spread_across_k"] < 1e-5  # float32 rounding of k times longer sums
-    for row, k in zip(r.table, (1, 4, 16)):
-        assert row["n"] == k * len(digits.X_train) and row["GD examples"] == 10 * k * len(digits.X_train)
+def test_redundancy_full_batch_gd_takes_the_same_steps(digits, quick_report):
+    numbers = _numbers(quick_report, "redundancy")
+    costs = [row["test_cost"] for row in numbers["gd"]]
+    assert max(costs) - min(costs) < 1e-5  # float32 rounding of k times longer sums
+    assert [row["n"] for row in numbers["gd"]] == [k * len(digits.X_train) for k in (1, 4, 16)]
 
 
-def test_compare_sgd_makes_progress_before_seeing_all_data(digits):
-    r = compare.run(digits, seed=0, quick=True)
-    gd, sgd, mb = r.table
-    assert gd["after n/10 examples"] == gd["cost at start"]  # batch GD has made no update yet
-    assert sgd["after n/10 examples"] < 0.6 * sgd["cost at start"]
-    assert gd["updates"] == 5 and sgd["updates"] == 5 * len(digits.X_train)
-    c = r.numbers["curves"]["SGD (B=1)"]
-    assert np.all(c["cost_ci95"] >= 0) and c["cost_runs"].shape[0] == 3
+def test_compare_tunes_each_method_and_reaches_the_target(digits, quick_report):
+    numbers = _numbers(quick_report, "compare")
+    for name, m in numbers["methods"].items():
+        assert not m["at_edge"], name  # the grid was extended until the best eta is inside it
+        assert m["lr_grid"][0] < m["best_lr"] < m["lr_grid"][-1]
+        for e, u in zip(m["examples_to_target"], m["updates_to_target"], strict=True):
+            if e is not None:  # examples ~ updates x B: each epoch's last batch holds n mod B examples
+                assert e == pytest.approx(u * m["batch_size"], rel=0.01)
+    assert numbers["methods"]["batch GD"]["batch_size"] == len(digits.X_train)
 
 
-# ------------------------------------------------------------------ the report and the command line
-def test_report_is_well_formed_and_references_only_its_own_files(tmp_path):
-    page = write_report(tmp_path, quick=True)
+# ------------------------------------------------------------------ tuning, curvature, statistics
+def test_tune_lr_extends_the_grid_until_the_best_is_inside(digits):
+    from sgdlab.lab.common import network_for
+    from sgdlab.lab.tuning import tune_lr
+
+    X, y = digits.X_train[:300], digits.y_train[:300]
+    t = tune_lr(lambda s: network_for(digits, seed=s), X, y, grid=[0.05, 0.1], batch_size=10, seeds=[0],
+                max_updates=60, max_extensions=8)
+    assert t.extensions >= 1 and t.grid[-1] > 0.1  # too small a grid: extended upwards
+    assert not t.at_edge and t.grid[0] < t.best_lr < t.grid[-1]
+    scores = {r["lr"]: r["score"][0] for r in t.results}
+    assert scores[t.best_lr] == min(scores.values())
+
+
+def test_train_to_budget_stops_at_the_budget_and_finds_the_crossing(digits):
+    from sgdlab.lab.common import network_for
+    from sgdlab.lab.tuning import train_to_budget
+
+    X, y = digits.X_train, digits.y_train
+    r = train_to_budget(lambda s: network_for(digits, seed=s), X, y, lr=3.0, batch_size=10, seed=0, max_updates=200)
+    per_epoch = -(-len(X) // 10)  # the epoch's last batch holds n mod 10 examples
+    assert r["updates"] == 200 and r["examples_seen"] == len(X) + (200 - per_epoch) * 10 and not r["reached"]
+    target = (r["curve"]["cost"][0] + r["final_cost"]) / 2
+    r2 = train_to_budget(lambda s: network_for(digits, seed=s), X, y, lr=3.0, batch_size=10, seed=0, max_updates=200,
+                         target=target, stop_at_target=True)
+    assert r2["reached"] and 0 < r2["updates_to_target"] <= r2["updates"] < 200
+    assert r2["curve"]["cost"][-1] <= target < r2["curve"]["cost"][-2]
+
+
+def test_hvp_agrees_with_second_differences_of_the_cost(digits):
+    """v^T H v from the gradient difference equals the second difference of C along v; H is symmetric."""
+    from sgdlab.lab import hessian
+    from sgdlab.lab.common import trained_network
+
+    net = trained_network(digits, seed=0)
+    X, y = digits.X_train[:400], digits.y_train[:400]
+    rng = np.random.default_rng(0)
+    u, v = rng.standard_normal(net.n_params), rng.standard_normal(net.n_params)
+    Hv, Hu = hessian.hvp(net, X, y, v), hessian.hvp(net, X, y, u)
+    assert u @ Hv == pytest.approx(v @ Hu, rel=1e-5)
+    w, h = hessian.flat_params(net), 1e-3 / np.linalg.norm(v)
+    c = []
+    for t in (-h, 0.0, h):
+        hessian.set_flat_params(net, w + t * v)
+        c.append(net.cost(X, y))
+    hessian.set_flat_params(net, w)
+    assert v @ Hv == pytest.approx((c[0] - 2 * c[1] + c[2]) / h ** 2, rel=1e-3)
+
+
+def test_top_eigenvalue_and_b_noise_on_least_squares():
+    """Linear model, quadratic cost: H = A^T A / n with A = [X 1], so lambda_max and tr(H Sigma) are exact."""
+    from sgdlab.lab import hessian
+
+    X, y, net, _ = linear_least_squares(n=2000)
+    A = np.column_stack([X, np.ones(len(X))])
+    H = A.T @ A / len(X)
+    lam = hessian.top_eigenvalue(net, X, y, iters=200, tol=1e-10)
+    assert lam["lambda_max"] == pytest.approx(np.linalg.eigvalsh(H).max(), rel=1e-4)
+    r = A @ np.concatenate([net.params[0][0][:, 0], net.params[0][1]]) - y
+    g = r[:, None] * A
+    G = g.mean(0)
+    d = g - G
+    tr_hs = np.mean(np.einsum("ni,ij,nj->n", d, H, d))
+    ns = hessian.noise_scales(net, X, y, m=400, seed=1)
+    assert abs(ns["tr_H_sigma"] - tr_hs) <= 4 * ns["tr_H_sigma_se"]
+    assert ns["GHG"] == pytest.approx(G @ H @ G, rel=1e-5)
+    assert ns["b_simple"] == pytest.approx(np.mean(np.sum(d * d, 1)) / (G @ G), rel=1e-9)
+
+
+def test_statistics_helpers():
+    from scipy import stats
+
+    from sgdlab.lab.estimators import mcnemar, proportion_ci
+    from sgdlab.lab.noise_scale import bootstrap_fit
+
+    a = np.array([1] * 30 + [0] * 10 + [1] * 5 + [0] * 55, bool)
+    b = np.array([1] * 30 + [1] * 10 + [0] * 5 + [0] * 55, bool)
+    t = mcnemar(a, b)
+    assert (t["a_only"], t["b_only"]) == (5, 10)
+    assert t["p_value"] == pytest.approx(stats.binomtest(5, 15, 0.5).pvalue, rel=1e-12)
+    lo, hi = proportion_ci(0, 50)
+    assert lo == 0.0 and 0 < hi < 0.1
+    rng = np.random.default_rng(0)
+    by_b = {b: 100 * (1 + 8 / b) * np.exp(rng.normal(0, 0.05, 4)) for b in (1, 2, 4, 8, 16, 32, 64)}
+    f = bootstrap_fit(by_b, reps=200)
+    assert f["B_crit_ci95"][0] <= 8 <= f["B_crit_ci95"][1] and f["B_crit_ci95"][1] < 12
+
+
+# ------------------------------------------------------------------ the report: verdicts follow the numbers
+def test_report_is_well_formed_and_references_only_its_own_files(quick_report):
+    from sgdlab.lab import EXPERIMENTS
+
+    out, page = quick_report
     root = ET.parse(page).getroot()  # raises on malformed markup
     ns = {"h": "http://www.w3.org/1999/xhtml"}
-    written = {p.name for p in tmp_path.iterdir()}
+    written = {p.name for p in out.iterdir()}
     refs = [e.get("src") for e in root.iterfind(".//h:img", ns)] + [e.get("href") for e in root.iterfind(".//h:a", ns)]
     local = [r for r in refs if not r.startswith("#")]
-    k = len(sgdlab.lab.EXPERIMENTS)  # the four literature experiments (issue 10 part B) joined the first eight
-    assert len([r for r in local if r.endswith(".png")]) == k and len([r for r in local if r.endswith(".json")]) == k
+    k = len(EXPERIMENTS)
+    assert len({r for r in local if r.endswith(".png")}) == k and len({r for r in local if r.endswith(".json")}) == k
     assert all(r in written and "/" not in r and ":" not in r for r in local)
-    assert all(p.stat().st_size > 0 for p in tmp_path.iterdir())
-    assert len(root.findall(".//h:section", ns)) == k
+    assert all(p.stat().st_size > 0 for p in out.iterdir())
+    sections = root.findall(".//h:section", ns)
+    assert len(sections) == k and all(s.get("data-quick") == "true" for s in sections)  # quick mode marked
+
+
+def test_report_verdicts_are_those_computed_from_the_json_beside_it(quick_report):
+    """Every claim in the page has the verdict its JSON records, and re-deciding the claims from the JSON's
+    numbers with the experiment's rule gives the same verdicts."""
+    import json
+
+    out, page = quick_report
+    root = ET.parse(page).getroot()
+    ns = {"h": "http://www.w3.org/1999/xhtml"}
+    shown: dict = {}
+    for li in root.iterfind(".//h:li[@class]", ns):
+        if "verdict" in li.get("class").split():
+            shown.setdefault(li.get("data-experiment"), []).append((li.get("data-claim"), li.get("data-verdict")))
+    checked = 0
+    for js in out.glob("*.json"):
+        d = json.loads(js.read_text())
+        recorded = [(v["claim"], v["verdict"]) for v in d["verdicts"]]
+        assert shown.get(d["experiment"], []) == recorded, d["experiment"]
+        assert d["machine"]["load_before"] is not None or d["machine"]["load_average"] is None
+        assert d["quick"] is True
+        module = _verdict_module(d["experiment"])
+        if hasattr(module, "verdicts"):
+            again = [(v.claim, v.verdict) for v in module.verdicts(d["numbers"])]
+            assert again == recorded, d["experiment"]
+            checked += 1
+    assert checked >= 7
+
+
+def _flip(name, numbers, claim_start, mutate):
+    """The verdict of the claim starting with ``claim_start`` before and after ``mutate(numbers)``."""
+    import copy
+
+    rule = _verdict_module(name).verdicts
+    before = next(v.verdict for v in rule(numbers) if v.claim.startswith(claim_start))
+    changed = copy.deepcopy(numbers)
+    mutate(changed)
+    after = next(v.verdict for v in rule(changed) if v.claim.startswith(claim_start))
+    return before, after
+
+
+FAILS, HOLDS = "does not hold here", "holds"
+
+
+def test_unbiased_verdicts_flip_with_the_opposite_outcome(quick_report):
+    n = _numbers(quick_report, "unbiased")
+
+    def biased_like_theory(d):
+        d["biased"]["median_relative_error"][-1] = d["theory_replacement"][-1]
+
+    assert _flip("unbiased", n, "Negative control", biased_like_theory) == (HOLDS, FAILS)
+    assert _flip("unbiased", n, "Sampling with replacement",
+                 lambda d: d["replacement"].update(ms_ratio_ci95=[1.5, 2.5])) == (HOLDS, FAILS)
+    assert _flip("unbiased", n, "Reshuffled",
+                 lambda d: d["reshuffle"].update(max_error_at_epoch_ends=1e-3)) == (HOLDS, FAILS)
+
+
+def test_variance_verdicts_flip_with_the_opposite_outcome(quick_report):
+    n = _numbers(quick_report, "variance")
+
+    def off(d):
+        d["with_replacement"]["ratio"][0] = 2.0
+
+    assert _flip("variance", n, "E‖g_B", off) == (HOLDS, FAILS)
+    assert _flip("variance", n, "The variance falls",
+                 lambda d: d["with_replacement"].update(loglog_slope=-0.8, slope_ci95=[-0.82, -0.78])) == (HOLDS, FAILS)
+
+
+def test_noise_scale_verdicts_flip_with_the_opposite_outcome(quick_report):
+    n = _numbers(quick_report, "noise-scale")
+    b = n["exact"]["b_simple"]
+
+    def crit_at_b_simple(d):
+        d["sweep"]["fits"][-1].update(B_crit=b, B_crit_ci95=[0.8 * b, 1.2 * b])
+
+    before, after = _flip("noise-scale", n, "The critical batch size is predicted by B_simple", crit_at_b_simple)
+    assert after == HOLDS and (before == FAILS or before == HOLDS)
+    assert _flip("noise-scale", n, "The critical batch size is predicted by B_simple",
+                 lambda d: d["sweep"]["fits"][-1].update(B_crit=b / 50, B_crit_ci95=[b / 60, b / 40]))[1] == FAILS
+    assert _flip("noise-scale", n, "The two-batch",
+                 lambda d: d["two_batch_estimate"].update(b_simple=3 * b, b_simple_se=0.01 * b)) == (HOLDS, FAILS)
+
+    def falling(d):
+        d["sweep"]["fits"][0].update(B_crit=100.0, B_crit_ci95=[90.0, 110.0])
+        d["sweep"]["fits"][-1].update(B_crit=1.0, B_crit_ci95=[0.5, 2.0])
+
+    assert _flip("noise-scale", n, "B_crit grows", falling)[1] == FAILS
+
+
+def test_compare_verdicts_flip_with_the_opposite_outcome(quick_report):
+    n = _numbers(quick_report, "compare")
+    m = n["methods"]
+
+    def swap(d):
+        d["methods"]["SGD (B=1)"]["examples_to_target"], d["methods"]["batch GD"]["examples_to_target"] = (
+            m["batch GD"]["examples_to_target"], m["SGD (B=1)"]["examples_to_target"])
+
+    before, after = _flip("compare", n, "SGD (B=1) needs the fewest examples", swap)
+    assert before in (HOLDS, "holds with a caveat") and after == FAILS
+
+
+def test_redundancy_verdicts_flip_with_the_opposite_outcome(quick_report):
+    n = _numbers(quick_report, "redundancy")
+    assert _flip("redundancy", n, "Batch GD on k exact copies",
+                 lambda d: d["gd"][-1].update(test_cost=2 * d["gd"][0]["test_cost"])) == (HOLDS, FAILS)
+    assert _flip("redundancy", n, "Each batch GD update",
+                 lambda d: [r.update(seconds_per_update=1e-3) for r in d["gd"]])[1] == FAILS
+    assert _flip("redundancy", n, "SGD's progress per example",
+                 lambda d: d["near_duplicates"][-1].update(test_cost_mean=3 * d["near_duplicates"][0]["test_cost_mean"])
+                 )[1] == FAILS
+
+
+def test_minima_verdicts_flip_with_the_opposite_outcome(quick_report):
+    n = _numbers(quick_report, "minima")
+
+    def swap(d):
+        o = d["variants"]["wide, deeper"]["outcomes"]
+        o["SGD, η=0.03"], o["batch GD, η=0.03"] = o["batch GD, η=0.03"], o["SGD, η=0.03"]
+
+    assert _flip("minima", n, "Below 2/λ_max", swap) == (HOLDS, FAILS)
+
+    def xor_swap(d):
+        x = d["xor"]
+        x["SGD"], x["batch GD"] = x["batch GD"], x["SGD"]
+        x["best_lr"]["SGD"], x["best_lr"]["batch GD"] = x["best_lr"]["batch GD"], x["best_lr"]["SGD"]
+
+    assert _flip("minima", n, "On XOR", xor_swap) == (FAILS, HOLDS)
+
+    def gd_never(d):
+        o = d["variants"]["wide, deeper"]["outcomes"]
+        for k in o:
+            if k.startswith("batch GD"):
+                o[k] = [False] * len(o[k])
+
+    assert _flip("minima", n, "Without noise", gd_never)[1] == HOLDS
+
+
+def test_symmetry_verdicts_flip_with_the_opposite_outcome(quick_report):
+    n = _numbers(quick_report, "symmetry")
+
+    def row(d, init):
+        return next(r for r in d["rows"] if r["init"] == init)
+
+    assert _flip("symmetry", n, "From zero weights the hidden units stay clones (float32)",
+                 lambda d: row(d, "zeros (float32)").update(**{"relative to largest weight": 1e-9})) == (FAILS, HOLDS)
+    assert _flip("symmetry", n, "A zero start learns less than a random (Glorot) start (float64)",
+                 lambda d: row(d, "zeros (float64)").update(**{"test accuracy": 0.96})) == (HOLDS, FAILS)
 
 
 def test_lab_command_line(tmp_path, capsys):

@@ -29,10 +29,28 @@ EXPERIMENTS = {
 
 
 def run(name: str, **kwargs) -> LabResult:
-    """Run the experiment called ``name`` (see ``EXPERIMENTS``)."""
+    """Run the experiment called ``name`` (see ``EXPERIMENTS``), recording the machine and its load.
+
+    The result's ``machine`` is ``sgdlab.machine.describe()`` with the load averages before and after
+    the run, and ``quick`` the setting it ran at; its JSON (if written) is rewritten with both.
+    """
+    from ..machine import describe, recording_load
+
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[name](**kwargs)
+    import time
+
+    load: dict = {}
+    with recording_load(load):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = EXPERIMENTS[name](**kwargs)
+        load["elapsed_seconds"] = round(time.perf_counter() - t0, 2)
+        load["cpu_seconds"] = round(time.process_time() - c0, 2)  # this process's CPU time: wall time on a quiet machine
+    result.machine = {**describe(), **load}
+    result.quick = bool(kwargs.get("quick", False))
+    if result.json is not None:
+        result.write_json(result.json.parent)
+    return result
 
 
 __all__ = ["EXPERIMENTS", "LabResult", "run"]

@@ -105,3 +105,67 @@ class RatioEMA:
             return math.nan
         correction = 1 - self.decay ** self.count
         return (self.num / correction) / (self.den / correction)
+
+
+def bootstrap_ci(samples, stat=np.mean, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat`` over the rows of ``samples`` (resampled with replacement).
+
+    >>> lo, hi = bootstrap_ci(np.arange(10.0))
+    >>> bool(lo < 4.5 < hi)
+    True
+    """
+    a = np.asarray(samples, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (n_boot, len(a)))
+    vals = np.array([stat(a[i]) for i in idx])
+    return float(np.quantile(vals, (1 - level) / 2)), float(np.quantile(vals, (1 + level) / 2))
+
+
+def mcnemar(a, b) -> dict:
+    """Exact McNemar test for paired successes (bool arrays ``a``, ``b`` over the same cases).
+
+    Only discordant pairs carry information: n01 (a fails, b succeeds) and n10 (a succeeds, b fails).
+    Under H0 (equal success rates) n10 ~ Binomial(n01 + n10, 1/2); the two-sided p-value is
+    min(1, 2 P(X <= min(n01, n10))).
+
+    >>> mcnemar([1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0])["p_value"]
+    0.0078125
+    """
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mcnemar needs paired outcomes of one shape, got {a.shape} and {b.shape}")
+    n10, n01 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    m = n10 + n01
+    p = 1.0 if m == 0 else float(min(1.0, 2 * stats.binom.cdf(min(n10, n01), m, 0.5)))
+    return {"a_only": n10, "b_only": n01, "p_value": p, "rate_a": float(a.mean()), "rate_b": float(b.mean())}
+
+
+def proportion_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion.
+
+    >>> [round(v, 3) for v in proportion_ci(82, 100)]
+    [0.733, 0.883]
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    z = stats.norm.ppf(0.5 + level / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo = 0.0 if successes == 0 else max(0.0, float(centre - half))  # exact ends: rounding must not move them
+    hi = 1.0 if successes == n else min(1.0, float(centre + half))
+    return lo, hi
+
+
+def welch_less(a, b) -> float:
+    """One-sided Welch t-test p-value for mean(a) < mean(b) (samples over seeds).
+
+    >>> welch_less([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) < 0.01
+    True
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    if np.std(a) == 0 and np.std(b) == 0:
+        return 0.0 if a.mean() < b.mean() else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False, alternative="less").pvalue)

@@ -127,6 +127,11 @@ def decide_claims(s: dict) -> list:
     return [v1, v2, v3]
 
 
+def verdicts(numbers: dict) -> list:
+    """The verdicts from a result's ``numbers`` (as saved in its JSON): ``decide_claims(numbers["summary"])``."""
+    return decide_claims(numbers["summary"])
+
+
 def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = False, seeds: int | None = None,
         epochs: int | None = None) -> LabResult:
     ds = load(data, data_dir, seed)

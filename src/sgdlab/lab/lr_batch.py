@@ -109,6 +109,11 @@ def _bootstrap_best(tuning, rng, reps: int = 400):
     return [float(np.quantile(picks, 0.025)), float(np.quantile(picks, 0.975))]
 
 
+def verdicts(numbers: dict) -> list:
+    """The verdicts from a result's ``numbers`` (as saved in its JSON): ``decide_claims(numbers["summary"])``."""
+    return decide_claims(numbers["summary"])
+
+
 def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = False, sizes=None,
         seeds: int | None = None, epochs: int | None = None) -> LabResult:
     ds = load(data, data_dir, seed)

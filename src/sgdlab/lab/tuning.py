@@ -107,6 +107,15 @@ def _crossing(rows, target, key):
     return None
 
 
+def budget_updates(max_updates, max_examples, batch_size: int, n: int) -> int:
+    """The update budget: ``max_updates``, or ``max_examples`` / B rounded up, whichever is smaller."""
+    b = min(int(batch_size), n)
+    budgets = [v for v in (max_updates, None if max_examples is None else -(-int(max_examples) // b)) if v]
+    if not budgets:
+        raise ValueError("a budget is needed: max_updates or max_examples")
+    return int(min(budgets))
+
+
 def train_to_budget(make_net, X, y, *, lr: float, batch_size: int, seed: int, max_updates: int | None = None,
                     max_examples: int | None = None, target: float | None = None, stop_at_target: bool = False,
                     per_decade: int = 32) -> dict:
@@ -119,10 +128,7 @@ def train_to_budget(make_net, X, y, *, lr: float, batch_size: int, seed: int, ma
     """
     n = len(X)
     b = min(int(batch_size), n)
-    budgets = [v for v in (max_updates, None if max_examples is None else -(-int(max_examples) // b)) if v]
-    if not budgets:
-        raise ValueError("train_to_budget needs max_updates or max_examples")
-    updates = int(min(budgets))
+    updates = budget_updates(max_updates, max_examples, b, n)
     net = make_net(seed)
     probe = _Probe(net, X, y, updates, 10 ** (1 / per_decade), target, stop_at_target)
     epochs = max(1, -(-updates * b // n))
@@ -182,7 +188,7 @@ def _score(runs, target) -> tuple:
 
 def tune_lr(make_net, X, y, *, grid, batch_size: int, seeds=(0,), max_updates: int | None = None,
             max_examples: int | None = None, target: float | None = None, max_extensions: int = 4,
-            per_decade: int = 32, threads: int | None = 1) -> Tuning:
+            per_decade: int = 32, threads: int | None = 1, prune: bool = True) -> Tuning:
     """The best learning rate for batch size ``batch_size`` on a geometric ``grid``, at equal budget.
 
     Every eta is run once per seed, from ``make_net(seed)`` (the same initial weights for every
@@ -191,6 +197,10 @@ def tune_lr(make_net, X, y, *, grid, batch_size: int, seeds=(0,), max_updates: i
     count as the budget), ties broken by mean final cost; without it, by mean final cost. A best
     eta at an end of the grid extends the grid by one geometric step that way (at most
     ``max_extensions`` times). BLAS threads are pinned to ``threads`` while training.
+
+    ``prune`` (with a target): a run is stopped once its updates pass (number of seeds) x the best
+    score so far, since an eta with one run censored there scores at least that much and cannot be the
+    best; such runs are marked ``pruned`` (their final cost is not at the full budget).
     """
     grid = sorted(float(g) for g in grid)
     if not grid or grid[0] <= 0:
@@ -200,18 +210,31 @@ def tune_lr(make_net, X, y, *, grid, batch_size: int, seeds=(0,), max_updates: i
     by_lr: dict[float, dict] = {}
 
     def evaluate(lr):
-        runs = [train_to_budget(make_net, X, y, lr=lr, batch_size=batch_size, seed=s, max_updates=max_updates,
+        cap = max_updates
+        if prune and target is not None and by_lr:  # a run past S x the best score cannot make its eta the best
+            best_score = min(r["score"][0] for r in by_lr.values())
+            if math.isfinite(best_score):
+                cap = int(math.ceil(len(seeds) * best_score)) + 1
+                cap = cap if max_updates is None else min(cap, max_updates)
+                if max_examples is not None:
+                    cap = min(cap, -(-int(max_examples) // min(int(batch_size), len(X))))
+        runs = [train_to_budget(make_net, X, y, lr=lr, batch_size=batch_size, seed=s, max_updates=cap,
                                 max_examples=max_examples, target=target, stop_at_target=target is not None,
                                 per_decade=per_decade) for s in seeds]
+        full = budget_updates(max_updates, max_examples, batch_size, len(X))
+        pruned = any(not r["reached"] and not r["diverged"] and r["budget_updates"] < full for r in runs)
+        for r in runs:
+            r["pruned"] = not r["reached"] and not r["diverged"] and r["budget_updates"] < full
         finals = [r["final_cost"] for r in runs]
         by_lr[lr] = {"lr": lr, "score": list(_score(runs, target)),
                      "mean_final_cost": float(np.mean(finals)) if all(map(math.isfinite, finals)) else math.inf,
                      "reached": sum(r["reached"] for r in runs), "diverged": sum(r["diverged"] for r in runs),
-                     "runs": runs}
+                     "pruned": pruned, "runs": runs}
 
     extensions = 0
+    order = sorted(grid, key=lambda v: abs(grid.index(v) - (len(grid) - 1) / 2))  # the middle first
     with pinned_threads(threads):
-        for lr in grid:
+        for lr in order:
             evaluate(lr)
         while True:
             lrs = sorted(by_lr)

@@ -56,3 +56,54 @@ def decide(claim: str, *, holds: bool, rule: str, evidence: str, caveat: str | N
 def within(measured: float, expected: float, se: float, k: float = 2.0) -> bool:
     """|measured - expected| <= k standard errors (k = 2: about a 95% two-sided band)."""
     return abs(measured - expected) <= k * se
+
+
+def fewest(samples: dict, who: str, quantity: str, alpha: float = 0.05, claim: str | None = None,
+           censored: dict | None = None) -> Verdict:
+    """Does ``who`` need the fewest ``quantity``? ``samples`` maps each contender to its values over seeds.
+
+    Rule: holds when ``who`` has the smallest mean and a one-sided Welch t-test on the log values
+    rejects "not smaller" at level ``alpha`` against every other contender; holds with a caveat when
+    its mean is the smallest but some difference is not significant; does not hold otherwise.
+    Missing values (None: the run never got there) count as +inf: such a contender cannot be smallest.
+    ``censored`` (name -> count) says how many of a contender's values are only lower bounds (runs
+    stopped by the budget, given as the budget); when ``who`` has any, it holds at most with a caveat.
+
+    >>> fewest({"a": [1, 1.1, 0.9], "b": [5, 5.5, 4.5]}, "a", "updates").verdict
+    'holds'
+    >>> fewest({"a": [1, 1.1, 0.9], "b": [5, 5.5, 4.5]}, "b", "updates").verdict
+    'does not hold here'
+    """
+    import math
+
+    import numpy as np
+
+    from .estimators import welch_less
+
+    def clean(v):
+        return [math.inf if x is None or not math.isfinite(x) else float(x) for x in v]
+
+    vals = {k: clean(v) for k, v in samples.items()}
+    means = {k: float(np.mean(v)) if v else math.inf for k, v in vals.items()}
+    others = [k for k in vals if k != who]
+    pvals = {}
+    for k in others:
+        a, b = vals[who], vals[k]
+        if all(map(math.isfinite, a)) and all(map(math.isfinite, b)):
+            pvals[k] = welch_less(np.log(np.maximum(a, 1e-300)), np.log(np.maximum(b, 1e-300)))
+        else:
+            pvals[k] = 0.0 if all(map(math.isfinite, a)) and not all(map(math.isfinite, b)) and means[who] < means[k] \
+                else 1.0
+    smallest = all(means[who] < means[k] for k in others)
+    significant = all(p < alpha for p in pvals.values())
+    censored = censored or {}
+    evidence = "; ".join(f"{k}: mean {means[k]:.4g}" + (f" (p = {pvals[k]:.2g})" if k in pvals else "")
+                         + (f" ({censored[k]} run(s) censored at the budget)" if censored.get(k) else "") for k in vals)
+    caveat = None
+    if censored.get(who):
+        caveat = f"{censored[who]} of its runs never reached the target: their values are lower bounds"
+    elif not significant:
+        caveat = "its lead is not statistically significant over the seeds"
+    rule = f"smallest mean, and a one-sided Welch test on log values at level {alpha} against every other"
+    return decide(claim or f"{who} needs the fewest {quantity}", holds=smallest, rule=rule, evidence=evidence,
+                  caveat=caveat)
