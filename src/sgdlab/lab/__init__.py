@@ -5,10 +5,11 @@ with ``out`` it writes ``out/NAME.png`` and ``out/NAME.json``. ``quick=True`` is
 faster version for tests and reports.
 
 >>> sorted(EXPERIMENTS)[:3]
-['compare', 'minima', 'noise-scale']
+['compare', 'frontier', 'gradient-norms']
 """
 
 from . import compare, minima, noise_scale, redundancy, symmetry, throughput, unbiased, variance
+from . import frontier, gradient_norms, lr_batch, sharpness  # the literature: issue 10 part B
 from .result import LabResult
 
 EXPERIMENTS = {
@@ -20,6 +21,10 @@ EXPERIMENTS = {
     "minima": minima.run,
     "symmetry": symmetry.run,
     "throughput": throughput.run,
+    "frontier": frontier.run,
+    "lr-batch": lr_batch.run,
+    "sharpness": sharpness.run,
+    "gradient-norms": gradient_norms.run,
 }
 
 
