@@ -190,8 +190,14 @@ def test_npz_and_csv_files(tmp_path):
 @pytest.mark.parametrize("name,content,exc,match", [
     ("bad.npz", b"not a zip file", ValueError, "cannot read .* as .npz"),
     ("keys.npz", None, ValueError, "must hold arrays X_train"),
-    ("ragged.csv", b"1,2,3\n4,5\n", ValueError, "row 2 has 2 columns"),
-    ("words.csv", b"1,2,3\n4,x,6\n", ValueError, "row 2 is not all numbers"),
+    ("ragged.csv", b"1,2,3\n4,5\n", ValueError, "data row 2, column 3 is empty"),
+    ("long.csv", b"1,2,3\n4,5,6,7\n", ValueError, "line 2 has 4 fields where the first line has 3"),
+    ("words.csv", b"1,2,3\n4,x,6\n", ValueError, "data row 2, column 2 holds 'x', not a number"),
+    ("under.csv", b"a,b,y\n1,1_000,0\n2,3,1\n", ValueError, "data row 1, column 2 \\('b'\\) holds '1_000'"),
+    ("complex.csv", b"1,2,0\n1+2j,3,1\n", ValueError, "data row 2, column 1 holds '1\\+2j'"),
+    ("names.csv", b"a,b,c,d\n1,2,3\n4,5,6\n", ValueError, "header has 4 names but the data rows have 3 columns"),
+    ("fewnames.csv", b"a,b\n1,2,3\n4,5,6\n", ValueError, "line 2 has 3 fields where the first line has 2"),
+    ("float.csv", b"1,2,0.5\n1,3,1\n", None, None),
     ("empty.csv", b"a,b\n", ValueError, "no data rows"),
     ("one.csv", b"1\n2\n", ValueError, "at least two columns"),
     ("data.txt", b"1,2", ValueError, "use .npz, .npy or .csv"),
@@ -202,6 +208,10 @@ def test_bad_data_files(tmp_path, name, content, exc, match):
         np.savez(p, A=np.zeros(3), B=np.zeros(2))
     else:
         p.write_bytes(content)
+    if exc is None:  # a good file among the bad: float targets are regression, not refused
+        with pytest.raises(ValueError, match="class labels must be integers or words; the target has 0.5"):
+            data.load_file(p, task="classification")
+        return
     with pytest.raises(exc, match=match):
         data.load_file(p)
     with pytest.raises(FileNotFoundError, match="does not exist"):
