@@ -70,7 +70,7 @@ def split_validation(X, Y, fraction: float, seed=None):
         raise ValueError(f"X has {n} rows but Y has {len(Y)}")
     n_val = math.ceil(fraction * n)
     if not 1 <= n_val < n:
-        raise ValueError(f"validation_split={fraction} of {n} rows leaves {n - n_val} for training and {n_val} "
+        raise ValueError(f"validation_split={fraction} of n_samples={n} leaves {n - n_val} for training and {n_val} "
                          "for validation; both need at least one")
     if isinstance(seed, np.random.Generator):
         rng = seed.spawn(1)[0]
