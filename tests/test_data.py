@@ -3,6 +3,7 @@ import hashlib
 import http.server
 import struct
 import threading
+import time
 from functools import partial
 
 import numpy as np
@@ -138,7 +139,47 @@ def test_download_with_wrong_checksum_leaves_nothing_behind(tmp_path, served):
     cache = tmp_path / "cache"
     with pytest.raises(OSError, match="SHA-256 mismatch"):
         mnist.download(name, "0" * 64, cache, mirrors=(server.url,))
-    assert list(cache.iterdir()) == []  # no partial file, no temp file
+    assert not cache.exists()  # no partial file, no temp file, and no directory made for nothing
+    cache.mkdir()
+    with pytest.raises(OSError, match="SHA-256 mismatch"):
+        mnist.download(name, "0" * 64, cache, mirrors=(server.url,))
+    assert cache.exists() and list(cache.iterdir()) == []  # a directory that was there stays
+
+
+def test_download_is_capped_at_the_known_size_and_an_overall_deadline(tmp_path, served):
+    server, sums = served
+    name = "train-images-idx3-ubyte.gz"
+    with pytest.raises(OSError, match="more than the 100 bytes expected"):
+        mnist.download(name, sums[name], tmp_path / "a", mirrors=(server.url,), size=100)
+    assert not (tmp_path / "a").exists()
+
+    class Slow(http.server.BaseHTTPRequestHandler):  # promises 10 kB, sends 10 bytes every 0.1 s
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            for _ in range(1000):
+                try:
+                    self.wfile.write(b"0123456789")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError, match="not complete after the 1 s deadline"):
+            mnist.download("x.gz", "0" * 64, tmp_path / "b", mirrors=(f"http://127.0.0.1:{httpd.server_address[1]}/",),
+                           timeout=5, deadline=1.0)
+        assert time.monotonic() - t0 < 5  # the deadline, not the 100 s the server would take
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_download_failure_names_every_mirror(tmp_path):
