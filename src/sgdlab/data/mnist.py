@@ -85,7 +85,7 @@ class _Capped:
                     open(output_file, "wb") as out:
                 claimed = response.headers.get("Content-Length")
                 if claimed is not None and claimed.isdigit() and int(claimed) > self.size:
-                    raise OSError(f"{url}: the server offers {int(claimed)} bytes, more than the {self.size} expected")
+                    raise OSError(f"the server offers {int(claimed)} bytes, more than the {self.size} bytes expected")
                 if self.progress:
                     from tqdm import tqdm
 
@@ -95,7 +95,7 @@ class _Capped:
                 while True:
                     left = end - time.monotonic()
                     if left <= 0:
-                        raise TimeoutError(f"{url}: not complete after the {self.deadline:g} s deadline")
+                        raise TimeoutError(f"not complete after the {self.deadline:g} s deadline")
                     sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
                     if sock is not None:  # no single read may outlast the deadline
                         sock.settimeout(min(self.timeout, left))
@@ -104,7 +104,7 @@ class _Capped:
                         break
                     got += len(block)
                     if got > self.size:
-                        raise OSError(f"{url}: more than the {self.size} bytes expected; download stopped")
+                        raise OSError(f"more than the {self.size} bytes expected; download stopped")
                     out.write(block)
                     if bar is not None:
                         bar.update(len(block))
