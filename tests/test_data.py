@@ -170,6 +170,7 @@ def test_download_is_capped_at_the_known_size_and_an_overall_deadline(tmp_path, 
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    httpd.daemon_threads, httpd.block_on_close = True, False  # do not wait for the slow handler at the end
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         t0 = time.monotonic()

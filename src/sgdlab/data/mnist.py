@@ -95,7 +95,7 @@ class _Capped:
                 while True:
                     left = end - time.monotonic()
                     if left <= 0:
-                        raise TimeoutError(f"not complete after the {self.deadline:g} s deadline")
+                        raise TimeoutError(f"not complete after the {self.deadline:.3g} s deadline")
                     sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
                     if sock is not None:  # no single read may outlast the deadline
                         sock.settimeout(min(self.timeout, left))
