@@ -99,7 +99,12 @@ class _Capped:
                     sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
                     if sock is not None:  # no single read may outlast the deadline
                         sock.settimeout(min(self.timeout, left))
-                    block = response.read(min(1 << 16, self.size + 1 - got))
+                    try:
+                        block = response.read1(min(1 << 16, self.size + 1 - got))  # one recv, not a full block
+                    except TimeoutError:
+                        if time.monotonic() >= end - 0.05:
+                            raise TimeoutError(f"not complete after the {self.deadline:.3g} s deadline") from None
+                        raise TimeoutError(f"no data for {self.timeout:g} s") from None
                     if not block:
                         break
                     got += len(block)
