@@ -380,7 +380,8 @@ def cmd_train(args) -> int:
         if bar is not None:
             bar.close()
     for cb in fit_callbacks:
-        cb.on_train_end(history)  # restores the best weights (harmless if fit called it already)
+        if hasattr(cb, "on_train_end"):
+            cb.on_train_end(history)  # restores the best weights (harmless if fit called it already)
     test = _test_result(net, ds)
     history.config["test"] = test
     sizes = net.sizes

@@ -12,8 +12,7 @@ Every sentence comes from the numbers by a rule stated here:
 - the likely cause, first rule that applies:
   1. a cost above its start at some epoch, or one class predicted for every example (saturated
      units): the step is too large;
-  2. the cost fell by more than 0.5% in the last epoch: still falling, so too few epochs or a
-     step too small;
+  2. the cost fell in every epoch: still falling, so too few epochs or a step too small;
   3. otherwise the cost stopped at a poor value: a step too small or too large; lr-find tells which.
 """
 
@@ -24,7 +23,6 @@ import math
 import numpy as np
 
 BARELY = 0.01  # relative change of the cost below which it "barely moved"
-STILL_FALLING = 0.005  # relative fall in the last epoch above which the cost is "still falling"
 
 
 def chance_accuracy(y_train) -> float:
@@ -87,7 +85,7 @@ def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | 
     elif len(costs) >= 2 and any(c > costs[0] for c in costs[1:]):
         said.append(f"likely cause: the cost rose above its value before training: {step} is too large; try a "
                     "smaller --lr, or sgdlab lr-find")
-    elif len(costs) >= 2 and costs[-2] - costs[-1] > STILL_FALLING * abs(costs[-2]):
+    elif len(costs) >= 2 and all(b < a for a, b in zip(costs[:-1], costs[1:], strict=True)):
         said.append(f"likely cause: the cost was still falling at the end: too few epochs or {step} too small; "
                     "try more --epochs or a larger --lr (sgdlab lr-find suggests one)")
     else:

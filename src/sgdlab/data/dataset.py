@@ -57,10 +57,9 @@ def split_validation(X, Y, fraction: float, seed=None):
     >>> len(yt), np.bincount(yv).tolist()
     (5, [3, 2])
     """
-    from ..validation import check_fraction, is_out_of_core
+    from ..validation import is_out_of_core
 
-    check_fraction(fraction, "validation_split")
-    if not 0 < fraction < 1:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction < 1:
         raise ValueError(f"validation_split must be in (0, 1); got {fraction!r}")
     if is_out_of_core(X):
         raise ValueError("validation_split needs data in memory; for data on disk pass validation=(X_val, Y_val)")
