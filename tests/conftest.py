@@ -1,9 +1,8 @@
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-import os
 
 
 def _mnist_dir() -> Path:

@@ -259,10 +259,9 @@ def _schedule(args, per_epoch: int):
     from . import schedules
 
     lr, E = args.lr, per_epoch
-    if args.lr_schedule != "constant" and args.lr_schedule in ("exponential", "step"):
-        if not 0 < args.lr_factor < 1 or not args.lr_every > 0:
-            raise ValueError(f"--lr-schedule {args.lr_schedule} needs 0 < --lr-factor < 1 and --lr-every > 0; got "
-                             f"{args.lr_factor} and {args.lr_every}")
+    if args.lr_schedule in ("exponential", "step") and not (0 < args.lr_factor < 1 and args.lr_every > 0):
+        raise ValueError(f"--lr-schedule {args.lr_schedule} needs 0 < --lr-factor < 1 and --lr-every > 0; got "
+                         f"{args.lr_factor} and {args.lr_every}")
     if args.lr_schedule == "inverse-time":
         if not args.lr_decay >= 0:
             raise ValueError(f"--lr-decay must be >= 0; got {args.lr_decay}")
@@ -313,7 +312,13 @@ def _labels(net, X):
 
 def cmd_train(args) -> int:
     from . import checkpoint, data
-    from .callbacks import Checkpointer, EpochPrinter, MetricsLog, ProgressBar, SignalStop
+    from .callbacks import (
+        Checkpointer,
+        EpochPrinter,
+        MetricsLog,
+        ProgressBar,
+        SignalStop,
+    )
     from .data.dataset import split_validation
     from .diagnose import diagnose
     from .plots import plot_history

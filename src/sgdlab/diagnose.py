@@ -18,6 +18,7 @@ Every sentence comes from the numbers by a rule stated here:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -85,7 +86,7 @@ def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | 
     elif len(costs) >= 2 and any(c > costs[0] for c in costs[1:]):
         said.append(f"likely cause: the cost rose above its value before training: {step} is too large; try a "
                     "smaller --lr, or sgdlab lr-find")
-    elif len(costs) >= 2 and all(b < a for a, b in zip(costs[:-1], costs[1:], strict=True)):
+    elif len(costs) >= 2 and all(b < a for a, b in itertools.pairwise(costs)):
         said.append(f"likely cause: the cost was still falling at the end: too few epochs or {step} too small; "
                     "try more --epochs or a larger --lr (sgdlab lr-find suggests one)")
     else:

@@ -76,7 +76,7 @@ def split_validation(X, Y, fraction: float, seed=None):
     else:
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))  # streams 0, 1: init, sampling
     if Y.ndim == 1 and np.issubdtype(Y.dtype, np.integer):
-        classes, codes, counts = np.unique(Y, return_inverse=True, return_counts=True)
+        _, codes, counts = np.unique(Y, return_inverse=True, return_counts=True)
         share = counts * n_val / n
         take = np.floor(share).astype(int)
         extra = n_val - take.sum()
