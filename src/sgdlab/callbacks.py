@@ -86,7 +86,8 @@ class EpochPrinter(Callback):
             parts.append(f"train cost {r['train_cost']:.5f}")
         if r.get("val_cost") is not None:
             acc = r.get("val_accuracy")
-            parts += [f"validation cost {r['val_cost']:.5f}", f"validation accuracy {'-' if acc is None else f'{acc:.4f}'}"]
+            parts += [f"validation cost {r['val_cost']:.5f}",
+                      f"validation accuracy {'-' if acc is None else f'{acc:.4f}'}"]
         print("  ".join(parts), flush=True)
 
 
@@ -120,7 +121,12 @@ class _Plateau:
     def step(self, r) -> bool:
         """Record epoch ``r``; True when it improved on the best."""
         v = self.value(r)
-        better = self.best is None or (v < self.best - self.min_delta if self.mode == "min" else v > self.best + self.min_delta)
+        if self.best is None:
+            better = True
+        elif self.mode == "min":
+            better = v < self.best - self.min_delta
+        else:
+            better = v > self.best + self.min_delta
         if better:
             self.best, self.best_epoch, self.wait = v, r["epoch"], 0
         else:

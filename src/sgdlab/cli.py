@@ -67,12 +67,13 @@ def _add_validation_args(p):
     g.add_argument("--patience", type=int, default=None, metavar="N",
                    help="stop when --monitor has not improved for N epochs (default: never stop early)")
     g.add_argument("--min-delta", type=float, default=0.0, help="smallest change of --monitor counted as improvement")
-    g.add_argument("--monitor", choices=("val_cost", "val_accuracy", "train_cost", "train_accuracy"), default="val_cost",
-                   help="what early stopping and --reduce-lr-on-plateau watch")
+    g.add_argument("--monitor", choices=("val_cost", "val_accuracy", "train_cost", "train_accuracy"),
+                   default="val_cost", help="what early stopping and --reduce-lr-on-plateau watch")
     g.add_argument("--restore-best", action="store_true",
                    help="end with the weights of the epoch with the best --monitor (not the last epoch's)")
     g.add_argument("--reduce-lr-on-plateau", action="store_true",
-                   help="multiply the learning rate by --plateau-factor when --monitor stalls for --plateau-patience epochs")
+                   help="multiply the learning rate by --plateau-factor when --monitor stalls for "
+                   "--plateau-patience epochs")
     g.add_argument("--plateau-factor", type=float, default=0.5, metavar="F", help="factor for --reduce-lr-on-plateau")
     g.add_argument("--plateau-patience", type=int, default=3, metavar="N", help="patience for --reduce-lr-on-plateau")
 
@@ -220,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 VALIDATION_SETTINGS = ("task", "validation_split", "patience", "min_delta", "monitor", "restore_best",
                        "reduce_lr_on_plateau", "plateau_factor", "plateau_patience", "lr_schedule", "lr_decay",
                        "lr_factor", "lr_every")
-TRAIN_SETTINGS = VALIDATION_SETTINGS + ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
+TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
                   "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
+TRAIN_SETTINGS = VALIDATION_SETTINGS + TRAIN_SETTINGS
 
 
 def _fingerprint(ds) -> str:
@@ -471,8 +473,9 @@ def cmd_evaluate(args) -> int:
     if name is None:
         raise ValueError(f"{args.run_dir} does not record its data; pass --data")
     data_dir = args.data_dir or (Path(settings["data_dir"]) if settings.get("data_dir") else None)
-    ds = data.scale(data.load(name, data_dir, seed=settings.get("seed", 0), target=args.target or settings.get("target", -1),
-                              task=settings.get("task")), settings.get("scale", "none"))
+    target = args.target or settings.get("target", -1)
+    ds = data.scale(data.load(name, data_dir, seed=settings.get("seed", 0), target=target, task=settings.get("task")),
+                    settings.get("scale", "none"))
     result = {"run": str(args.run_dir), "data": name, "split": "test", "n": len(ds.X_test),
               "cost": float(net.cost(ds.X_test, ds.y_test))}
     print(f"{name} test split ({len(ds.X_test)} examples): cost {result['cost']:.5f}", end="")
@@ -533,7 +536,8 @@ def cmd_predict(args) -> int:
         if args.out is None:
             sys.stdout.write(text)
         elif args.out.suffix.lower() == ".npy":
-            np.save(args.out, np.asarray([str(v) for v in out]) if any(isinstance(v, str) for v in out) else out.astype(np.int64))
+            words = any(isinstance(v, str) for v in out)
+            np.save(args.out, np.asarray([str(v) for v in out]) if words else out.astype(np.int64))
         else:
             args.out.write_text(text)
         return 0

@@ -119,9 +119,9 @@ def lr_find(net, X, Y, *, method: str = "minibatch", batch_size: int | None = No
 
     >>> import sgdlab
     >>> ds = sgdlab.data.load_digits_split(seed=0)
-    >>> r = lr_find(sgdlab.Network([64, 30, 10], seed=0), ds.X_train, ds.y_train, steps=60, seed=0)
-    >>> 0.01 < r.suggestion <= r.largest_stable < 100
-    True
+    >>> r = lr_find(sgdlab.Network([64, 30, 10], seed=0), ds.X_train, ds.y_train, seed=0)
+    >>> print(f"{r.suggestion:.3g} {r.largest_stable:.3g}")
+    0.0561 31.5
     """
     if not (0 < lr_min < lr_max and math.isfinite(lr_max)):
         raise ValueError(f"lr_find needs 0 < lr_min < lr_max; got lr_min={lr_min}, lr_max={lr_max}")

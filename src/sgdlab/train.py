@@ -116,8 +116,9 @@ def resolve_batch_size(method: str, batch_size, n: int) -> int:
 
 def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=3.0, epochs: int = 30,
         sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-        seed: Seed = None, validation=None, validation_split: float | None = None, record_updates: bool = False, eval_train: bool = True,
-        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None) -> History:
+        seed: Seed = None, validation=None, record_updates: bool = False, eval_train: bool = True,
+        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None,
+        validation_split: float | None = None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m

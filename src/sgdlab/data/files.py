@@ -80,7 +80,8 @@ def encode_target(y, task: str | None, where: str):
         return y.astype(np.float64), None
     if numeric and not np.all(y == np.round(y)):
         bad = float(y[y != np.round(y)][0])
-        raise ValueError(f"{where}: class labels must be integers or words; the target has {bad!r} (use task='regression')")
+        raise ValueError(f"{where}: class labels must be integers or words; the target has {bad!r} "
+                         "(use task='regression')")
     classes, codes = np.unique(y.astype(np.int64) if numeric else y, return_inverse=True)
     return codes.astype(np.int64), tuple(c.item() if hasattr(c, "item") else str(c) for c in classes)
 
@@ -183,7 +184,7 @@ def _numbers(cells: np.ndarray, path: Path, header, skip: int | None = None) -> 
         i, j = (int(v) for v in np.argwhere(~ok)[0])
         col = j + (skip is not None and j >= skip)
         name = f" ({header[col]!r})" if header else ""
-        what = "is empty (a short row or a missing value)" if cells[i, j] == "" else f"holds {cells[i, j][:40]!r}, not a number"
+        what = f"holds {cells[i, j][:40]!r}, not a number"
         raise ValueError(f"{path}: data row {i + 1}, column {col + 1}{name} {what}")
     return cells.astype(np.float64)
 
