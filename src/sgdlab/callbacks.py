@@ -55,7 +55,7 @@ class ProgressBar(Callback):
         post = {}
         seconds = r["train_seconds"] - self._t0
         if seconds > 0:
-            post["ex/s"] = f"{(r['examples_seen'] - self._seen0) / seconds:.3g}"
+            post["ex/s"] = f"{(r['examples_seen'] - self._seen0) / seconds:,.0f}"
         if self.costs:
             post["cost"] = f"{sum(self.costs) / len(self.costs):.4f}"
         self.bar.set_postfix(post, refresh=False)
