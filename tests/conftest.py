@@ -1,9 +1,20 @@
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+def _mnist_dir() -> Path:
+    """$SGDLAB_DATA/mnist when it holds the test set, else ../shared/data/mnist beside the repository."""
+    if os.environ.get("SGDLAB_DATA"):
+        env = Path(os.environ["SGDLAB_DATA"]) / "mnist"
+        if (env / "t10k-images-idx3-ubyte.gz").exists():
+            return env
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+MNIST_DIR = _mnist_dir()
 MNIST_TEST = (MNIST_DIR / "t10k-images-idx3-ubyte.gz", MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
 
 BACKENDS = ["numpy", "array_api_strict"]
@@ -19,7 +30,7 @@ def backend(request):
 
 @pytest.fixture(scope="session")
 def mnist_test_set():
-    """The real MNIST test set from ../shared/data/mnist (skipped where it is absent)."""
+    """The real MNIST test set from $SGDLAB_DATA/mnist or ../shared/data/mnist (skipped where absent)."""
     if not all(p.exists() for p in MNIST_TEST):
         pytest.skip(f"MNIST test set not found in {MNIST_DIR}")
     from sgdlab.data import read_idx_pair

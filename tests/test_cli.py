@@ -38,8 +38,9 @@ def test_full_run_with_out_writes_every_artifact(tmp_path):
     out = sgd("train", "--epochs", "3", "--hidden", "16,8", "--momentum", "0.5", "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "history.csv", "history.json", "history.png",
-                                                     "metrics.csv", "metrics.jsonl", "network.json", "weights.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "classes.json", "history.csv", "history.json",
+                                                     "history.png", "metrics.csv", "metrics.jsonl", "network.json",
+                                                     "test.json", "weights.safetensors"]
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["epoch"] for ln in lines] == [0, 1, 2, 3]
     assert (run / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -48,8 +49,11 @@ def test_full_run_with_out_writes_every_artifact(tmp_path):
     assert json.loads((run / "network.json").read_text())["sizes"] == [64, 16, 8, 10]
     net = sgdlab.load(run / "weights.safetensors")
     ds = sgdlab.data.load_digits_split(seed=0)
-    assert net.accuracy(ds.X_test, ds.y_test) == pytest.approx(hist["epochs"][-1]["val_accuracy"])
-    assert "epoch   3" in out.stdout  # one line per epoch when not on a terminal
+    test = json.loads((run / "test.json").read_text())  # the test split, evaluated once, at the end
+    assert net.accuracy(ds.X_test, ds.y_test) == pytest.approx(test["accuracy"]) == pytest.approx(hist["config"]["test"]["accuracy"])
+    assert test["n"] == 360 and test["split"] == "test"
+    assert "epoch   3" in out.stdout and "validation accuracy" in out.stdout  # one line per epoch off a terminal
+    assert "test" not in "".join(ln for ln in out.stdout.splitlines() if ln.startswith("epoch"))
 
 
 def test_methods_from_the_command_line():
@@ -87,7 +91,7 @@ def test_mnist_download_from_the_command_line(tmp_path):
         out = sgd("train", "--data", "mnist", "--data-dir", str(tmp_path / "cache"), env={"SGDLAB_MNIST_MIRRORS": server.url})
     assert out.returncode != 0
     assert "SHA-256 mismatch" in out.stderr and "Traceback" not in out.stderr
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert not (tmp_path / "cache").exists()  # no file left, and no new empty --data-dir
 
 
 def test_mnist_from_a_data_dir(tmp_path):
@@ -103,10 +107,10 @@ def test_mnist_from_a_data_dir(tmp_path):
     (["--lr", "0"], "learning rate lr must be a finite number > 0"),
     (["--lr", "-3"], "learning rate lr must be a finite number > 0"),
     (["--lr", "nan"], "learning rate lr must be a finite number > 0"),
-    (["--batch-size", "5000"], r"batch_size must be \[1, 1437\]; got 5000"),
-    (["--batch-size", "0"], r"batch_size must be \[1, 1437\]; got 0"),
+    (["--batch-size", "5000"], r"batch_size must be \[1, 1293\]; got 5000"),  # 1437 less 144 for validation
+    (["--batch-size", "0"], r"batch_size must be \[1, 1293\]; got 0"),
     (["--epochs", "0"], "epochs must be >= 1"),
-    (["--method", "batch", "--batch-size", "10"], "batch_size must be 1437 or None"),
+    (["--method", "batch", "--batch-size", "10"], "batch_size must be 1293 or None"),
     (["--momentum", "1"], r"momentum must be in \[0, 1\)"),
     (["--nesterov"], "nesterov=True needs momentum > 0"),
     (["--cost", "cross_entropy", "--output-activation", "relu"], "needs output activation 'sigmoid' or 'softmax'"),
@@ -140,7 +144,7 @@ def test_errors_from_a_real_process_have_no_traceback():
 def test_bad_data_files_from_the_command_line(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     (tmp_path / "nan.csv").write_text("1,2,0\nnan,3,1\n4,5,0\n6,7,1\n8,9,0\n1,1,1\n")
-    for name, message in (("bad.npz", "cannot read .*bad.npz as .npz"), ("nan.csv", "X contains NaN")):
+    for name, message in (("bad.npz", "cannot read .*bad.npz as .npz"), ("nan.csv", "data row 2, column 1 holds .nan., not a number")):
         out = sgd("train", "--quiet", "--data", str(tmp_path / name))
         assert out.returncode == 1 and re.search(message, out.stderr), out.stderr
     from test_data import write_mnist_like
@@ -162,7 +166,7 @@ def test_plot_evaluate_and_predict_a_run(tmp_path, capsys):
     out = capsys.readouterr().out
     result = json.loads((tmp_path / "eval.json").read_text())
     hist = json.loads((tmp_path / "a" / "history.json").read_text())
-    assert result["accuracy"] == pytest.approx(hist["epochs"][-1]["val_accuracy"])
+    assert result["accuracy"] == pytest.approx(hist["config"]["test"]["accuracy"])
     cm = np.array(result["confusion_matrix"])
     assert cm.shape == (10, 10) and cm.sum() == 360 and "confusion matrix" in out
     ds = sgdlab.data.load_digits_split(seed=0)
@@ -172,7 +176,13 @@ def test_plot_evaluate_and_predict_a_run(tmp_path, capsys):
     net = sgdlab.load(tmp_path / "a" / "weights.safetensors")
     assert printed == list(net.predict(ds.X_test[:5]).argmax(1))
     (tmp_path / "x.csv").write_text("\n".join(",".join(map(str, r)) for r in ds.X_test[:5]))
-    assert main(["predict", str(tmp_path / "a"), str(tmp_path / "x.csv"), "--proba", "--out", str(tmp_path / "p.npy")]) == 0
+    # ten sigmoid outputs are not probabilities: --proba is refused, with the reason
+    assert main(["predict", str(tmp_path / "a"), str(tmp_path / "x.csv"), "--proba"]) == 1
+    assert "--proba needs outputs that are probabilities" in capsys.readouterr().err
+    assert main(["train", "--quiet", "--epochs", "2", "--output-activation", "softmax", "--cost", "cross_entropy",
+                 "--out", str(tmp_path / "s")]) == 0
+    assert main(["predict", str(tmp_path / "s"), str(tmp_path / "x.csv"), "--proba", "--out", str(tmp_path / "p.npy")]) == 0
+    net = sgdlab.load(tmp_path / "s" / "weights.safetensors")
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), net.predict(ds.X_test[:5]), rtol=1e-6)
 
 

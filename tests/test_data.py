@@ -3,6 +3,7 @@ import hashlib
 import http.server
 import struct
 import threading
+import time
 from functools import partial
 
 import numpy as np
@@ -138,7 +139,48 @@ def test_download_with_wrong_checksum_leaves_nothing_behind(tmp_path, served):
     cache = tmp_path / "cache"
     with pytest.raises(OSError, match="SHA-256 mismatch"):
         mnist.download(name, "0" * 64, cache, mirrors=(server.url,))
-    assert list(cache.iterdir()) == []  # no partial file, no temp file
+    assert not cache.exists()  # no partial file, no temp file, and no directory made for nothing
+    cache.mkdir()
+    with pytest.raises(OSError, match="SHA-256 mismatch"):
+        mnist.download(name, "0" * 64, cache, mirrors=(server.url,))
+    assert cache.exists() and list(cache.iterdir()) == []  # a directory that was there stays
+
+
+def test_download_is_capped_at_the_known_size_and_an_overall_deadline(tmp_path, served):
+    server, sums = served
+    name = "train-images-idx3-ubyte.gz"
+    with pytest.raises(OSError, match="more than the 100 bytes expected"):
+        mnist.download(name, sums[name], tmp_path / "a", mirrors=(server.url,), size=100)
+    assert not (tmp_path / "a").exists()
+
+    class Slow(http.server.BaseHTTPRequestHandler):  # promises 10 kB, sends 10 bytes every 0.1 s
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            for _ in range(1000):
+                try:
+                    self.wfile.write(b"0123456789")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    httpd.daemon_threads, httpd.block_on_close = True, False  # do not wait for the slow handler at the end
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError, match="not complete after the 1 s deadline"):
+            mnist.download("x.gz", "0" * 64, tmp_path / "b", mirrors=(f"http://127.0.0.1:{httpd.server_address[1]}/",),
+                           timeout=5, deadline=1.0)
+        assert time.monotonic() - t0 < 5  # the deadline, not the 100 s the server would take
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_download_failure_names_every_mirror(tmp_path):
@@ -190,8 +232,14 @@ def test_npz_and_csv_files(tmp_path):
 @pytest.mark.parametrize("name,content,exc,match", [
     ("bad.npz", b"not a zip file", ValueError, "cannot read .* as .npz"),
     ("keys.npz", None, ValueError, "must hold arrays X_train"),
-    ("ragged.csv", b"1,2,3\n4,5\n", ValueError, "row 2 has 2 columns"),
-    ("words.csv", b"1,2,3\n4,x,6\n", ValueError, "row 2 is not all numbers"),
+    ("ragged.csv", b"1,2,3\n4,5\n", ValueError, "data row 2, column 3 is empty"),
+    ("long.csv", b"1,2,3\n4,5,6,7\n", ValueError, "line 2 has 4 fields where the first line has 3"),
+    ("words.csv", b"1,2,3\n4,x,6\n", ValueError, "data row 2, column 2 holds 'x', not a number"),
+    ("under.csv", b"a,b,y\n1,1_000,0\n2,3,1\n", ValueError, "data row 1, column 2 \\('b'\\) holds '1_000'"),
+    ("complex.csv", b"1,2,0\n1+2j,3,1\n", ValueError, "data row 2, column 1 holds '1\\+2j'"),
+    ("names.csv", b"a,b,c,d\n1,2,3\n4,5,6\n", ValueError, "header has 4 names but the data rows have 3 columns"),
+    ("fewnames.csv", b"a,b\n1,2,3\n4,5,6\n", ValueError, "line 2 has 3 fields where the first line has 2"),
+    ("float.csv", b"1,2,0.5\n1,3,1\n", None, None),
     ("empty.csv", b"a,b\n", ValueError, "no data rows"),
     ("one.csv", b"1\n2\n", ValueError, "at least two columns"),
     ("data.txt", b"1,2", ValueError, "use .npz, .npy or .csv"),
@@ -202,6 +250,10 @@ def test_bad_data_files(tmp_path, name, content, exc, match):
         np.savez(p, A=np.zeros(3), B=np.zeros(2))
     else:
         p.write_bytes(content)
+    if exc is None:  # a good file among the bad: float targets are regression, not refused
+        with pytest.raises(ValueError, match="class labels must be integers or words; the target has 0.5"):
+            data.load_file(p, task="classification")
+        return
     with pytest.raises(exc, match=match):
         data.load_file(p)
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -18,7 +18,9 @@ def expected_failed_checks(estimator):
 
 
 @parametrize_with_checks([GDClassifier(), GDRegressor(), GDClassifier(method="batch", lr=2.0, epochs=100),
-                          GDRegressor(momentum=0.9, sampling="replacement")],
+                          GDRegressor(momentum=0.9, sampling="replacement"),
+                          GDClassifier(early_stopping=True, n_iter_no_change=3, epochs=30),
+                          GDRegressor(early_stopping=True, validation_fraction=0.2, tol=None)],
                          expected_failed_checks=expected_failed_checks)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
@@ -71,3 +73,26 @@ def test_partial_fit_carries_schedule_step_and_momentum_across_calls():
         GDClassifier().partial_fit(X, y)
     with pytest.raises(ValueError, match="not in classes"):
         GDClassifier().partial_fit(X, y, classes=[0, 1])
+
+
+def test_early_stopping_and_n_iter_no_change_have_scikit_learns_meanings():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    # tol=None: every epoch runs; a huge tol: no epoch counts as an improvement, so n_iter_no_change + 1 epochs run
+    assert GDClassifier(epochs=25, tol=None, random_state=0).fit(X, y).n_iter_ == 25
+    assert GDClassifier(epochs=25, tol=1e6, n_iter_no_change=4, random_state=0).fit(X, y).n_iter_ == 5
+    es = GDClassifier(epochs=200, early_stopping=True, validation_fraction=0.2, n_iter_no_change=5, random_state=0).fit(X, y)
+    scores = es.validation_scores_
+    assert es.n_iter_ == len(scores) < 200
+    best = int(np.argmax(scores))  # the first best; every later epoch is < best + tol, the last 5 of them
+    assert es.best_validation_score_ == scores[best] == max(scores)
+    assert all(v < scores[best] + es.tol for v in scores[best + 1:]) and len(scores) - 1 - best >= 5
+    # the best epoch's weights are kept: refitting for exactly best + 1 epochs without stopping gives the same net
+    same = GDClassifier(epochs=best + 1, early_stopping=True, validation_fraction=0.2, n_iter_no_change=10 ** 6,
+                        tol=None, random_state=0).fit(X, y)
+    np.testing.assert_allclose(es.predict_proba(X), same.predict_proba(X), rtol=1e-12)
+    assert GDClassifier(epochs=5).fit(X, y).validation_scores_ is None
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        GDClassifier(early_stopping=True, validation_fraction=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="n_iter_no_change must be an int >= 1"):
+        GDClassifier(n_iter_no_change=0).fit(X, y)

@@ -1,4 +1,4 @@
-"""Real-data training on the MNIST test set in ../shared/data/mnist (skipped where it is absent).
+"""Real-data training on the MNIST test set in $SGDLAB_DATA/mnist or ../shared/data/mnist (skipped where absent).
 
 784-30-10, sigmoid, quadratic cost, eta = 3.0, mini-batches of 10, 10 epochs, trained on the
 first 8,000 images and tested on the last 2,000.

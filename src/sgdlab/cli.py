@@ -36,6 +36,23 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line ``sgdlab: error: ...`` and exit status 1, as every other error."""
+
+    def error(self, message):
+        self.exit(1, f"sgdlab: error: {message}\n")
+
+
+# the lab's experiment names, here so that `sgdlab --help` need not import the lab (tests check they match)
+LAB_EXPERIMENTS = ("unbiased", "variance", "noise-scale", "compare", "redundancy", "minima", "symmetry", "throughput")
+
+# per-method and per-task defaults where the shared ones fail (measured on digits and `linear`; README)
+DEFAULT_LR = {("classification", "minibatch"): 3.0, ("classification", "stochastic"): 3.0,
+              ("classification", "batch"): 3.0, ("regression", "minibatch"): 0.1,
+              ("regression", "stochastic"): 0.01, ("regression", "batch"): 0.3}
+DEFAULT_EPOCHS = {"minibatch": 30, "stochastic": 30, "batch": 200}
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except the uninformative None and False."""
 
@@ -43,13 +60,87 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default in (None, False) else super()._get_help_string(action)
 
 
+def _add_task_arg(p):
+    p.add_argument("--task", choices=("classification", "regression"), default=None,
+                   help="what the target of a table is (default: guessed as scikit-learn's type_of_target: words or "
+                   "integers with at most 20 distinct values are classes, other numbers are real-valued)")
+
+
+def _add_validation_args(p):
+    g = p.add_argument_group("validation and early stopping")
+    g.add_argument("--validation-split", type=float, default=0.1, metavar="F",
+                   help="fraction of the training data set aside for validation, stratified for classes (0: none)")
+    g.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="stop when --monitor has not improved for N epochs (default: never stop early)")
+    g.add_argument("--min-delta", type=float, default=0.0, help="smallest change of --monitor counted as improvement")
+    g.add_argument("--monitor", choices=("val_cost", "val_accuracy", "train_cost", "train_accuracy"),
+                   default="val_cost", help="what early stopping and --reduce-lr-on-plateau watch")
+    g.add_argument("--restore-best", action="store_true",
+                   help="end with the weights of the epoch with the best --monitor (not the last epoch's)")
+    g.add_argument("--reduce-lr-on-plateau", action="store_true",
+                   help="multiply the learning rate by --plateau-factor when --monitor stalls for "
+                   "--plateau-patience epochs")
+    g.add_argument("--plateau-factor", type=float, default=0.5, metavar="F", help="factor for --reduce-lr-on-plateau")
+    g.add_argument("--plateau-patience", type=int, default=3, metavar="N", help="patience for --reduce-lr-on-plateau")
+
+
+LR_SCHEDULES = ("constant", "inverse-time", "exponential", "step", "cosine")
+
+
+def _add_schedule_args(p):
+    g = p.add_argument_group("learning-rate schedule (eta_t of the update count t; E = updates per epoch)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                   help="constant: eta; inverse-time: eta/(1 + d t/E); exponential: eta f^(t/(k E)); "
+                   "step: eta f^floor(t/(k E)); cosine: from eta to 0 over the run")
+    g.add_argument("--lr-decay", type=float, default=0.1, metavar="D", help="d, per epoch, of inverse-time")
+    g.add_argument("--lr-factor", type=float, default=0.5, metavar="F", help="f of exponential and step")
+    g.add_argument("--lr-every", type=float, default=10, metavar="K", help="k epochs of exponential and step")
+
+
+def _add_lr_find_parser(sub):
+    from .activations import HIDDEN_ACTIVATIONS as acts
+
+    f = sub.add_parser("lr-find", help="learning-rate range test: cost against a geometric sweep of eta, a suggestion",
+                       description="Smith's learning-rate range test (as PyTorch Lightning's lr_find and fastai): "
+                       "from the same initial weights, a short run whose eta grows geometrically from --lr-min to "
+                       "--lr-max, one update per step; plots the smoothed cost against eta and suggests the eta of its "
+                       "steepest descent, and the largest eta before the cost blows up.", formatter_class=_Help)
+    f.add_argument("--data", default="digits", help="as for train")
+    f.add_argument("--target", default="-1", help="as for train")
+    f.add_argument("--data-dir", type=Path, default=None, help="as for train")
+    f.add_argument("--scale", choices=("none", "standard", "minmax"), default="none", help="as for train")
+    _add_task_arg(f)
+    f.add_argument("--method", choices=METHODS, default="minibatch", help="as for train")
+    f.add_argument("--batch-size", type=int, default=None, help="m for minibatch (default 10)")
+    f.add_argument("--hidden", type=_hidden, default=[30], help="as for train")
+    f.add_argument("--activation", choices=acts, default="sigmoid", help="hidden activation")
+    f.add_argument("--output-activation", choices=("sigmoid", "softmax", "tanh", "relu", "identity"), default=None,
+                   help="as for train")
+    f.add_argument("--cost", choices=tuple(COSTS), default="quadratic", help="cost function")
+    f.add_argument("--init", choices=tuple(INITIALIZERS), default="glorot", help="weight initialiser")
+    f.add_argument("--momentum", type=float, default=0.0, help="momentum mu in [0, 1)")
+    f.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    f.add_argument("--seed", type=int, default=0, help="seed for the initial weights and the batches")
+    f.add_argument("--lr-min", type=float, default=1e-4, help="first eta of the sweep")
+    f.add_argument("--lr-max", type=float, default=100.0, help="last eta of the sweep")
+    f.add_argument("--steps", type=int, default=300, help="updates in the sweep (one eta each)")
+    f.add_argument("--out", type=Path, default=Path("lr-find.png"), help="the PNG to write (also .json beside it)")
+    f.set_defaults(run=cmd_lr_find)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgdlab", description="Train neural networks by batch, stochastic and "
-                                     "mini-batch gradient descent, and measure how the variants behave.")
+    from . import __version__
+
+    parser = _Parser(prog="sgdlab", description="Train neural networks by batch, stochastic and "
+                     "mini-batch gradient descent, and measure how the variants behave.")
+    parser.add_argument("--version", action="version", version=f"sgdlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a network and report test accuracy and cost",
                        description="Train a feedforward network. With no options: 64-30-10 sigmoid network, quadratic "
-                       "cost, mini-batch SGD (m=10, eta=3.0, 30 epochs) on scikit-learn's embedded 8x8 digits.",
+                       "cost, mini-batch SGD (m=10, eta=3.0, 30 epochs) on scikit-learn's embedded 8x8 digits, 10%% of "
+                       "the training data set aside for validation (reported every epoch), the test split evaluated "
+                       "once at the end. Defaults per method and task where the shared ones fail: batch GD 200 epochs; "
+                       "real-valued targets eta=0.1 (minibatch), 0.01 (stochastic), 0.3 (batch).",
                        formatter_class=_Help)
     t.add_argument("--data", default="digits",
                    help="digits (embedded), mnist, fashion-mnist, blobs, spirals, linear, or a path to a .npz/.npy/.csv file")
@@ -61,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", choices=METHODS, default="minibatch",
                    help="batch: exact gradient over all n; stochastic: one example per update; minibatch: m examples")
     t.add_argument("--batch-size", type=int, default=None, help="m for minibatch (default 10)")
-    t.add_argument("--lr", type=float, default=3.0, help="learning rate eta > 0")
-    t.add_argument("--epochs", type=int, default=None, help="passes over the training data (default 30; with --resume, the new total)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate eta > 0 (default 3.0; see above)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training data (default 30, batch 200; with --resume, the new total)")
     t.add_argument("--hidden", type=_hidden, default=[30], help="hidden layer widths, e.g. 30,30 ('none' for no hidden layer)")
     t.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="sigmoid", help="hidden activation")
     t.add_argument("--output-activation", choices=("sigmoid", "softmax", "tanh", "relu", "identity"), default=None,
@@ -88,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "--checkpoint-every and --data-dir may change; any other setting given must equal the saved one)")
     t.add_argument("--overwrite", action="store_true",
                    help="with --out: start again in a directory that already holds a run, replacing its files")
+    _add_task_arg(t)
+    _add_validation_args(t)
+    _add_schedule_args(t)
     t.set_defaults(run=cmd_train)
+    _add_lr_find_parser(sub)
 
     pl = sub.add_parser("plot", help="overlay runs: cost and accuracy against epochs, updates, examples, seconds",
                         formatter_class=_Help)
@@ -108,16 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     pr.add_argument("input", type=Path, help="rows of features: .npy (2-D) or .csv (numbers, optional header)")
     pr.add_argument("--out", type=Path, default=None, help="write predictions here (.npy or .csv) instead of printing")
-    pr.add_argument("--proba", action="store_true", help="output activations instead of class labels")
+    pr.add_argument("--proba", action="store_true",
+                    help="class probabilities instead of labels (softmax outputs, or one sigmoid output)")
     pr.set_defaults(run=cmd_predict)
-
-    from .lab import EXPERIMENTS
 
     lab = sub.add_parser("lab", help="run one gradient-descent experiment: a figure, its numbers, a table",
                          description="Measure and show one claim behind batch, stochastic and mini-batch descent. "
                          "Writes OUT/EXPERIMENT.png and OUT/EXPERIMENT.json and prints a table.",
                          formatter_class=_Help)
-    lab.add_argument("experiment", choices=tuple(EXPERIMENTS), help="which experiment")
+    lab.add_argument("experiment", choices=LAB_EXPERIMENTS, help="which experiment")
     report = sub.add_parser("report", help="run every lab experiment and write one HTML page",
                             formatter_class=_Help)
     for p in (lab, report):
@@ -132,8 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+VALIDATION_SETTINGS = ("task", "validation_split", "patience", "min_delta", "monitor", "restore_best",
+                       "reduce_lr_on_plateau", "plateau_factor", "plateau_patience", "lr_schedule", "lr_decay",
+                       "lr_factor", "lr_every")
 TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
                   "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
+TRAIN_SETTINGS = VALIDATION_SETTINGS + TRAIN_SETTINGS
 
 
 def _fingerprint(ds) -> str:
@@ -143,7 +242,8 @@ def _fingerprint(ds) -> str:
     return digest({"X_train": ds.X_train, "y_train": ds.y_train})
 
 
-RUN_FILES = ("checkpoint.safetensors", "weights.safetensors", "network.json", "history.csv", "history.json",
+RUN_FILES = ("checkpoint.safetensors", "weights.safetensors", "network.json", "test.json", "classes.json",
+             "history.csv", "history.json",
              "history.png", "metrics.csv", "metrics.jsonl")
 RESUME_MAY_CHANGE = ("epochs", "checkpoint_every", "data_dir")
 
@@ -288,6 +388,85 @@ def _absolute_data(settings: dict) -> dict:
     return out
 
 
+def _network(args, ds):
+    from .network import Network
+
+    if ds.n_classes is None:
+        sizes, output = [ds.X_train.shape[1], *args.hidden, 1], args.output_activation or "identity"
+    else:
+        sizes, output = [ds.X_train.shape[1], *args.hidden, ds.n_classes], args.output_activation
+    return Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
+                   seed=args.seed, dtype=args.dtype)
+
+
+def _task(ds) -> str:
+    return "regression" if ds.n_classes is None else "classification"
+
+
+def _method_defaults(args, task: str) -> None:
+    """The learning rate and epochs not given: per method and task (DEFAULT_LR, DEFAULT_EPOCHS)."""
+    if args.lr is None:
+        args.lr = DEFAULT_LR[(task, args.method)]
+    if getattr(args, "epochs", 0) is None:
+        args.epochs = DEFAULT_EPOCHS[args.method]
+
+
+def _schedule(args, per_epoch: int):
+    """--lr-schedule as a function of the update count t (E = per_epoch updates per epoch)."""
+    from . import schedules
+
+    lr, E = args.lr, per_epoch
+    if args.lr_schedule in ("exponential", "step") and not (0 < args.lr_factor < 1 and args.lr_every > 0):
+        raise ValueError(f"--lr-schedule {args.lr_schedule} needs 0 < --lr-factor < 1 and --lr-every > 0; got "
+                         f"{args.lr_factor} and {args.lr_every}")
+    if args.lr_schedule == "inverse-time":
+        if not args.lr_decay >= 0:
+            raise ValueError(f"--lr-decay must be >= 0; got {args.lr_decay}")
+        return schedules.inverse_time(lr, args.lr_decay / E)
+    if args.lr_schedule == "exponential":
+        return schedules.exponential(lr, args.lr_factor, max(1, round(args.lr_every * E)))
+    if args.lr_schedule == "step":
+        return schedules.step(lr, args.lr_factor, max(1, round(args.lr_every * E)))
+    if args.lr_schedule == "cosine":
+        return schedules.cosine(lr, args.epochs * E)
+    return lr
+
+
+def _stopping(args, net, lr, validation: bool):
+    """(callbacks, EarlyStopping or None, lr to train with): --patience, --restore-best, --reduce-lr-on-plateau."""
+    from .callbacks import EarlyStopping, ReduceLROnPlateau
+
+    if args.monitor.startswith("val_") and not validation and (args.patience or args.reduce_lr_on_plateau
+                                                               or args.restore_best):
+        raise ValueError(f"--monitor {args.monitor} needs validation data: --validation-split > 0")
+    patience = args.patience or (args.epochs + 1 if args.restore_best else None)  # restore without stopping early
+    found, stop = [], None
+    if patience is not None:
+        stop = EarlyStopping(args.monitor, patience, args.min_delta, restore_best=args.restore_best, net=net)
+        found.append(stop)
+    if args.reduce_lr_on_plateau:
+        plateau = ReduceLROnPlateau(lr, args.monitor, args.plateau_factor, args.plateau_patience, args.min_delta)
+        found.append(plateau)
+        lr = plateau.schedule
+    return found, stop, lr
+
+
+def _test_result(net, ds) -> dict:
+    """Cost and accuracy on the test split: evaluated once, after training."""
+    result = {"n": len(ds.X_test), "cost": float(net.cost(ds.X_test, ds.y_test))}
+    if ds.n_classes is not None:
+        result["accuracy"] = float(net.accuracy(ds.X_test, ds.y_test))
+    return result
+
+
+def _labels(net, X):
+    """Class codes (argmax, or a threshold at 0.5 for one sigmoid output), or real values."""
+    out = np.asarray(net.predict(X))
+    if out.shape[1] == 1:
+        return (out[:, 0] > 0.5).astype(np.int64) if net.output_activation.name in ("sigmoid", "softmax") else out[:, 0]
+    return out.argmax(axis=1)
+
+
 def cmd_train(args) -> int:
     if args.resume is not None and args.overwrite:
         raise ValueError("--overwrite starts a run again; --resume continues it: give one of them")
@@ -303,10 +482,17 @@ def cmd_train(args) -> int:
 
 def _train(args, run) -> int:
     from . import checkpoint, data
-    from .callbacks import Checkpointer, EpochPrinter, MetricsLog, ProgressBar, SignalStop
-    from .network import Network
+    from .callbacks import (
+        Checkpointer,
+        EpochPrinter,
+        MetricsLog,
+        ProgressBar,
+        SignalStop,
+    )
+    from .data.dataset import split_validation
+    from .diagnose import diagnose
     from .plots import plot_history
-    from .train import TrainState, fit
+    from .train import TrainState, fit, resolve_batch_size
 
     out = args.out
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
@@ -324,9 +510,8 @@ def _train(args, run) -> int:
                 setattr(args, k, v)
     if args.checkpoint_every is None:
         args.checkpoint_every = 0
-    if args.epochs is None:
-        args.epochs = 30
-    ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target), args.scale)
+    ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target, task=args.task), args.scale)
+    _method_defaults(args, _task(ds))
     fingerprint = _fingerprint(ds)
     if args.resume is not None:
         if meta.get("data_sha256") != fingerprint:
@@ -336,23 +521,25 @@ def _train(args, run) -> int:
         if state.epoch >= args.epochs and not finishing:
             raise ValueError(f"{args.resume} already has {state.epoch} epochs; pass --epochs N > {state.epoch} to train on")
     else:
-        classes = ds.n_classes
-        if classes is None:
-            sizes, output = [ds.X_train.shape[1], *args.hidden, 1], args.output_activation or "identity"
-        else:
-            sizes, output = [ds.X_train.shape[1], *args.hidden, classes], args.output_activation
-        net = Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
-                      seed=args.seed, dtype=args.dtype)
+        net = _network(args, ds)
         state, finishing = TrainState(), False
     if args.resume is not None and not finishing:
         (out / "weights.safetensors").unlink(missing_ok=True)  # the run is unfinished again until its end
+    X_train, y_train, validation = ds.X_train, ds.y_train, None
+    if args.validation_split:
+        X_train, y_train, validation = split_validation(X_train, y_train, args.validation_split, args.seed)
+    per_epoch = -(-len(X_train) // resolve_batch_size(args.method, args.batch_size, len(X_train)))
+    fit_callbacks, early, lr = _stopping(args, net, _schedule(args, per_epoch), validation is not None)
+    if args.resume is not None and args.reduce_lr_on_plateau and state.step > 0 and state.history.epochs[-1].get("lr"):
+        lr.scale = state.history.epochs[-1]["lr"] / lr.base(state.step - 1)  # the reductions made before the stop
     callbacks, bar = [], None
     if not args.quiet:
         if sys.stderr.isatty():
-            bar = ProgressBar(args.epochs, initial=state.epoch)
+            bar = ProgressBar(args.epochs, per_epoch, initial_epoch=state.epoch)
             callbacks.append(bar)
         else:
             callbacks.append(EpochPrinter())
+    callbacks += fit_callbacks
     stopper = SignalStop()
     if out is not None:
         settings = _absolute_data({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -363,25 +550,31 @@ def _train(args, run) -> int:
     try:
         with stopper if out is not None else contextlib.nullcontext():
             history = state.history if finishing else fit(
-                net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr=args.lr,
+                net, X_train, y_train, method=args.method, batch_size=args.batch_size, lr=lr,
                 epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
-                weight_decay=args.weight_decay, seed=args.seed, validation=(ds.X_test, ds.y_test),
+                weight_decay=args.weight_decay, seed=args.seed, validation=validation,
                 callbacks=callbacks, state=state)
             if bar is not None:
                 bar.close()
                 bar = None
+            for cb in fit_callbacks:
+                if hasattr(cb, "on_train_end"):
+                    cb.on_train_end(history)  # restores the best weights (harmless if fit called it already)
+            test = _test_result(net, ds)
+            history.config["test"] = test
             if out is not None:  # still under the signal handler: a signal now lets these writes finish
                 ckpt.save()
                 history.to_csv(out / "history.csv")
                 history.to_json(out / "history.json")
                 (out / "network.json").write_text(json.dumps(net.describe(), indent=1) + "\n")
+                (out / "test.json").write_text(json.dumps({"split": "test", "data": ds.name, **test}, indent=1) + "\n")
+                (out / "classes.json").write_text(json.dumps({"task": _task(ds), "classes": ds.classes}) + "\n")
                 checkpoint.save(out / "weights.safetensors", net, extra={"data": ds.name, "train_args": settings})
                 plot_history(history, out / "history.png",
                              title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
     finally:
         if bar is not None:
             bar.close()
-    last = history.last
     sizes = net.sizes
     if stopper.signum is not None and state.epoch >= args.epochs:
         name = signal.Signals(stopper.signum).name
@@ -393,17 +586,32 @@ def _train(args, run) -> int:
         print(f"sgdlab: stopped by {name} after update {state.step} (epoch {state.epoch + (state.position > 0)}); "
               f"saved {out / 'checkpoint.safetensors'}; continue with: sgdlab train --resume {out}", file=sys.stderr)
         return 128 + stopper.signum
-    acc = "" if last["val_accuracy"] is None else f"test accuracy {last['val_accuracy']:.4f}, "
+    acc = "" if "accuracy" not in test else f"test accuracy {test['accuracy']:.4f}, "
+    ran = history.last["epoch"]
+    epochs = f"{ran} epochs" if ran == args.epochs else f"{ran} of {args.epochs} epochs (stopped early)"
+    if early is not None and early.restore_best and history.config.get("restored_best_epoch") is not None:
+        epochs += f", weights of epoch {history.config['restored_best_epoch']}"
     print(f"{ds.name}: {'-'.join(map(str, sizes))} network, {args.method} (m={history.config['batch_size']}), "
-          f"{args.epochs} epochs in {last['train_seconds']:.2f} s: {acc}test cost {last['val_cost']:.5f}")
+          f"{epochs} in {history.last['train_seconds']:.2f} s: {acc}test cost {test['cost']:.5f}")
+    for sentence in diagnose(history, y_train=y_train if ds.n_classes is not None else None, y_eval=ds.y_test,
+                             predicted=_labels(net, ds.X_test), lr=args.lr):
+        print(f"warning: {sentence}")
     if out is not None and not args.quiet:
-        print(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, history.csv/.json/.png, metrics.csv/.jsonl")
+        print(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, test.json, classes.json, "
+              "history.csv/.json/.png, metrics.csv/.jsonl")
     return 0
 
 
 def _run_records(run: Path) -> list:
     if (run / "history.json").is_file():
-        return json.loads((run / "history.json").read_text())["epochs"]
+        try:
+            records = json.loads((run / "history.json").read_text())["epochs"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{run / 'history.json'} is not a history written by sgdlab (no list of \"epochs\": "
+                             f"{type(e).__name__}: {e})") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ValueError(f"{run / 'history.json'}: \"epochs\" must be a list of epoch records")
+        return records
     if (run / "metrics.jsonl").is_file():  # a run still in progress
         return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     raise FileNotFoundError(f"{run} holds neither history.json nor metrics.jsonl: not a run directory")
@@ -412,8 +620,13 @@ def _run_records(run: Path) -> list:
 def cmd_plot(args) -> int:
     from .plots import plot_runs
 
-    runs = {str(r): _run_records(r) for r in args.runs}
-    print(f"wrote {plot_runs(runs, args.out)}")
+    names = [r.resolve().name or str(r) for r in args.runs]  # short labels: the run directories' names
+    runs = {}
+    for r, name in zip(args.runs, names, strict=True):
+        runs[name if names.count(name) == 1 else str(r)] = _run_records(r)
+    has_accuracy = any(rec.get("val_accuracy") is not None or rec.get("train_accuracy") is not None
+                       for recs in runs.values() for rec in recs)
+    print(f"wrote {plot_runs(runs, args.out, accuracy=has_accuracy)}")
     return 0
 
 
@@ -449,9 +662,11 @@ def cmd_evaluate(args) -> int:
     if name is None:
         raise ValueError(f"{args.run_dir} does not record its data; pass --data")
     data_dir = args.data_dir or (Path(settings["data_dir"]) if settings.get("data_dir") else None)
-    ds = data.scale(data.load(name, data_dir, seed=settings.get("seed", 0), target=args.target or settings.get("target", -1)),
+    target = args.target or settings.get("target", -1)
+    ds = data.scale(data.load(name, data_dir, seed=settings.get("seed", 0), target=target, task=settings.get("task")),
                     settings.get("scale", "none"))
-    result = {"run": str(args.run_dir), "data": name, "n": len(ds.X_test), "cost": net.cost(ds.X_test, ds.y_test)}
+    result = {"run": str(args.run_dir), "data": name, "split": "test", "n": len(ds.X_test),
+              "cost": float(net.cost(ds.X_test, ds.y_test))}
     print(f"{name} test split ({len(ds.X_test)} examples): cost {result['cost']:.5f}", end="")
     if ds.n_classes is not None:
         pred = net.predict(ds.X_test)
@@ -464,6 +679,9 @@ def cmd_evaluate(args) -> int:
         print("     " + " ".join(f"{j:>{width}}" for j in range(cm.shape[1])))
         for i, row in enumerate(cm):
             print(f"{i:>4} " + " ".join(f"{v:>{width}}" for v in row))
+        if ds.classes is not None:
+            result["classes"] = list(ds.classes)
+            print("classes: " + ", ".join(f"{i}={c}" for i, c in enumerate(ds.classes)))
     else:
         print()
     if args.out is not None:
@@ -471,21 +689,69 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _run_classes(run_dir: Path):
+    """The original class labels saved with a run (classes.json), or None."""
+    path = run_dir / "classes.json"
+    if not path.is_file():
+        return None
+    try:
+        classes = json.loads(path.read_text()).get("classes")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{path} is not a classes file written by sgdlab: {e}") from None
+    return classes
+
+
 def cmd_predict(args) -> int:
     from .data.files import read_rows
 
     net, _, _ = _trained(args.run_dir)
     X = read_rows(args.input)
-    out = np.asarray(net.predict(X))
-    if not args.proba:
-        out = ((out[:, 0] > 0.5).astype(np.int64) if net.output_activation.name in ("sigmoid", "softmax") else out[:, 0]) \
-            if out.shape[1] == 1 else out.argmax(axis=1)
+    if args.proba:
+        name, k = net.output_activation.name, net.sizes[-1]
+        if not (name == "softmax" or (name == "sigmoid" and k == 1)):
+            raise ValueError(f"--proba needs outputs that are probabilities (softmax, or one sigmoid output); this "
+                             f"network has {k} {name} outputs, which are not (use the class labels, without --proba)")
+        out = np.asarray(net.predict(X))
+    else:
+        out = _labels(net, X)
+        classes = _run_classes(args.run_dir)
+        if classes is not None and out.dtype.kind == "i":
+            if out.max(initial=0) >= len(classes):
+                raise ValueError(f"the network predicts class {out.max()} but {args.run_dir}/classes.json lists "
+                                 f"{len(classes)} classes")
+            out = np.asarray(classes, dtype=object)[out]
+    if out.dtype == object:  # original labels: words or numbers
+        text = "\n".join(str(v) for v in out) + "\n"
+        if args.out is None:
+            sys.stdout.write(text)
+        elif args.out.suffix.lower() == ".npy":
+            words = any(isinstance(v, str) for v in out)
+            np.save(args.out, np.asarray([str(v) for v in out]) if words else out.astype(np.int64))
+        else:
+            args.out.write_text(text)
+        return 0
     if args.out is None:
         np.savetxt(sys.stdout, out, fmt="%d" if out.dtype.kind == "i" else "%.6g", delimiter=",")
     elif args.out.suffix.lower() == ".npy":
         np.save(args.out, out)
     else:
         np.savetxt(args.out, out, fmt="%d" if out.dtype.kind == "i" else "%.6g", delimiter=",")
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from . import data
+    from .lr_find import lr_find
+
+    ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target, task=args.task), args.scale)
+    net = _network(args, ds)
+    result = lr_find(net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr_min=args.lr_min,
+                     lr_max=args.lr_max, steps=args.steps, momentum=args.momentum, seed=args.seed)
+    result.plot(args.out, title=f"{ds.name}: {'-'.join(map(str, net.sizes))}, {args.method} (m={result.batch_size})")
+    json_path = args.out.with_suffix(".json")
+    result.to_json(json_path)
+    print(result.summary())
+    print(f"wrote {args.out} and {json_path}")
     return 0
 
 

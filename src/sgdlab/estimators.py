@@ -23,7 +23,41 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .network import Network
-from .train import TrainState, fit
+from .train import Callback, StopTraining, TrainState, fit
+
+
+class _NoChange(Callback):
+    """scikit-learn's MLP stopping rule, checked after each epoch.
+
+    With validation data (``early_stopping=True``) the score is ``estimator.score`` on it
+    (accuracy, or R^2): an epoch counts as no improvement when score < best + tol. Otherwise the
+    training cost: no improvement when cost > best - tol. ``n_iter_no_change`` such epochs in a
+    row stop training (``tol=None``: never); with validation data the best epoch's parameters are kept.
+    """
+
+    def __init__(self, est, validation):
+        self.est, self.validation = est, validation
+        self.count, self.best, self.best_params = 0, None, None
+
+    def on_epoch_end(self, r):
+        est = self.est
+        if r["epoch"] == 0 or r.get("partial"):
+            return
+        if self.validation is not None:
+            score = est.score(*self.validation)
+            est.validation_scores_.append(score)
+            worse = est.tol is not None and self.best is not None and score < self.best + est.tol
+            if self.best is None or score > self.best:
+                self.best, self.best_params = score, est.net_.copy_params()
+                est.best_validation_score_ = score
+        else:
+            loss = r["train_cost"]
+            worse = est.tol is not None and self.best is not None and loss > self.best - est.tol
+            if self.best is None or loss < self.best:
+                self.best = est.best_loss_ = loss
+        self.count = self.count + 1 if worse else 0
+        if self.count >= est.n_iter_no_change:
+            raise StopTraining
 
 
 class _GDEstimator(BaseEstimator):
@@ -31,7 +65,7 @@ class _GDEstimator(BaseEstimator):
 
     def __init__(self, hidden=(30,), activation="sigmoid", method="minibatch", batch_size=10, lr=0.5, epochs=50,
                  sampling="reshuffle", momentum=0.0, nesterov=False, weight_decay=0.0, init="glorot", dtype="float64",
-                 random_state=None):
+                 random_state=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
         self.hidden = hidden
         self.activation = activation
         self.method = method
@@ -45,6 +79,10 @@ class _GDEstimator(BaseEstimator):
         self.init = init
         self.dtype = dtype
         self.random_state = random_state
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
 
     # subclasses define _network(n_features, n_outputs, seed): the Network they train
 
@@ -54,14 +92,42 @@ class _GDEstimator(BaseEstimator):
         self.net_ = self._network(X.shape[1], n_outputs, init_seed)
         self.state_ = TrainState(rng=np.random.default_rng(sample_seed))
 
-    def _train(self, X, T, epochs):
+    def _fit_stopping(self, X, T, epochs, y_original):
+        """fit with scikit-learn's stopping: ``tol``/``n_iter_no_change`` on the training cost, or with
+        ``early_stopping`` on the score of a held-out ``validation_fraction`` (stratified for classes)."""
+        from .data.dataset import split_validation
+
+        if not (isinstance(self.n_iter_no_change, (int, np.integer)) and self.n_iter_no_change >= 1):
+            raise ValueError(f"n_iter_no_change must be an int >= 1; got {self.n_iter_no_change!r}")
+        if self.tol is not None and not self.tol >= 0:
+            raise ValueError(f"tol must be >= 0 or None; got {self.tol!r}")
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.best_validation_score_ = None
+        self.best_loss_ = None
+        validation = None
+        if self.early_stopping:
+            if not 0 < self.validation_fraction < 1:
+                raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
+            idx = np.arange(len(X))
+            stratify = T if T.ndim == 1 else np.zeros(len(X), dtype=np.int64)
+            seed = int(check_random_state(self.random_state).randint(0, 2 ** 31 - 1))
+            tr, _, (va, _) = split_validation(idx, stratify, self.validation_fraction, seed)
+            validation = (X[va], y_original[va])
+            X, T = X[tr], T[tr]
+        stop = _NoChange(self, validation) if (self.tol is not None or self.early_stopping) else None
+        self._train(X, T, epochs, callbacks=[stop] if stop else [])
+        if stop is not None and stop.best_params is not None:
+            self.net_.params = stop.best_params  # as scikit-learn's MLP: the best validation epoch's weights
+        return self
+
+    def _train(self, X, T, epochs, callbacks=()):
         n = len(X)
         batch = None if self.method != "minibatch" else min(self.batch_size, n)
         if self.state_.fixed is not None and len(self.state_.fixed) != n:
             self.state_.fixed = None  # partial_fit with a batch of another size: draw a new fixed order
         self.history_ = fit(self.net_, X, T, method=self.method, batch_size=batch, lr=self.lr, epochs=epochs,
                             sampling=self.sampling, momentum=self.momentum, nesterov=self.nesterov,
-                            weight_decay=self.weight_decay, state=self.state_)
+                            weight_decay=self.weight_decay, state=self.state_, callbacks=list(callbacks))
         self.loss_curve_ = [r["train_cost"] for r in self.history_.epochs[1:]]
         self.n_iter_ = self.state_.epoch
         self.t_ = self.state_.step
@@ -80,6 +146,13 @@ class GDClassifier(ClassifierMixin, _GDEstimator):
     step count, the momentum buffers and the sampling stream carry across calls.
     Attributes: ``classes_``, ``n_features_in_``, ``net_`` (the Network), ``history_``,
     ``loss_curve_`` (training cost after each epoch), ``n_iter_`` (epochs), ``t_`` (updates).
+
+    Stopping, with scikit-learn's (MLPClassifier's) meanings: ``epochs`` is the most epochs;
+    training stops earlier when for ``n_iter_no_change`` epochs in a row the training cost has not
+    fallen by ``tol`` (``tol=None``: never); with ``early_stopping=True``, when the accuracy on a
+    held-out, stratified ``validation_fraction`` of the data has not risen by ``tol``, and the best
+    validation epoch's weights are kept (``validation_scores_``, ``best_validation_score_``).
+    ``partial_fit`` trains one epoch and does not stop early.
     """
 
     def _network(self, n_features, n_outputs, seed):
@@ -91,7 +164,7 @@ class GDClassifier(ClassifierMixin, _GDEstimator):
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         self._start(X, max(len(self.classes_), 2))
-        return self._train(X, codes, self.epochs)
+        return self._fit_stopping(X, codes, self.epochs, y)
 
     def partial_fit(self, X, y, classes=None):
         first = not hasattr(self, "net_")
@@ -123,15 +196,18 @@ class GDRegressor(RegressorMixin, _GDEstimator):
     """A feedforward network regressor trained by batch, stochastic or mini-batch gradient descent.
 
     Identity outputs with the quadratic cost C = 1/(2n) sum ||y - a||^2; y may be 1-D or 2-D
-    (several outputs). Attributes as ``GDClassifier``, without ``classes_``.
+    (several outputs). Attributes and stopping as ``GDClassifier``, without ``classes_``; with
+    ``early_stopping`` the validation score is R^2 (a random, not stratified, split).
     """
 
     def __init__(self, hidden=(30,), activation="tanh", method="minibatch", batch_size=10, lr=0.01, epochs=50,
                  sampling="reshuffle", momentum=0.0, nesterov=False, weight_decay=0.0, init="glorot", dtype="float64",
-                 random_state=None):
+                 random_state=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
         super().__init__(hidden=hidden, activation=activation, method=method, batch_size=batch_size, lr=lr,
                          epochs=epochs, sampling=sampling, momentum=momentum, nesterov=nesterov,
-                         weight_decay=weight_decay, init=init, dtype=dtype, random_state=random_state)
+                         weight_decay=weight_decay, init=init, dtype=dtype, random_state=random_state,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, tol=tol)
 
     def _network(self, n_features, n_outputs, seed):
         return Network([n_features, *self.hidden, n_outputs], activation=self.activation, output_activation="identity",
@@ -146,7 +222,7 @@ class GDRegressor(RegressorMixin, _GDEstimator):
         self._1d = y.ndim == 1
         T = self._targets(y)
         self._start(X, T.shape[1])
-        return self._train(X, T, self.epochs)
+        return self._fit_stopping(X, T, self.epochs, y)
 
     def partial_fit(self, X, y):
         first = not hasattr(self, "net_")

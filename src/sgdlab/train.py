@@ -117,7 +117,8 @@ def resolve_batch_size(method: str, batch_size, n: int) -> int:
 def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=3.0, epochs: int = 30,
         sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
         seed: Seed = None, validation=None, record_updates: bool = False, eval_train: bool = True,
-        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None) -> History:
+        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None,
+        validation_split: float | None = None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
@@ -134,6 +135,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     momentum, nesterov, weight_decay : SGD options (off by default); see ``sgdlab.optim``.
     seed : seeds the "sampling" stream (initial weights come from the network's own seed).
     validation : optional (X_val, Y_val), evaluated after every epoch.
+    validation_split : a fraction of (X, Y) set aside as validation data instead (stratified for
+        class labels; see ``sgdlab.data.dataset.split_validation``); not with ``validation``.
     record_updates : also keep one record per update (with the batch cost before the update).
     eval_train : compute the full training-set cost after every epoch (default True).
     callbacks : ``Callback`` objects (``on_epoch_end``, ``on_update_end``) or callables ``cb(record)``
@@ -160,6 +163,12 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     [0, 1, 2, 3]
     """
     xp = net.xp
+    if validation_split:
+        from .data.dataset import split_validation
+
+        if validation is not None:
+            raise ValueError("give validation=(X_val, Y_val) or validation_split, not both")
+        X, Y, validation = split_validation(X, Y, validation_split, seed)
     data = _TrainingData.prepare(net, X, Y, validation)
     n = data.n
     m = resolve_batch_size(method, batch_size, n)
@@ -217,6 +226,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                 if callable(getattr(cb, "on_epoch_end", None) or cb)]
     on_update = [cb.on_update_end for cb in callbacks if callable(getattr(cb, "on_update_end", None))]
     per_update = record_updates or bool(on_update)
+    want_costs = record_updates or any(getattr(cb, "wants_batch_cost", False) for cb in callbacks)
     errstate = (lambda: np.errstate(all="ignore")) if is_numpy(xp) else contextlib.nullcontext
     blas_guard = scipy_blas_single_threaded if mode == "fused" else contextlib.nullcontext
     good = net.copy_params()
@@ -249,8 +259,9 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                         state.seconds += time.perf_counter() - t0
                         u = {"update": state.step, "epoch": epoch, "examples_seen": state.seen,
                              "train_seconds": state.seconds, "lr": eta, "batch_size": Xb.shape[0]}
-                        if record_updates:
+                        if want_costs:
                             u["batch_cost"] = batch_cost()
+                        if record_updates:
                             history.updates.append(u)
                             if not math.isfinite(u["batch_cost"]):
                                 diverged(f"at update {state.step} (epoch {epoch})", eta, u["batch_cost"])

@@ -1,13 +1,24 @@
 """Datasets from files: ``.npz``, ``.npy`` and ``.csv``. Nothing is ever unpickled.
 
 .npz  arrays ``X_train, y_train, X_test, y_test``, or ``X, y`` (then split 80/20 with a fixed seed)
-.csv  numbers only, an optional header row, the target in the last column. Integer-valued
-      targets are class labels; any other target is a real-valued regression target.
+.csv  read by pandas' parser (quoted fields, a UTF-8 byte-order mark, blank lines): an optional
+      header row, the target in the last column (``target``: another index or a header name).
+      Feature cells must be plain decimal numbers (``1.5``, ``-2e3``; not ``1_000``, ``1+2j``,
+      ``nan`` or ``inf``); a bad cell is refused naming its data row and column. The target may
+      be numbers or words (``setosa``).
+
+The task (``type_of_target``): a target of words, or of integers with at most
+``MAX_GUESSED_CLASSES`` distinct values, is a class label; the classes are the sorted distinct
+values, coded 0..k-1 (labels 1, 2, 3 give 3 classes), and kept in ``Dataset.classes`` so that
+predictions can be given back as the original labels. A target with non-integer values, or
+integers with more distinct values (ages, prices), is a real-valued regression target.
+``task="classification"`` or ``"regression"`` overrides the guess.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import zipfile
 from pathlib import Path
 
@@ -17,6 +28,9 @@ from ..validation import check_fits_in_memory
 from .dataset import Dataset, split
 
 MAX_DEFLATE_RATIO = 1032  # deflate cannot expand one compressed byte into more than ~1032 bytes
+MAX_GUESSED_CLASSES = 20
+TASKS = ("classification", "regression")
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 
 
 def _targets(y: np.ndarray) -> np.ndarray:
@@ -40,12 +54,51 @@ def _column(target, header: list[str] | None, n_cols: int, path: Path) -> int:
     return k % n_cols
 
 
-def _table(data: np.ndarray, target, header, path: Path, seed: int) -> Dataset:
+def type_of_target(y) -> str:
+    """"classification" or "regression", guessed from the target values (the rule in the module docstring).
+
+    >>> type_of_target(["setosa", "virginica"]), type_of_target([1, 2, 3]), type_of_target([0.5, 1.0])
+    ('classification', 'classification', 'regression')
+    >>> type_of_target(range(18, 90))  # ages: integers with many distinct values
+    'regression'
+    """
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.number):
+        return "classification"
+    if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+        return "regression"
+    return "classification" if len(np.unique(y)) <= MAX_GUESSED_CLASSES else "regression"
+
+
+def encode_target(y, task: str | None, where: str):
+    """(y for training, classes or None): class codes 0..k-1 with the sorted distinct labels, or float targets."""
+    y = np.asarray(y)
+    task = task or type_of_target(y)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)} or None; got {task!r}")
+    numeric = np.issubdtype(y.dtype, np.number)
+    if task == "regression":
+        if not numeric:
+            raise ValueError(f"{where}: a regression target must be numbers; it holds words such as {y[0]!r}")
+        return y.astype(np.float64), None
+    if numeric and not np.all(y == np.round(y)):
+        bad = float(y[y != np.round(y)][0])
+        raise ValueError(f"{where}: class labels must be integers or words; the target has {bad!r} "
+                         "(use task='regression')")
+    classes, codes = np.unique(y.astype(np.int64) if numeric else y, return_inverse=True)
+    return codes.astype(np.int64), tuple(c.item() if hasattr(c, "item") else str(c) for c in classes)
+
+
+def _table(data: np.ndarray, target, header, path: Path, seed: int, task=None) -> Dataset:
     if data.ndim != 2 or data.shape[1] < 2:
         raise ValueError(f"{path} needs a 2-D table of at least two columns (features and a target); got shape {data.shape}")
     k = _column(target, header, data.shape[1], path)
-    X = np.delete(data, k, axis=1).astype(np.float32)
-    return split(X, _targets(data[:, k]), path.stem, seed=seed)
+    X, y = np.delete(data, k, axis=1), data[:, k]
+    if data.dtype.kind == "U":  # cells of a CSV file
+        X = _numbers(X, path, header, skip=k)
+        y = np.array(y, dtype=np.float64) if _is_number(y).all() else y
+    y, classes = encode_target(y, task, f"{path}, target column {header[k] if header else k + 1}")
+    return split(X.astype(np.float32), y, path.stem, seed=seed, classes=classes)
 
 
 def _npy_header(f, where: str) -> tuple[np.dtype, tuple, int]:
@@ -86,7 +139,7 @@ def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> n
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _load_npz(path: Path, seed: int, target=-1) -> Dataset:
+def _load_npz(path: Path, seed: int, target=-1, task=None) -> Dataset:
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
@@ -102,7 +155,7 @@ def _load_npz(path: Path, seed: int, target=-1) -> Dataset:
     if {"X", "y"} <= arrays.keys():
         return split(arrays["X"].astype(np.float32), _targets(arrays["y"]), name, seed=seed)
     if len(arrays) == 1:
-        return _table(next(iter(arrays.values())), target, None, path, seed)
+        return _table(next(iter(arrays.values())), target, None, path, seed, task)
     raise ValueError(f"{path} must hold arrays X_train, y_train, X_test, y_test, or X, y, or one table; it has {sorted(arrays)}")
 
 
@@ -127,28 +180,72 @@ def read_npy(path: Path) -> np.ndarray:
     return data
 
 
-def read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
-    """(header or None, rows as a float array) from a CSV of numbers with an optional header row."""
+def _cells(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    """(header or None, the data cells as a 2-D array of str), parsed by pandas.
+
+    The first row is a header when one of its cells is not a number in a column whose other cells
+    all are (or when no column holds numbers): a data row of numbers and words is not a header.
+    """
+    import pandas as pd
+
     try:
-        text = path.read_text()
+        frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, na_filter=False,
+                            encoding="utf-8-sig", skipinitialspace=True, skip_blank_lines=True)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} has no data rows") from None
+    except pd.errors.ParserError as e:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        why = (f"line {m.group(2)} has {m.group(3)} fields where the first line has {m.group(1)} (a header with fewer "
+               "names than columns, or a ragged row)") if m else str(e)
+        raise ValueError(f"cannot read {path} as CSV: {why}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    cells = frame.to_numpy(dtype=object).astype(str)
+    cells = np.char.strip(cells)
+    numeric = _is_number(cells)
     header = None
-    if lines and not _is_numeric_row(lines[0]):
-        header, lines = [c.strip() for c in lines[0].split(",")], lines[1:]
-    if not lines:
+    if len(cells) and not numeric[0].all():
+        rest = numeric[1:]
+        if len(rest) == 0 or not rest.any() or (rest.all(axis=0) & ~numeric[0]).any():
+            header, cells = [str(c) for c in cells[0]], cells[1:]
+    if len(cells) == 0:
         raise ValueError(f"{path} has no data rows")
-    rows = []
-    for i, ln in enumerate(lines, 1):
-        cells = ln.split(",")
-        try:
-            rows.append([float(c) for c in cells])
-        except ValueError:
-            raise ValueError(f"{path}: data row {i} is not all numbers: {ln[:60]!r}") from None
-        if len(rows[-1]) != len(rows[0]):
-            raise ValueError(f"{path}: data row {i} has {len(rows[-1])} columns, the first has {len(rows[0])}")
-    return header, np.asarray(rows)
+    if header is not None:
+        empty = cells[:, -1] == ""
+        if empty.all() and header[-1] != "":
+            raise ValueError(f"{path}: the header has {len(header)} names but the data rows have {len(header) - 1} "
+                             "columns")
+    if (cells == "").any():
+        i, j = (int(v) for v in np.argwhere(cells == "")[0])
+        name = f" ({header[j]!r})" if header else ""
+        raise ValueError(f"{path}: data row {i + 1}, column {j + 1}{name} is empty (a short row or a missing value)")
+    return header, cells
+
+
+def _is_number(cells: np.ndarray) -> np.ndarray:
+    """Elementwise: is the cell a plain decimal number (no 1_000, no complex, no nan/inf)?"""
+    import pandas as pd
+
+    flat = pd.Series(cells.ravel(), dtype=str)
+    return flat.str.fullmatch(_NUMBER).to_numpy(dtype=bool).reshape(cells.shape)
+
+
+def _numbers(cells: np.ndarray, path: Path, header, skip: int | None = None) -> np.ndarray:
+    """The cells as float64; the first bad cell is refused with its data row and column."""
+    ok = _is_number(cells)
+    if not ok.all():
+        i, j = (int(v) for v in np.argwhere(~ok)[0])
+        col = j + (skip is not None and j >= skip)
+        name = f" ({header[col]!r})" if header else ""
+        what = f"holds {cells[i, j][:40]!r}, not a number"
+        raise ValueError(f"{path}: data row {i + 1}, column {col + 1}{name} {what}")
+    return cells.astype(np.float64)
+
+
+def read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    """(header or None, rows as a float array) from a CSV of numbers with an optional header row."""
+    header, cells = _cells(Path(path))
+    return header, _numbers(cells, path, header)
 
 
 def read_rows(path) -> np.ndarray:
@@ -157,38 +254,32 @@ def read_rows(path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
     if path.suffix.lower() == ".npy":
-        return read_npy(path)
-    if path.suffix.lower() == ".csv":
-        return read_csv(path)[1]
-    raise ValueError(f"unsupported input {path}: use .npy or .csv")
+        X = read_npy(path)
+    elif path.suffix.lower() == ".csv":
+        X = read_csv(path)[1]
+    else:
+        raise ValueError(f"unsupported input {path}: use .npy or .csv")
+    return X.reshape(1, -1) if X.ndim == 1 else X  # a single row is one example
 
 
-def _load_npy(path: Path, seed: int, target=-1) -> Dataset:
-    return _table(read_npy(path), target, None, path, seed)
+def _load_npy(path: Path, seed: int, target=-1, task=None) -> Dataset:
+    return _table(read_npy(path), target, None, path, seed, task)
 
 
-def _load_csv(path: Path, seed: int, target=-1) -> Dataset:
-    header, data = read_csv(path)
-    return _table(data, target, header, path, seed)
-
-
-def _is_numeric_row(line: str) -> bool:
-    try:
-        [float(c) for c in line.split(",")]
-        return True
-    except ValueError:
-        return False
+def _load_csv(path: Path, seed: int, target=-1, task=None) -> Dataset:
+    header, cells = _cells(path)
+    return _table(cells, target, header, path, seed, task)
 
 
 LOADERS = {".npz": _load_npz, ".npy": _load_npy, ".csv": _load_csv}
 
 
-def load_file(path, seed: int = 0, target=-1) -> Dataset:
-    """A Dataset from a .npz, .npy or .csv file (see the module docstring for the layouts)."""
+def load_file(path, seed: int = 0, target=-1, task: str | None = None) -> Dataset:
+    """A Dataset from a .npz, .npy or .csv file (see the module docstring for the layouts and ``task``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         raise ValueError(f"unsupported data file {path}: use .npz, .npy or .csv")
-    return loader(path, seed, target)
+    return loader(path, seed, target, task)

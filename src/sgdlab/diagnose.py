@@ -1,0 +1,95 @@
+"""Plain words after training: was the result better than chance, did the cost move, and why not.
+
+Every sentence comes from the numbers by a rule stated here:
+
+- chance (classes): the accuracy of always predicting the most frequent training class,
+  ``chance = max_k n_k / n``. An accuracy ``a`` measured on ``m`` examples is "no better than
+  chance" when ``a <= chance + 2 sqrt(chance (1 - chance) / m)`` (two binomial standard errors).
+- chance (real targets): predicting the training mean. R^2 = 1 - SS_res / SS_tot on the evaluated
+  data; R^2 <= 0 is "no better than predicting the mean".
+- "the cost barely moved": the training cost (validation cost when there is none) changed by
+  less than 1% of its value before training, |C_end - C_0| < 0.01 C_0.
+- the likely cause, first rule that applies:
+  1. a cost above its start at some epoch, or one class predicted for every example (saturated
+     units): the step is too large;
+  2. the cost fell in every epoch: still falling, so too few epochs or a step too small;
+  3. otherwise the cost stopped at a poor value: a step too small or too large; lr-find tells which.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+BARELY = 0.01  # relative change of the cost below which it "barely moved"
+
+
+def chance_accuracy(y_train) -> float:
+    """max_k n_k / n: the accuracy of always predicting the most frequent class.
+
+    >>> chance_accuracy([0, 0, 1, 2])
+    0.5
+    """
+    counts = np.unique(np.asarray(y_train), return_counts=True)[1]
+    return float(counts.max() / counts.sum())
+
+
+def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | None = None) -> list[str]:
+    """Sentences saying when a run is no better than chance or its cost barely moved, with the likely cause.
+
+    ``y_train``: training targets (class frequencies give chance); ``y_eval`` and ``predicted``:
+    the evaluated targets and the network's predictions on them (class labels, or values for
+    regression). Empty when nothing is wrong.
+
+    >>> from sgdlab.train import History
+    >>> h = History(epochs=[{"epoch": 0, "train_cost": 1.29}, {"epoch": 1, "train_cost": 0.5}, {"epoch": 2, "train_cost": 0.5}])
+    >>> for s in diagnose(h, y_train=[0, 1, 2, 3], y_eval=[0, 1, 2, 3] * 25, predicted=[0] * 100, lr=1000):
+    ...     print(s)
+    accuracy 0.2500 is no better than chance (0.2500, always predicting the most frequent class; 100 examples)
+    likely cause: the network predicts one class for every example (saturated units): the step lr=1000 is probably too large; try a smaller --lr, or sgdlab lr-find
+    """
+    said = []
+    poor = False
+    if y_eval is not None and predicted is not None and len(y_eval):
+        y_eval, predicted = np.asarray(y_eval), np.asarray(predicted)
+        if np.issubdtype(y_eval.dtype, np.integer) and y_train is not None:
+            chance, m = chance_accuracy(y_train), len(y_eval)
+            acc = float(np.mean(predicted == y_eval))
+            if acc <= chance + 2 * math.sqrt(chance * (1 - chance) / m):
+                poor = True
+                said.append(f"accuracy {acc:.4f} is no better than chance ({chance:.4f}, always predicting the most "
+                            f"frequent class; {m} examples)")
+        elif not np.issubdtype(y_eval.dtype, np.integer):
+            y, p = y_eval.reshape(len(y_eval), -1).astype(float), predicted.reshape(len(y_eval), -1).astype(float)
+            ss_tot = float(((y - y.mean(axis=0)) ** 2).sum())
+            r2 = 1 - float(((y - p) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+            if not r2 > 0:
+                poor = True
+                said.append(f"R^2 = {r2:.4f}: no better than predicting the mean")
+    key = "train_cost" if any(r.get("train_cost") is not None for r in history.epochs) else "val_cost"
+    costs = [r.get(key) for r in history.epochs if r.get(key) is not None]
+    if len(costs) >= 2:
+        c0, c_end = costs[0], costs[-1]
+        if math.isfinite(c0) and math.isfinite(c_end) and abs(c_end - c0) < BARELY * abs(c0):
+            poor = True
+            said.append(f"the cost barely moved ({c0:.5g} before training, {c_end:.5g} after)")
+    if not poor:
+        return said
+    step = f"the step lr={lr:g}" if lr is not None else "the step"
+    one_class = (predicted is not None and np.issubdtype(np.asarray(predicted).dtype, np.integer)
+                 and len(predicted) > 1 and len(np.unique(predicted)) == 1)
+    if one_class:
+        said.append(f"likely cause: the network predicts one class for every example (saturated units): {step} is "
+                    "probably too large; try a smaller --lr, or sgdlab lr-find")
+    elif len(costs) >= 2 and any(c > costs[0] for c in costs[1:]):
+        said.append(f"likely cause: the cost rose above its value before training: {step} is too large; try a "
+                    "smaller --lr, or sgdlab lr-find")
+    elif len(costs) >= 2 and all(b < a for a, b in itertools.pairwise(costs)):
+        said.append(f"likely cause: the cost was still falling at the end: too few epochs or {step} too small; "
+                    "try more --epochs or a larger --lr (sgdlab lr-find suggests one)")
+    else:
+        said.append(f"likely cause: the cost stopped at a poor value: {step} is too small or too large; "
+                    "sgdlab lr-find measures which")
+    return said
