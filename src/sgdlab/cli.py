@@ -44,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 # the lab's experiment names, here so that `sgdlab --help` need not import the lab (tests check they match)
-LAB_EXPERIMENTS = ("unbiased", "variance", "noise-scale", "compare", "redundancy", "minima", "symmetry", "throughput")
+LAB_EXPERIMENTS = ("unbiased", "variance", "noise-scale", "compare", "redundancy", "minima", "symmetry", "throughput",
+                   "frontier", "lr-batch", "sharpness", "gradient-norms", "parallel")
 
 # per-method and per-task defaults where the shared ones fail (measured on digits and `linear`; README)
 DEFAULT_LR = {("classification", "minibatch"): 3.0, ("classification", "stochastic"): 3.0,
