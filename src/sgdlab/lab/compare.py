@@ -56,7 +56,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     ds = load(data, data_dir, seed)
     X, y = ds.X_train, ds.y_train
     n = len(X)
-    seeds = seeds or (3 if quick else 5)
+    seeds = seeds or (2 if quick else 5)
     seed_list = list(range(seed, seed + seeds))
     budget = (budget_epochs or 300) * n
 

@@ -12,7 +12,8 @@ Measured here:
    replacement), with its standard error;
 3. B_simple tracked during training from one small/big pair every few updates, with exponential
    moving averages of numerator and denominator (never of the ratio), next to the exact value;
-4. a batch-size sweep at equal example budgets (the update budget scales like 1/B): for each B the
+4. a batch-size sweep at equal example budgets (the update budget scales like 1/B, capped at
+   ``max_updates`` for the smallest batches on large data sets): for each B the
    learning rate is tuned (``lab.tuning``) for the fewest updates S to reach the target cost, over
    several seeds; runs that never reach it are reported as censored. S(B) = S_min (1 + B_crit/B) is
    fitted in log space, with percentile-bootstrap intervals (seeds resampled within each B), for
@@ -158,7 +159,7 @@ def verdicts(numbers: dict) -> list:
 
 
 def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = False, seeds: int | None = None,
-        target_fractions=(0.3, 0.2, 0.1), budget_epochs: int = 300) -> LabResult:
+        target_fractions=(0.3, 0.2, 0.1), budget_epochs: int = 300, max_updates: int | None = None) -> LabResult:
     ds = load(data, data_dir, seed)
     X, y = ds.X_train, ds.y_train
     n = len(X)
@@ -197,10 +198,11 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         targets = sorted((f * initial for f in target_fractions), reverse=True)
         sizes = [b for b in ((1, 4, 16, 64, 256) if quick else (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)) if b <= n]
         budget = budget_epochs * n
+        cap = max_updates or (20_000 if quick else 60_000)  # bounds the smallest batches on large data sets
         sweep = []
         for b in sizes:
             t = tune_lr(make, X, y, grid=lr_grid(lr0 / 2, lr0 * 2), batch_size=b, seeds=seed_list, max_examples=budget,
-                        target=targets[-1], max_extensions=3)
+                        max_updates=cap, target=targets[-1], max_extensions=3)
             per_target = []
             for c in targets:  # the best eta for each target, from the same runs (each curve ends at the lowest one)
                 scores = {}
@@ -212,7 +214,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                 steps = scores[best][1]
                 per_target.append({"target_cost": c, "best_lr": best, "updates": steps,
                                    "censored": sum(s is None for s in steps)})
-            sweep.append({"B": b, "lr_grid": t.grid, "best_lr_at_edge": t.at_edge, "update_budget": -(-budget // b),
+            sweep.append({"B": b, "lr_grid": t.grid, "best_lr_at_edge": t.at_edge,
+                          "update_budget": min(cap, -(-budget // b)),
                           "targets": per_target, "tuning": t.to_dict()})
     fits = []
     for j, c in enumerate(targets):
@@ -226,7 +229,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     numbers = {"n": n, "seeds": seed_list, "exact": ex, "two_batch_estimate": est, "tracking": tracker.rows,
                "curvature_points": curv, "b_noise_trained": b_noise_trained,
                "sweep": {"initial_cost": initial, "target_fractions": list(target_fractions), "targets": targets,
-                         "budget_examples": budget, "rows": sweep, "fits": fits,
+                         "budget_examples": budget, "max_updates": cap, "rows": sweep, "fits": fits,
                          "best_lr_stops_growing_at_B": b_sat, "largest_best_lr": max(best_lrs)}}
     main = fits[-1]
     rows = [{"quantity": "B_simple, exact (per-example norms)", "value": ex["b_simple"], "± (se or 95% CI)": None},

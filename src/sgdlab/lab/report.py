@@ -94,6 +94,14 @@ def _verdicts(result: LabResult) -> str:
     return f'<ul class="verdicts">{"".join(items)}</ul>'
 
 
+def _lead(result: LabResult) -> str:
+    """The reading without the verdict sentences (they are listed above it, with their badges)."""
+    lead = result.reading
+    for v in result.verdicts:
+        lead = lead.replace(v.sentence(), "")
+    return " ".join(lead.split())
+
+
 def _machine(m: dict | None) -> str:
     if not m:
         return ""
@@ -134,7 +142,7 @@ def render(results: list[LabResult], title: str, meta: str) -> str:
         data = (f'<p>Every number: <a href="{escape(r.json.name)}">{escape(r.json.name)}</a></p>' if r.json else "")
         sections.append(f'<section class="experiment" id="{escape(r.name)}" data-quick="{str(bool(r.quick)).lower()}">'
                         f'<h2>{escape(r.title)} {mode}</h2>{_verdicts(r)}{img}'
-                        f'<p class="reading">{escape(r.reading)}</p>'
+                        f'<p class="reading">{escape(_lead(r))}</p>'
                         f'<details open="open"><summary>the numbers</summary>{_table(r)}</details>'
                         f'{data}{_machine(r.machine)}</section>')
     machine = _machine(results[0].machine) if results else ""
