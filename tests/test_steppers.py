@@ -377,10 +377,14 @@ def test_without_numba_selection_falls_back_and_forcing_says_why(toy, monkeypatc
 
 def test_compiled_is_chosen_for_small_batches_in_memory(toy):
     pytest.importorskip("numba")
-    from sgdlab.steppers.compiled import COMPILED_MAX_BATCH
+    from sgdlab.steppers.compiled import COMPILED_MAX_BATCH, COMPILED_MAX_BATCH_DENSE
 
-    X, y = toy
-    for m, momentum, want in ((1, 0.0, "compiled"), (COMPILED_MAX_BATCH, 0.9, "compiled"),
-                              (COMPILED_MAX_BATCH + 1, 0.0, "fused"), (COMPILED_MAX_BATCH + 1, 0.9, "reference")):
-        h = sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, batch_size=m, epochs=1, momentum=momentum)
+    X, y = toy  # dense inputs
+    sparse = np.where(np.abs(X) < 1.0, 0.0, X)  # about 68% zeros
+    for data, m, momentum, want in ((X, 1, 0.0, "compiled"), (X, COMPILED_MAX_BATCH_DENSE, 0.9, "compiled"),
+                                    (X, COMPILED_MAX_BATCH_DENSE + 1, 0.0, "fused"),
+                                    (sparse, COMPILED_MAX_BATCH, 0.0, "compiled"),
+                                    (sparse, COMPILED_MAX_BATCH + 1, 0.0, "fused"),
+                                    (sparse, COMPILED_MAX_BATCH + 1, 0.9, "reference")):
+        h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, momentum=momentum)
         assert h.config["stepper"] == want, (m, momentum)

@@ -21,7 +21,9 @@ way whatever block it falls in.
 numba is imported only when this stepper runs; compilation is cached on disk (``cache=True``)
 and happens in ``prepare``, before ``fit`` starts its clock; its time is reported once in
 ``history.config["stepper_info"]["compile_seconds"]``. Automatic selection takes this stepper for
-batches of at most COMPILED_MAX_BATCH rows (above it the BLAS-fused path is faster; README).
+batches of at most COMPILED_MAX_BATCH_DENSE rows, or COMPILED_MAX_BATCH rows where at least half
+the inputs are zero (a zero input is skipped, exactly: it adds nothing to z or to the weights'
+gradient); above that the BLAS-fused path is faster (measured; README).
 """
 
 from __future__ import annotations
@@ -36,10 +38,19 @@ from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, register
 
 COMPILED_MAX_BATCH = 8
-"""Largest batch automatic selection runs compiled (measured crossover with the fused path; README)."""
+"""Largest batch automatic selection runs compiled on sparse inputs (at least half zeros, e.g. MNIST)."""
+COMPILED_MAX_BATCH_DENSE = 2
+"""... and on dense inputs. Measured crossovers with the fused path, 784-100-10, one thread (README):
+the compiled kernel skips zero inputs exactly, BLAS does not, so the crossover depends on sparsity."""
 
 ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3, "softmax": 4}
 COST_CODES = {"quadratic": 0, "cross_entropy": 1}
+
+
+def zero_fraction(X, rows: int = 1024) -> float:
+    """The fraction of zeros among the inputs of (at most) ``rows`` evenly spaced rows of X."""
+    sample = X[:: max(1, X.shape[0] // rows)]
+    return float(np.mean(sample == 0))
 
 
 def numba_available() -> bool:
@@ -106,25 +117,37 @@ def _kernel():
             m = r1 - r0
             eta = etas[u]
             total = 0.0
-            for r in range(m):
-                x = X[idx[r0 + r]]
-                # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l); A[r] holds the layers side by side
-                for l in range(L):
-                    fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
-                    W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
-                    a_in = x if l == 0 else A[r, uoff[l - 1]:uoff[l - 1] + fi]
-                    z = A[r, o:o + fo]
-                    z[:] = 0.0
+            # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l); A[r] holds row r's layers side by side.
+            # One row: z += a_i W_i over the inputs. Several: the same, each row W_i read once for all rows.
+            for l in range(L):
+                fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
+                W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
+                A[:m, o:o + fo] = 0.0
+                if m == 1:
+                    a_in = X[idx[r0]] if l == 0 else A[0, uoff[l - 1]:uoff[l - 1] + fi]
+                    z = A[0, o:o + fo]
                     for i in range(fi):
                         ai = a_in[i]
                         if ai != 0:  # exact: a zero input adds nothing (sparse inputs such as MNIST pixels)
                             for j in range(fo):
                                 z[j] += ai * W[i, j]
+                else:
+                    for i in range(fi):
+                        w = W[i]
+                        for r in range(m):
+                            ai = X[idx[r0 + r], i] if l == 0 else A[r, uoff[l - 1] + i]
+                            if ai != 0:
+                                z = A[r, o:o + fo]
+                                for j in range(fo):
+                                    z[j] += ai * w[j]
+                for r in range(m):
+                    z = A[r, o:o + fo]
                     for j in range(fo):
                         z[j] += b[j]
                     if l == L - 1:
                         Z[r, :] = z
                     activate(A[r], o, o + fo, out if l == L - 1 else hidden)
+            for r in range(m):
                 # the output error delta_L and the cost of this row
                 y = T[idx[r0 + r]]
                 if cost == 1:  # cross-entropy with its natural output: delta = a - y
@@ -243,7 +266,9 @@ class CompiledStepper(Stepper):
 
     @classmethod
     def preferred(cls, ctx):
-        return ctx.batch_size <= COMPILED_MAX_BATCH
+        if ctx.batch_size <= COMPILED_MAX_BATCH_DENSE:
+            return True
+        return ctx.batch_size <= COMPILED_MAX_BATCH and zero_fraction(ctx.data.X) >= 0.5
 
     def __init__(self, ctx):
         super().__init__(ctx)
