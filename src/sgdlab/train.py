@@ -269,10 +269,18 @@ class _Loop:
         self.schedule = hyper.lr if hyper is not None else None
 
     def run(self) -> History:
-        history, state = self.history, self.state
+        history = self.history
         while history.epochs and history.epochs[-1].get("partial"):
             history.epochs.pop()  # a record of an interrupted epoch is superseded by the epoch's real end
         self.good = self.net.copy_params()
+        with self.stepper.session():
+            self._run()
+        for hook in self.hooks.end:
+            hook(history)
+        return history
+
+    def _run(self) -> None:
+        history, state = self.history, self.state
         try:
             for hook in self.hooks.begin:
                 hook(history.config)
@@ -284,9 +292,6 @@ class _Loop:
                     break
         except StopTraining:
             history.config["stopped_at_update"] = state.step
-        for hook in self.hooks.end:
-            hook(history)
-        return history
 
     def run_epoch(self, epoch: int) -> bool:
         """One epoch (or what is left of it); True when a callback stopped training inside it."""

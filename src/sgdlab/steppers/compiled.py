@@ -293,6 +293,7 @@ class CompiledStepper(Stepper):
         h = ctx.hyper
         self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
         arch = net.arch
+        self._no_costs = np.zeros(0)
         self.codes = (ACT_CODES[arch.activation.name], ACT_CODES[arch.output_activation.name], COST_CODES[arch.cost.name],
                       bool(h.nesterov))
 
@@ -330,14 +331,19 @@ class CompiledStepper(Stepper):
 
     def run(self, state, batches, etas, want_costs):
         self._bind(state)
-        n = self.data.n
-        parts = [np.arange(n) if b is FULL_BATCH else np.asarray(b) for b in batches]
-        idx = np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
-        starts = np.zeros(len(parts) + 1, np.int64)
-        np.cumsum([len(p) for p in parts], out=starts[1:])
-        if len(parts) and int(np.diff(starts).max()) > self.A.shape[0]:
-            raise ValueError(f"a batch of {int(np.diff(starts).max())} rows exceeds this stepper's {self.A.shape[0]}")
-        costs = np.zeros(len(parts))
-        self._call(idx, starts, np.asarray(etas, dtype=self.net.dtype), costs, bool(want_costs))
-        advance(state, self.opt, len(parts))
+        k, n = len(batches), self.data.n
+        lengths = [n if b is FULL_BATCH else len(b) for b in batches]
+        if k and max(lengths) > self.A.shape[0]:
+            raise ValueError(f"a batch of {max(lengths)} rows exceeds this stepper's {self.A.shape[0]}")
+        if k == 1:
+            idx = np.arange(n) if batches[0] is FULL_BATCH else batches[0]
+            starts = np.array([0, lengths[0]], dtype=np.int64)
+        else:
+            idx = np.concatenate([np.arange(n) if b is FULL_BATCH else b for b in batches]) if k else np.zeros(0, np.int64)
+            starts = np.zeros(k + 1, np.int64)
+            np.cumsum(lengths, out=starts[1:])
+        costs = np.zeros(k) if want_costs else self._no_costs
+        self._call(idx.astype(np.int64, copy=False), starts, np.asarray(etas, dtype=self.net.dtype), costs,
+                   bool(want_costs))
+        advance(state, self.opt, k)
         return costs.tolist() if want_costs else None
