@@ -388,3 +388,34 @@ def test_compiled_is_chosen_for_small_batches_in_memory(toy):
                                     (sparse, COMPILED_MAX_BATCH + 1, 0.9, "reference")):
         h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, momentum=momentum)
         assert h.config["stepper"] == want, (m, momentum)
+
+
+def test_blas_threads_follow_the_product_size_and_are_restored():
+    from threadpoolctl import threadpool_info
+
+    from sgdlab.steppers.threads import MULTI_THREAD_MIN_MACS, blas_threads, largest_product
+
+    def numpy_threads():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = numpy_threads()
+    sizes = (784, 100, 10)
+    assert largest_product(sizes, 10) == 10 * 784 * 100 < MULTI_THREAD_MIN_MACS
+    with blas_threads(sizes, 10):
+        assert set(numpy_threads().values()) == {1}  # small products: every BLAS library on one thread
+    assert numpy_threads() == before
+    big = MULTI_THREAD_MIN_MACS // (784 * 100) + 1
+    with blas_threads(sizes, big):
+        after = numpy_threads()
+        assert all(after[k] == before[k] for k in after if "scipy.libs" not in k)  # NumPy's BLAS keeps its threads
+    assert numpy_threads() == before
+
+
+def test_callbacks_may_be_one_callable_or_any_iterable(toy):
+    X, y = toy
+    seen = []
+    sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, callbacks=seen.append)
+    sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, callbacks=(cb for cb in [seen.append]))
+    assert [r["epoch"] for r in seen] == [0, 1, 0, 1]
+    with pytest.raises(TypeError, match="callbacks must be a list"):
+        sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, callbacks=3)

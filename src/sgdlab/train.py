@@ -230,8 +230,12 @@ class _Hooks:
     def __init__(self, callbacks):
         if callbacks is None:
             callbacks = ()
-        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        if isinstance(callbacks, Callback) or callable(callbacks):
             callbacks = [callbacks]
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"callbacks must be a list of Callback objects or callables; got {callbacks!r}") from None
         self.epoch, self.update, self.begin, self.end = [], [], [], []
         for cb in callbacks:
             if not (isinstance(cb, Callback) or callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
