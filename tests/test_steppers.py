@@ -419,3 +419,20 @@ def test_callbacks_may_be_one_callable_or_any_iterable(toy):
     assert [r["epoch"] for r in seen] == [0, 1, 0, 1]
     with pytest.raises(TypeError, match="callbacks must be a list"):
         sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, callbacks=3)
+
+
+def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, monkeypatch):
+    """Rows on disk are gathered a few batches at a time (7 rows here, to cross many gathers)."""
+    pytest.importorskip("numba")
+    from sgdlab.data import open_npy
+    from sgdlab.steppers import compiled
+
+    X, y = toy
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    monkeypatch.setattr(compiled, "GATHER_ROWS", 7)
+    runs = []
+    for data in (X.astype(np.float32), open_npy(tmp_path / "X.npy")):
+        net = sgdlab.Network([5, 4, 3], seed=0)
+        h = sgdlab.fit(net, data, y, batch_size=2, epochs=2, seed=1, momentum=0.5, stepper="compiled")
+        runs.append((net.numpy_params(), h["train_cost"]))
+    assert params_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]

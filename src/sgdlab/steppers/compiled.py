@@ -47,10 +47,14 @@ ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3, "softmax": 4}
 COST_CODES = {"quadratic": 0, "cross_entropy": 1}
 
 
-def zero_fraction(X, rows: int = 1024) -> float:
-    """The fraction of zeros among the inputs of (at most) ``rows`` evenly spaced rows of X."""
-    sample = X[:: max(1, X.shape[0] // rows)]
-    return float(np.mean(sample == 0))
+GATHER_ROWS = 8192
+"""Rows gathered at a time from data on disk (memory stays bounded; results do not depend on it)."""
+
+
+def zero_fraction(data, rows: int = 1024) -> float:
+    """The fraction of zeros among the inputs of (at most) ``rows`` evenly spaced training rows."""
+    sample, _ = data.batch(np.arange(0, data.n, max(1, data.n // rows)))
+    return float(np.mean(np.asarray(sample) == 0))
 
 
 def numba_available() -> bool:
@@ -76,8 +80,6 @@ class CompiledStepper(Stepper):
             return "it needs the NumPy backend"
         if ctx.hyper is None:
             return "it needs an optimizer made by sgdlab.optim.sgd (it applies the SGD update itself)"
-        if ctx.data.on_disk or not isinstance(ctx.data.X, np.ndarray):
-            return "it needs the training data in memory"
         if not numba_available():
             return "numba is not installed (pip install numba)"
         return None
@@ -86,7 +88,7 @@ class CompiledStepper(Stepper):
     def preferred(cls, ctx):
         if ctx.batch_size <= COMPILED_MAX_BATCH_DENSE:
             return True
-        return ctx.batch_size <= COMPILED_MAX_BATCH and zero_fraction(ctx.data.X) >= 0.5
+        return ctx.batch_size <= COMPILED_MAX_BATCH and zero_fraction(ctx.data) >= 0.5
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -133,35 +135,56 @@ class CompiledStepper(Stepper):
                     vW[...], vb[...] = W, b
                 state.opt_state = sgd_state(state.opt_state, state.step, velocity=list(self.vviews))
 
-    def _call(self, idx, starts, etas, costs, want):
-        data = self.data
-        _kernel()(self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, data.X, data.T, idx, starts,
+    def _call(self, X, T, idx, starts, etas, costs, want):
+        _kernel()(self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx, starts,
                   etas, *self.codes[:3], self.codes[3], self.A, self.Z, self.D, self.acc, costs, want)
 
     def prepare(self) -> dict:
         """Compile (or load from numba's cache) with this run's dtypes, on an empty block."""
         t0 = time.perf_counter()
-        e = np.zeros(0, self.net.dtype)
-        self._call(np.zeros(0, np.int64), np.zeros(1, np.int64), e, np.zeros(0), False)
+        dtype, sizes = self.net.dtype, self.net.sizes
+        X, T = np.zeros((0, sizes[0]), dtype), np.zeros((0, sizes[-1]), dtype)
+        self._call(X, T, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, dtype), np.zeros(0), False)
         import numba
 
         return {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__}
 
     def run(self, state, batches, etas, want_costs):
         self._bind(state)
-        k, n = len(batches), self.data.n
+        k, n, data = len(batches), self.data.n, self.data
         lengths = [n if b is FULL_BATCH else len(b) for b in batches]
         if k and max(lengths) > self.A.shape[0]:
             raise ValueError(f"a batch of {max(lengths)} rows exceeds this stepper's {self.A.shape[0]}")
-        if k == 1:
-            idx = np.arange(n) if batches[0] is FULL_BATCH else batches[0]
-            starts = np.array([0, lengths[0]], dtype=np.int64)
-        else:
-            idx = np.concatenate([np.arange(n) if b is FULL_BATCH else b for b in batches]) if k else np.zeros(0, np.int64)
-            starts = np.zeros(k + 1, np.int64)
-            np.cumsum(lengths, out=starts[1:])
+        etas = np.asarray(etas, dtype=self.net.dtype)
         costs = np.zeros(k) if want_costs else self._no_costs
-        self._call(idx.astype(np.int64, copy=False), starts, np.asarray(etas, dtype=self.net.dtype), costs,
-                   bool(want_costs))
+        if data.on_disk or not isinstance(data.X, np.ndarray):  # gather the rows, GATHER_ROWS at a time
+            u = 0
+            while u < k:
+                v, rows = u + 1, lengths[u]
+                while v < k and rows + lengths[v] <= GATHER_ROWS:
+                    rows, v = rows + lengths[v], v + 1
+                X, T = data.batch(self._indices(batches[u:v]))
+                self._call(np.asarray(X, dtype=self.net.dtype), np.asarray(T, dtype=self.net.dtype),
+                           np.arange(rows, dtype=np.int64), self._starts(lengths[u:v]), etas[u:v],
+                           costs[u:v] if want_costs else costs, bool(want_costs))
+                u = v
+        else:
+            self._call(data.X, data.T, self._indices(batches), self._starts(lengths), etas, costs, bool(want_costs))
         advance(state, self.opt, k)
         return costs.tolist() if want_costs else None
+
+    def _indices(self, batches):
+        n = self.data.n
+        if len(batches) == 1:
+            idx = np.arange(n) if batches[0] is FULL_BATCH else batches[0]
+        else:
+            idx = np.concatenate([np.arange(n) if b is FULL_BATCH else b for b in batches]) if batches else np.zeros(0)
+        return np.asarray(idx).astype(np.int64, copy=False)
+
+    @staticmethod
+    def _starts(lengths):
+        if len(lengths) == 1:
+            return np.array([0, lengths[0]], dtype=np.int64)
+        starts = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        return starts
