@@ -114,7 +114,8 @@ class CompiledStepper(Stepper):
         self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
         arch = net.arch
         self._no_costs = np.zeros(0)
-        self.codes = (ACT_CODES[arch.activation.name], ACT_CODES[arch.output_activation.name], COST_CODES[arch.cost.name],
+        self.codes = (ACT_CODES[arch.activation.name], ACT_CODES[arch.output_activation.name],
+                      COST_CODES[arch.cost.name],
                       bool(h.nesterov))
 
     def _views(self, flat):
