@@ -117,7 +117,7 @@ def resolve_batch_size(method: str, batch_size, n: int) -> int:
 def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=3.0, epochs: int = 30,
         sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
         seed: Seed = None, validation=None, record_updates: bool = False, eval_train: bool = True,
-        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None) -> History:
+        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None, comm=None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
@@ -143,6 +143,9 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     fused : None picks the BLAS-fused fast path where it applies and pays (NumPy, momentum 0,
         batches of at most ``optim.FUSED_MAX_BATCH`` rows); False forces the reference path;
         True demands the fast path.
+    comm : train one model on several MPI ranks: an mpi4py communicator or a ``sgdlab.distributed.World``
+        (reduction "allreduce" or "exact", local SGD's ``sync_every``); every rank calls ``fit`` alike and
+        starts from rank 0's parameters and state. None (default): one process, as always.
 
     Raises
     ------
@@ -178,12 +181,19 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     # how one update is made: the full gradient chunk by chunk (batch GD on data on disk), the
     # BLAS-fused step, or the reference chain gradient -> optimizer -> apply_updates
     mode = "chunked" if data.on_disk and m == n else "fused" if fused else "reference"
+    world = None
+    if comm is not None:  # several ranks (or the exact reduction in one): the MPI stepper makes every update
+        from .distributed import as_world
+
+        world, mode = as_world(comm), "mpi"
 
     config = {"method": method, "batch_size": m, "n": n, "epochs": epochs,
               "lr": lr if not callable(lr) else getattr(lr, "__name__", "schedule"),
               "sampling": sampling if method != "batch" else "full", "momentum": momentum, "nesterov": nesterov,
               "weight_decay": weight_decay, "seed": seed if not isinstance(seed, np.random.Generator) else "generator",
               "fused": mode == "fused", "network": net.describe()}
+    if world is not None:
+        config["distributed"] = world.describe()
     state = state if state is not None else TrainState()
     if state.rng is None:
         state.rng = generator(seed, "sampling")
@@ -193,13 +203,24 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         state.history.config.update(config)
     if state.opt_state is None:
         state.opt_state = opt.init(net.params)
-    sampler = BatchSampler(n, m, "sequential" if method == "batch" else sampling, state.rng)
+    stepper = None
+    if world is not None:
+        from .steppers.mpi import MPIStepper, evaluate as shared_evaluate
+
+        stepper = MPIStepper(world, net, opt, data, method=method, n=n)
+        stepper.prepare(state, config)
+    # local SGD deals each epoch's order out in rounds of P indices, one per rank
+    rounds = world.size if world is not None and method == "stochastic" else m
+    sampler = BatchSampler(n, rounds, "sequential" if method == "batch" else sampling, state.rng)
     sampler.fixed = state.fixed
     history = state.history
 
     def record(epoch: int, eta, partial: bool = False) -> dict:
         r = {"epoch": epoch, "updates": state.step, "examples_seen": state.seen, "train_seconds": state.seconds,
-             "lr": eta, **data.evaluate(net, train=eval_train)}
+             "lr": eta, **(data.evaluate(net, train=eval_train) if world is None
+                           else shared_evaluate(world, net, data, train=eval_train))}
+        if world is not None:
+            world.check_parameters(net, f"at epoch {epoch}{' (partial)' if partial else ''}")
         if partial:
             r["partial"] = True
         history.epochs.append(r)
@@ -219,6 +240,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     per_update = record_updates or bool(on_update)
     errstate = (lambda: np.errstate(all="ignore")) if is_numpy(xp) else contextlib.nullcontext
     blas_guard = scipy_blas_single_threaded if mode == "fused" else contextlib.nullcontext
+    if stepper is not None:
+        errstate, blas_guard = stepper.guard, contextlib.nullcontext
     good = net.copy_params()
     eta, stopped = None, False
     while history.epochs and history.epochs[-1].get("partial"):
@@ -237,18 +260,23 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
             with errstate(), blas_guard():
                 t0 = time.perf_counter()
                 for k in range(state.position, len(batches)):
-                    Xb, Tb = (data.X, data.T) if full else data.batch(batches[k])
+                    Xb, Tb = (None, None) if stepper else (data.X, data.T) if full else data.batch(batches[k])
                     eta = schedule(state.step)
                     if not (eta > 0 and math.isfinite(eta)):
                         raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {state.step}; it must be finite and > 0")
-                    batch_cost = _update(mode, net, opt, state, data, Xb, Tb, eta, weight_decay)
+                    if stepper is not None:
+                        state.position = k
+                        costs = stepper.run(state, [batches[k]], [eta], record_updates)
+                        batch_cost = (lambda c=costs: c[0])
+                    else:
+                        batch_cost = _update(mode, net, opt, state, data, Xb, Tb, eta, weight_decay)
                     state.step += 1
-                    state.seen += Xb.shape[0]
+                    state.seen += len(batches[k])
                     state.position = k + 1
                     if per_update:  # the clock stops while records are made and callbacks run
                         state.seconds += time.perf_counter() - t0
                         u = {"update": state.step, "epoch": epoch, "examples_seen": state.seen,
-                             "train_seconds": state.seconds, "lr": eta, "batch_size": Xb.shape[0]}
+                             "train_seconds": state.seconds, "lr": eta, "batch_size": len(batches[k])}
                         if record_updates:
                             u["batch_cost"] = batch_cost()
                             history.updates.append(u)
