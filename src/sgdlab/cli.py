@@ -13,6 +13,7 @@ import numpy as np
 
 from .activations import HIDDEN_ACTIVATIONS
 from .costs import COSTS
+from .distributed import DistributedError, fail, multi_rank
 from .init import INITIALIZERS
 from .sampling import ORDERS
 from .train import METHODS, DivergenceError
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a signal; a resumed run keeps its own N unless given)")
     t.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total)")
+    _add_distributed_arguments(t)
     t.set_defaults(run=cmd_train)
 
     pl = sub.add_parser("plot", help="overlay runs: cost and accuracy against epochs, updates, examples, seconds",
@@ -134,9 +136,31 @@ def _fingerprint(ds) -> str:
     return digest({"X_train": ds.X_train, "y_train": ds.y_train})
 
 
+def _add_distributed_arguments(t) -> None:
+    from .distributed import REDUCTIONS
+
+    g = t.add_argument_group("training on several processes", "run as `mpiexec -n P sgdlab train ...` (or srun): P "
+                             "ranks train one model and make the updates of one process (see README)")
+    g.add_argument("--reduction", choices=REDUCTIONS, default=None,
+                   help="how the ranks combine gradient sums: allreduce (default; equal to one process up to float "
+                   "rounding) or exact (bit-identical for any number of ranks)")
+    g.add_argument("--sync-every", type=int, default=None, metavar="K",
+                   help="local SGD (--method stochastic on several ranks): average the parameters every K updates (default 1)")
+
+
+def _distributed(args, meta):
+    """(World or None, whether this process writes files and prints): rank 0 does, the others stay quiet."""
+    from .distributed import command_world
+
+    saved = (meta or {}).get("distributed") or {}
+    world = command_world(args.reduction or saved.get("reduction"), args.sync_every or saved.get("sync_every"))
+    return world, world is None or world.is_root
+
+
 def cmd_train(args) -> int:
     from . import checkpoint, data
     from .callbacks import Checkpointer, EpochPrinter, MetricsLog, ProgressBar, SignalStop
+    from .distributed import signal_stop
     from .network import Network
     from .plots import plot_history
     from .train import TrainState, fit
@@ -159,6 +183,8 @@ def cmd_train(args) -> int:
         args.checkpoint_every = 0
     if args.epochs is None:
         args.epochs = 30
+    world, root = _distributed(args, meta if args.resume is not None else None)
+    say = print if root else (lambda *a, **k: None)
     ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target), args.scale)
     fingerprint = _fingerprint(ds)
     if args.resume is not None:
@@ -176,31 +202,34 @@ def cmd_train(args) -> int:
                       seed=args.seed, dtype=args.dtype)
         state = TrainState()
     callbacks, bar = [], None
-    if not args.quiet:
+    if not args.quiet and root:
         if sys.stderr.isatty():
             bar = ProgressBar(args.epochs, initial=state.epoch)
             callbacks.append(bar)
         else:
             callbacks.append(EpochPrinter())
-    stopper = SignalStop()
-    if out is not None:
+    stopper = SignalStop() if world is None else signal_stop(world)
+    if out is not None and not root:
+        callbacks.append(stopper)
+    elif out is not None:
         out.mkdir(parents=True, exist_ok=True)
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in TRAIN_SETTINGS}
         ckpt = Checkpointer(out / "checkpoint.safetensors", net, state, args.checkpoint_every,
-                            extra={"train_args": settings, "data_sha256": fingerprint, "data": ds.name})
+                            extra={"train_args": settings, "data_sha256": fingerprint, "data": ds.name,
+                                   "distributed": None if world is None else world.describe()})
         callbacks += [MetricsLog(out), ckpt, stopper]
     try:
         with stopper if out is not None else contextlib.nullcontext():
             history = fit(net, ds.X_train, ds.y_train, method=args.method, batch_size=args.batch_size, lr=args.lr,
                           epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
                           weight_decay=args.weight_decay, seed=args.seed, validation=(ds.X_test, ds.y_test),
-                          callbacks=callbacks, state=state)
+                          callbacks=callbacks, state=state, comm=world)
     finally:
         if bar is not None:
             bar.close()
     last = history.last
     sizes = net.sizes
-    if out is not None:
+    if out is not None and root:
         ckpt.save()
         history.to_csv(out / "history.csv")
         history.to_json(out / "history.json")
@@ -209,14 +238,14 @@ def cmd_train(args) -> int:
         plot_history(history, out / "history.png", title=f"{ds.name}: {args.method}, m={history.config['batch_size']}")
     if stopper.signum is not None:
         name = signal.Signals(stopper.signum).name
-        print(f"sgdlab: stopped by {name} after update {state.step} (epoch {state.epoch + (state.position > 0)}); "
+        say(f"sgdlab: stopped by {name} after update {state.step} (epoch {state.epoch + (state.position > 0)}); "
               f"saved {out / 'checkpoint.safetensors'}; continue with: sgdlab train --resume {out}", file=sys.stderr)
         return 128 + stopper.signum
     acc = "" if last["val_accuracy"] is None else f"test accuracy {last['val_accuracy']:.4f}, "
-    print(f"{ds.name}: {'-'.join(map(str, sizes))} network, {args.method} (m={history.config['batch_size']}), "
+    say(f"{ds.name}: {'-'.join(map(str, sizes))} network, {args.method} (m={history.config['batch_size']}), "
           f"{args.epochs} epochs in {last['train_seconds']:.2f} s: {acc}test cost {last['val_cost']:.5f}")
     if out is not None and not args.quiet:
-        print(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, history.csv/.json/.png, metrics.csv/.jsonl")
+        say(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, history.csv/.json/.png, metrics.csv/.jsonl")
     return 0
 
 
@@ -324,9 +353,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, DivergenceError) as e:
-        print(f"sgdlab: error: {e}", file=sys.stderr)
-        return 1
+    except (ValueError, TypeError, OSError, DivergenceError, DistributedError) as e:
+        return fail(f"sgdlab: error: {e}", 1)
     except KeyboardInterrupt:
-        print("sgdlab: interrupted", file=sys.stderr)
-        return 130
+        return fail("sgdlab: interrupted", 130)
+    except Exception as e:  # under MPI a rank must never leave alone: the others would wait for it forever
+        if multi_rank():
+            return fail(f"sgdlab: internal error: {type(e).__name__}: {e}", 1)
+        raise

@@ -249,3 +249,67 @@ def data_digest(X, T) -> str:
 
 def _short(v: str) -> str:
     return repr(v if len(v) <= 60 else v[:24] + "...")
+
+
+# ----------------------------------------------------------------- the command line's side
+_ACTIVE: World | None = None  # the multi-rank world of this process's command, for error handling
+FAIL_GRACE_SECONDS = 2.0  # a rank that fails alone waits this long for rank 0 to report a shared error
+
+
+def command_world(reduction: str | None, sync_every: int | None) -> World | None:
+    """The World of ``sgdlab train``: several ranks under a launcher; one rank only when asked for
+    (``--reduction exact`` or ``--sync-every``); else None (one process, as without MPI)."""
+    global _ACTIVE
+    if launched_size() <= 1 and reduction is None and sync_every is None:
+        return None
+    world = World.from_environment(reduction=reduction or "allreduce", sync_every=sync_every or 1)
+    if world.size > 1:
+        _ACTIVE = world
+    return world
+
+
+def fail(message: str, code: int) -> int:
+    """Report an error as one line and end the job: in one process, print and return ``code``; under
+    MPI, rank 0 prints and aborts every rank at once; another rank first gives rank 0 a moment (the
+    same error usually happens on every rank), then prints its line, naming itself, and aborts."""
+    import sys
+    import time
+
+    world = _ACTIVE
+    if world is None or world.size == 1:
+        print(message, file=sys.stderr, flush=True)
+        return code
+    if not world.is_root:
+        time.sleep(FAIL_GRACE_SECONDS)
+        message = f"{message} (rank {world.rank} of {world.size})"
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    world.abort(code)
+    return code
+
+
+def signal_stop(world: World):
+    """A ``SignalStop`` for every rank: a SIGINT/SIGTERM on any rank is combined with the next reduction,
+    so that all ranks stop after the same update."""
+    import signal
+
+    from .callbacks import SignalStop
+    from .train import StopTraining
+
+    class RankSignalStop(SignalStop):
+        def _handle(self, signum, frame):
+            self.signum = signum
+            world.stop_requested = True
+
+        def on_update_end(self, r):
+            if world.stop_agreed:
+                if self.signum is None:  # another rank got the signal
+                    self.signum = signal.SIGTERM
+                raise StopTraining
+
+    return RankSignalStop()
+
+
+def multi_rank() -> bool:
+    """Whether this process's command runs with other ranks (see ``command_world``)."""
+    return _ACTIVE is not None
