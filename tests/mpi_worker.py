@@ -28,8 +28,9 @@ def train(comm, method: str, reduction: str | None, *, X=None, y=None, lr=0.5, e
     X, y = toy_data() if X is None else (X, y)
     net = sgdlab.Network([X.shape[1], 7, 3], seed=0)
     world = None if reduction is None else World(comm, reduction=reduction, sync_every=sync_every)
-    sgdlab.fit(net, X, y, lr=lr, epochs=epochs, seed=1, fused=False, validation=(X[:50], y[:50]), comm=world,
-               **{**METHODS[method], **kw})
+    plain = {"stepper": "reference"} if world is None else {}  # the reference path is what the MPI stepper matches
+    sgdlab.fit(net, X, y, lr=lr, epochs=epochs, seed=1, validation=(X[:50], y[:50]), comm=world,
+               **{**METHODS[method], **plain, **kw})
     return net
 
 
@@ -64,8 +65,8 @@ def main(scenario: str, out: str) -> None:
             X, y = X[:2000], y[:2000]
             for red in (None, "allreduce"):
                 net = sgdlab.Network([784, 30, 10], seed=0)
-                sgdlab.fit(net, X, y, batch_size=10, lr=3.0, epochs=1, seed=0, fused=False, eval_train=False,
-                           comm=None if red is None else World(comm))
+                sgdlab.fit(net, X, y, batch_size=10, lr=3.0, epochs=1, seed=0, eval_train=False,
+                           **({"stepper": "reference"} if red is None else {"comm": World(comm)}))
                 result[str(red)] = [np.concatenate([np.ravel(a) for p in net.numpy_params() for a in p]).tolist()]
         elif scenario == "refusals":  # one rank differs from the others; every rank must refuse alike
             for case in ("other-data", "other-settings", "other-version", "small-batch"):

@@ -32,21 +32,21 @@ import math
 
 import numpy as np
 
-from ..backend import dot
+from .. import kernels
 from ..optim import apply_updates
+from .base import FULL_BATCH, Stepper, advance, register
 
 CHUNK_ROWS = 8192  # rows per backprop when a rank's share of a full batch is large
 EVAL_ROWS = 1024  # rows per evaluation chunk (the unit of work shared among ranks)
 
 
 def grad_sums(net, X, T):
-    """(sums, cost_sum): sums = [(a_{l-1}^T delta_l, sum_rows delta_l)] over the rows of X, no division."""
+    """(sums, cost_sum) of ``kernels.grad_sums`` over the rows of X (zeros for no rows); no division."""
     xp = net.xp
     if X.shape[0] == 0:
         return [(xp.zeros_like(W), xp.zeros_like(b)) for W, b in net.params], 0.0
-    acts, deltas, z = net._backprop(X, T)
-    sums = [(dot(xp, a.T, d), xp.sum(d, axis=0)) for a, d in zip(acts[:-1], deltas, strict=True)]
-    return sums, float(net.cost_fn.value(z, acts[-1], T, net.output_activation, xp))
+    sums, cost = kernels.grad_sums(net.arch, net.params, X, T, xp)
+    return sums, float(cost)
 
 
 class _Flat:
@@ -77,20 +77,34 @@ class _Flat:
         return out
 
 
-class MPIStepper:
-    """Makes the updates of ``fit`` on every rank of ``world``; see the module docstring."""
+@register
+class MPIStepper(Stepper):
+    """Makes the updates of ``fit(..., comm=...)`` on every rank of the World; see the module docstring."""
 
     name = "mpi"
+    priority = 0  # whenever fit is given a comm, this stepper makes the updates
 
-    def __init__(self, world, net, opt, data, *, method: str, n: int):
-        self.world, self.net, self.opt, self.data = world, net, opt, data
-        self.local_sgd = method == "stochastic"
-        self.full = method == "batch"
-        self.n = n
-        self.flat = _Flat(net.params, np.dtype(net.dtype_name), extras=2)  # + cost sum, stop flag
-        self.rounds_per_epoch = -(-n // world.size)
+    @classmethod
+    def unsupported(cls, ctx) -> str | None:
+        if ctx.comm is None:
+            return "it needs fit(..., comm=...): an mpi4py communicator or a sgdlab.distributed.World"
+        if not ctx.numpy:
+            return "it exchanges NumPy buffers; use the NumPy backend"
+        return None
 
-    def prepare(self, state, config: dict) -> None:
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        from ..distributed import as_world
+
+        self.world, self.n = as_world(ctx.comm), ctx.data.n
+        self.full = ctx.full_batch
+        self.local_sgd = ctx.batch_size == 1 and not self.full
+        # local SGD deals each epoch's order out in rounds of P indices, one per rank
+        self.sample_size = self.world.size if self.local_sgd else ctx.batch_size
+        self.batches_per_epoch = -(-self.n // self.sample_size)
+        self.flat = _Flat(self.net.params, np.dtype(self.net.dtype_name), extras=2)  # + cost sum, stop flag
+
+    def begin(self, state, config: dict) -> None:
         """Before training, on every rank: refuse ranks that differ (version, settings, data) or settings
         that cannot be split over P ranks, then start every rank from rank 0's parameters and TrainState."""
         from .. import __version__
@@ -126,18 +140,20 @@ class MPIStepper:
         stack.enter_context(self.world.blas_threads())
         return stack
 
-    def sync(self) -> None:
-        pass
-
     def run(self, state, batches, etas, want_costs: bool):
-        """Make len(batches) updates in order (``state.position`` is the batch index of the first one)."""
+        """Make len(batches) updates in order (``state.position`` is the epoch's index of the first one)."""
         costs = []
         for i, idx in enumerate(batches):
-            if self.local_sgd:
-                costs.append(self._round(state, idx, state.position + i))
-            else:
-                costs.append(self._update(state, idx))
+            position = state.position + i
+            costs.append(self._round(state, idx, position) if self.local_sgd else self._update(state, idx))
+            advance(state, self.opt)
+            if position + 1 == self.batches_per_epoch:
+                self.world.check_parameters(self.net, f"at the end of epoch {state.epoch + 1}")
         return costs if want_costs else None
+
+    def evaluate(self, net, train: bool = True) -> dict:
+        """The record's costs and accuracies, shared among the ranks (see ``evaluate`` below)."""
+        return evaluate(self.world, net, self.data, train)
 
     # ----------------------------------------------------------------- one data-parallel update
     def _rows_sums(self, rows):
@@ -156,11 +172,11 @@ class MPIStepper:
         return grad_sums(net, *data.batch(rows))
 
     def _part(self, idx, a: int, b: int):
-        return slice(a, b) if self.full else idx[a:b]
+        return slice(a, b) if idx is FULL_BATCH else idx[a:b]
 
     def _update(self, state, idx):
         world, flat, net = self.world, self.flat, self.net
-        m = self.n if self.full else len(idx)
+        m = self.n if idx is FULL_BATCH else len(idx)
         stop = float(world.stop_requested)
         if world.reduction == "exact":
             G = min(world.shards, m)
@@ -198,19 +214,17 @@ class MPIStepper:
 
     # ----------------------------------------------------------------- local SGD
     def _round(self, state, idx, position: int):
-        """Rank r makes one SGD step on idx[r]; then the parameters are averaged if the round ends a period."""
+        """Rank r makes one SGD step on idx[r]; then the parameters are averaged if the round ends a period.
+        A rank with no example left in the epoch's last round makes no step (the count still advances)."""
         world, net = self.world, self.net
+        idx = np.arange(self.n) if idx is FULL_BATCH else idx
         cost = float("nan")
         if world.rank < len(idx):
-            sums, c = grad_sums(net, *self.data.batch(idx[world.rank:world.rank + 1]))
+            sums, cost = grad_sums(net, *self.data.batch(idx[world.rank:world.rank + 1]))
             updates, state.opt_state = self.opt.update([(sW / 1, sb / 1) for sW, sb in sums], state.opt_state, net.params)
             net.params = apply_updates(net.params, updates)
-            cost = c
-        else:  # no example left for this rank in the epoch's last round: advance the step count only
-            zeros = [(net.xp.zeros_like(W), net.xp.zeros_like(b)) for W, b in net.params]
-            _, state.opt_state = self.opt.update(zeros, state.opt_state, net.params)
         done = position + 1
-        if done % world.sync_every == 0 or done >= self.rounds_per_epoch:
+        if done % world.sync_every == 0 or done >= self.batches_per_epoch:
             self.average()
         return cost
 
@@ -251,12 +265,9 @@ def _shared_evaluate(world, net, X, T, labels):
     mine = np.zeros((j1 - j0, 2), np.float64)
     for k, j in enumerate(range(j0, j1)):
         a, b = j * EVAL_ROWS, min((j + 1) * EVAL_ROWS, n)
-        acts, z = net._forward(X[a:b, ...])
-        out = acts[-1]
-        mine[k, 0] = float(net.cost_fn.value(z, out, T[a:b, ...], net.output_activation, xp))
-        if labels is not None:
-            pred = xp.astype(out[:, 0] > 0.5, xp.int64) if out.shape[1] == 1 else xp.argmax(out, axis=1)
-            mine[k, 1] = int(xp.sum(xp.astype(pred == labels[a:b], xp.int64)))
+        cost, correct = kernels.evaluate_sums(net.arch, net.params, X[a:b, ...], T[a:b, ...],
+                                              None if labels is None else labels[a:b], xp)
+        mine[k] = cost, correct or 0
     counts = [2 * ((r + 1) * G // world.size - r * G // world.size) for r in range(world.size)]
     chunks = world.allgather_flat(mine.reshape(-1), counts).reshape(G, 2)
     cost, correct = 0.0, 0
