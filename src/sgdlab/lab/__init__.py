@@ -8,7 +8,7 @@ faster version for tests and reports.
 ['compare', 'minima', 'noise-scale']
 """
 
-from . import compare, minima, noise_scale, redundancy, symmetry, throughput, unbiased, variance
+from . import compare, minima, noise_scale, parallel, redundancy, symmetry, throughput, unbiased, variance
 from .result import LabResult
 
 EXPERIMENTS = {
@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "minima": minima.run,
     "symmetry": symmetry.run,
     "throughput": throughput.run,
+    "parallel": parallel.run,
 }
 
 
