@@ -162,8 +162,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     from .result import LabResult
     from .verdict import decide
 
-    n = 12000 if quick else 60000
-    batches = [128, 1024, None] if quick else [32, 128, 1024, 8192, None]
+    n = 4096 if quick else 60000
+    batches = [128, None] if quick else [32, 128, 1024, 8192, None]
     ranks = [1, 2] if quick else [1, 2, 3, 4]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = {"machine": machine.describe()}
@@ -215,7 +215,11 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
                "predict_ranks": list(PREDICT_RANKS), "largest_P_with_E_at_least_half": reach, **info}
     table = [{"P": r["P"], "m": r["m"], "examples_per_s": round(r["examples_per_second"]), "speedup": round(r["speedup"], 2),
               "efficiency": round(r["efficiency"], 2), "oversubscribed": r["oversubscribed"]} for r in rows]
-    stops = "; ".join(f"{net}: m = {m} keeps E >= 0.5 up to P = {P}" for net in reach
+    def upto(P):
+        return ("below P = 8" if P is None else f"at least up to P = {P}, the largest predicted" if P == PREDICT_RANKS[-1]
+                else f"up to P = {P}")
+
+    stops = "; ".join(f"at {net}, m = {m} keeps E >= 0.5 {upto(P)}" for net in reach
                       for m, P in reach[net].items() if m in (1024, 60000))
     reading = (f"Measured on {cores} cores (load {info['load_before']} before, {info['load_after']} after): two ranks run "
                f"{full['speedup']:.2f}x as many examples per second as one process at full batch and "
