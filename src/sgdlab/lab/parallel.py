@@ -237,8 +237,8 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         ax1.set(xscale="log", yscale="log", xlabel="batch size m", ylabel="examples per second (measured)")
         ax1.legend(fontsize=7)
         for (net, by_m), ls in zip(predictions.items(), ("-", ":"), strict=True):
-            for m, es in by_m.items():
-                ax2.plot(PREDICT_RANKS, es, ls=ls, marker=".", label=f"m = {m}, {net}")
+            for i, (m, es) in enumerate(by_m.items()):
+                ax2.plot(PREDICT_RANKS, es, ls=ls, marker=".", color=f"C{i}", label=f"m = {m}, {net}")
         ax2.axhline(0.5, color="grey", lw=0.5)
         ax2.set(xscale="log", xlabel="ranks P", ylabel="predicted parallel efficiency", ylim=(0, 1.05))
         ax2.legend(fontsize=6)
