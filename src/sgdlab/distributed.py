@@ -103,9 +103,10 @@ class World:
         self.shards = check_int(shards, "shards", 1)
         self.stop_requested = False  # set on this rank (e.g. by a signal handler)
         self.stop_agreed = False  # set on every rank once any rank's request has been combined
+        self._local_size = None
 
     @classmethod
-    def from_environment(cls, **options) -> "World":
+    def from_environment(cls, **options) -> World:
         """COMM_WORLD when a launcher started several processes (mpi4py then required), else one process."""
         if launched_size() <= 1:
             return cls(None, **options)
@@ -137,7 +138,7 @@ class World:
             self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return buf
 
-    def allgather_flat(self, mine: "np.ndarray", counts: list[int]) -> np.ndarray:
+    def allgather_flat(self, mine: np.ndarray, counts: list[int]) -> np.ndarray:
         """Every rank's 1-D ``mine`` (rank r sends ``counts[r]`` elements), concatenated in rank order."""
         if self.comm is None or self.size == 1:
             return mine
@@ -160,18 +161,6 @@ class World:
                                    f"has {_short(values[0])}; every rank must run the same sgdlab on the same data "
                                    "with the same settings")
 
-    def agree_no_error(self, error: Exception | None) -> None:
-        """Every rank learns whether any rank failed a check; all then raise the first such error."""
-        if self.comm is None or self.size == 1:
-            if error is not None:
-                raise error
-            return
-        errors = self.comm.allgather(None if error is None else (type(error).__name__, str(error)))
-        for r, e in enumerate(errors):
-            if e is not None:
-                cls = {"ValueError": ValueError, "TypeError": TypeError}.get(e[0], DistributedError)
-                raise cls(e[1] if self.size == 1 else f"{e[1]} (rank {r})")
-
     def check_parameters(self, net, where: str) -> None:
         """Refuse to go on if the ranks' parameters are not bit-identical (a digest is compared)."""
         self.agree(f"their parameters {where} (SHA-256 of the weights)", parameter_digest(net))
@@ -183,16 +172,18 @@ class World:
 
     # ----------------------------------------------------------------- threads
     def local_size(self) -> int:
-        """Ranks on this node (that share its cores)."""
+        """Ranks on this node (that share its cores); asked once (a collective), then remembered."""
         if self.comm is None or self.size == 1:
             return 1
-        from mpi4py import MPI
+        if self._local_size is None:
+            from mpi4py import MPI
 
-        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
-        try:
-            return node.Get_size()
-        finally:
-            node.Free()
+            node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+            try:
+                self._local_size = node.Get_size()
+            finally:
+                node.Free()
+        return self._local_size
 
     @contextlib.contextmanager
     def blas_threads(self):

@@ -24,6 +24,7 @@ is ``sgdlab.lab.parallel._main(["train" | "allreduce", ...])``, launched by mpie
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -58,7 +59,7 @@ def launch(ranks: int, *args, plain: bool = False, timeout: float = 600) -> dict
     cmd = [sys.executable, "-c", "import sys; from sgdlab.lab.parallel import _main; _main(sys.argv[1:])", *map(str, args)]
     if not plain:
         cmd = [mpiexec(), "-n", str(ranks), *cmd]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-800:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -107,9 +108,9 @@ def _worker_train(n: int, batch: int, epochs: int, seed: int, ranks: int) -> dic
 
 
 def _worker_allreduce(repeats: int) -> dict:
-    from mpi4py import MPI
-
     import time
+
+    from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     sizes, secs = [], []
@@ -181,7 +182,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
         r["speedup"] = r["examples_per_second"] / one[r["m"]]["examples_per_second"]
         r["efficiency"] = r["speedup"] / r["P"]
     compute = fit_compute(list(one.values()))
-    n_params = sum(a * b + b for a, b in zip(SIZES[:-1], SIZES[1:]))
+    n_params = sum(a * b + b for a, b in itertools.pairwise(SIZES))
     nbytes = 4 * n_params + 8
     alpha, beta = comm_local["latency_s"], comm_local["bandwidth_Bps"]
     # the model checked against what was measured at P = 2 here
