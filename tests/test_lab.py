@@ -12,6 +12,7 @@ import sgdlab
 from sgdlab.lab import compare, minima, noise_scale, redundancy, symmetry, unbiased, variance
 from sgdlab.lab.estimators import (RatioEMA, minibatch_variance, trace_sigma, two_batch_estimates,
                                    variance_factor)
+from sgdlab.lab import EXPERIMENTS
 from sgdlab.lab.report import write_report
 
 
@@ -190,10 +191,11 @@ def test_report_is_well_formed_and_references_only_its_own_files(tmp_path):
     written = {p.name for p in tmp_path.iterdir()}
     refs = [e.get("src") for e in root.iterfind(".//h:img", ns)] + [e.get("href") for e in root.iterfind(".//h:a", ns)]
     local = [r for r in refs if not r.startswith("#")]
-    assert len([r for r in local if r.endswith(".png")]) == 8 and len([r for r in local if r.endswith(".json")]) == 8
+    k = len(EXPERIMENTS)
+    assert len([r for r in local if r.endswith(".png")]) == k and len([r for r in local if r.endswith(".json")]) == k
     assert all(r in written and "/" not in r and ":" not in r for r in local)
     assert all(p.stat().st_size > 0 for p in tmp_path.iterdir())
-    assert len(root.findall(".//h:section", ns)) == 8
+    assert len(root.findall(".//h:section", ns)) == k
 
 
 def test_lab_command_line(tmp_path, capsys):
