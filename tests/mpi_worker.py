@@ -50,6 +50,12 @@ def main(scenario: str, out: str) -> None:
         if scenario in ("one-process", "exact"):
             for method in METHODS:
                 result[f"exact-{method}"] = gather(comm, parameter_digest(train(comm, method, "exact")))
+            # the same rows from a .npy file on disk (sgdlab.data.open_npy): each rank reads only its rows
+            X, y = toy_data()
+            path = f"{out}.rank{rank}.npy"
+            np.save(path, X)
+            net = train(comm, "batch", "exact", X=sgdlab.data.open_npy(path), y=y)
+            result["exact-batch-on-disk"] = gather(comm, parameter_digest(net))
             if comm is None:
                 for method in METHODS:
                     result[f"plain-{method}"] = [parameter_digest(train(None, method, None))]

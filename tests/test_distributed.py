@@ -66,6 +66,8 @@ def test_exact_reduction_is_bit_identical_to_one_process(ranks, one_process, tmp
         assert len(digests) == ranks and len(set(digests)) == 1, f"{method}: ranks hold different parameters"
         if method != "stochastic":  # local SGD with P > 1 is another algorithm; P = 1 is checked below
             assert digests[0] == one_process[f"exact-{method}"][0], method
+    # batch GD reading its rows from a file on disk ends exactly where the in-memory run does
+    assert got["exact-batch-on-disk"] == [one_process["exact-batch"][0]] * ranks
 
 
 def test_one_rank_is_the_plain_algorithm(one_process):
