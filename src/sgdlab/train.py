@@ -246,8 +246,12 @@ class _Hooks:
     def __init__(self, callbacks):
         if callbacks is None:
             callbacks = ()
-        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        if isinstance(callbacks, Callback) or callable(callbacks):
             callbacks = [callbacks]
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"callbacks must be a list of Callback objects or callables; got {callbacks!r}") from None
         self.epoch, self.update, self.begin, self.end = [], [], [], []
         for cb in callbacks:
             if not (isinstance(cb, Callback) or callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
@@ -285,10 +289,18 @@ class _Loop:
         self.schedule = hyper.lr if hyper is not None else None
 
     def run(self) -> History:
-        history, state = self.history, self.state
+        history = self.history
         while history.epochs and history.epochs[-1].get("partial"):
             history.epochs.pop()  # a record of an interrupted epoch is superseded by the epoch's real end
         self.good = self.net.copy_params()
+        with self.stepper.session():
+            self._run()
+        for hook in self.hooks.end:
+            hook(history)
+        return history
+
+    def _run(self) -> None:
+        history, state = self.history, self.state
         try:
             for hook in self.hooks.begin:
                 hook(history.config)
@@ -300,9 +312,6 @@ class _Loop:
                     break
         except StopTraining:
             history.config["stopped_at_update"] = state.step
-        for hook in self.hooks.end:
-            hook(history)
-        return history
 
     def run_epoch(self, epoch: int) -> bool:
         """One epoch (or what is left of it); True when a callback stopped training inside it."""

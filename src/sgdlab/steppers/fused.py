@@ -47,11 +47,11 @@ class FusedStepper(Stepper):
     def preferred(cls, ctx):
         return ctx.batch_size <= FUSED_MAX_BATCH
 
+    def session(self):
+        return blas_threads(self.net.sizes, self.ctx.batch_size) if self.ctx.numpy else contextlib.nullcontext()
+
     def guard(self):
-        stack = contextlib.ExitStack()
-        stack.enter_context(np.errstate(all="ignore"))
-        stack.enter_context(blas_threads(self.net.sizes, self.ctx.batch_size))
-        return stack
+        return np.errstate(all="ignore") if self.ctx.numpy else contextlib.nullcontext()  # overflow: NaN cost
 
     def run(self, state, batches, etas, want_costs):
         net, arch, lam = self.net, self.net.arch, self.ctx.hyper.weight_decay
