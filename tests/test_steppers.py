@@ -22,7 +22,8 @@ class Trace(sgdlab.Callback):
         self.net, self.params, self.lrs = net, [], []
 
     def on_update_end(self, r):
-        self.params.append([(np.array(W), np.array(b)) for W, b in self.net.numpy_params()])  # copies: fast steppers work in place
+        # copies: fast steppers change the arrays in place
+        self.params.append([(np.array(W), np.array(b)) for W, b in self.net.numpy_params()])
         self.lrs.append(r["lr"])
 
 
@@ -66,7 +67,8 @@ def test_schedule_count_survives_a_fused_epoch(toy):
     a, b = (sgdlab.Network([5, 6, 3], seed=0, dtype="float64") for _ in range(2))
     sa = sgdlab.TrainState()
     sgdlab.fit(a, X, y, batch_size=5, lr=sched, epochs=1, stepper="fused", state=sa, seed=1)
-    h = sgdlab.fit(a, X, y, batch_size=5, lr=sched, epochs=2, stepper="reference", state=sa, seed=1, record_updates=True)
+    h = sgdlab.fit(a, X, y, batch_size=5, lr=sched, epochs=2, stepper="reference", state=sa, seed=1,
+                   record_updates=True)
     assert [u["lr"] for u in h.updates] == [sched(t) for t in range(8, 16)]
     sgdlab.fit(b, X, y, batch_size=5, lr=sched, epochs=2, stepper="reference", seed=1)
     for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True):
@@ -228,7 +230,8 @@ def test_schedules_carry_names_and_refuse_bad_arguments(toy):
                              (lambda: schedules.step(1.0, 0.5, every=0), ValueError, "every must be >= 1"),
                              (lambda: schedules.exponential(1.0, 0.5, every=0), ValueError, "every must be >= 1"),
                              (lambda: schedules.step(1.0, 0.5, every=2.5), TypeError, "every must be an integer"),
-                             (lambda: schedules.inverse_time(1.0, -1), ValueError, "decay must be a finite number >= 0"),
+                             (lambda: schedules.inverse_time(1.0, -1), ValueError,
+                              "decay must be a finite number >= 0"),
                              (lambda: schedules.constant(float("nan")), ValueError, "lr must be a finite number > 0"),
                              (lambda: schedules.step(0.0, 0.5, 2), ValueError, "lr must be a finite number > 0")]:
         with pytest.raises(exc, match=match):
@@ -280,7 +283,8 @@ def test_eval_every_evaluates_some_epochs_and_the_last(toy):
 # ----------------------------------------------------------------- the compiled stepper
 ARCHS = [dict(), dict(activation="tanh", output_activation="softmax"), dict(cost="cross_entropy"),
          dict(activation="relu", output_activation="softmax", cost="cross_entropy"),
-         dict(activation="identity", output_activation="identity"), dict(activation="sigmoid", output_activation="tanh"),
+         dict(activation="identity", output_activation="identity"),
+         dict(activation="sigmoid", output_activation="tanh"),
          dict(activation="relu", output_activation="relu")]
 OPTS = [dict(lr=0.1), dict(lr=schedules.inverse_time(0.05, 0.1), momentum=0.9),
         dict(lr=0.05, momentum=0.5, nesterov=True, weight_decay=0.01), dict(lr=0.1, weight_decay=0.05)]
@@ -419,3 +423,20 @@ def test_callbacks_may_be_one_callable_or_any_iterable(toy):
     assert [r["epoch"] for r in seen] == [0, 1, 0, 1]
     with pytest.raises(TypeError, match="callbacks must be a list"):
         sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, callbacks=3)
+
+
+def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, monkeypatch):
+    """Rows on disk are gathered a few batches at a time (7 rows here, to cross many gathers)."""
+    pytest.importorskip("numba")
+    from sgdlab.data import open_npy
+    from sgdlab.steppers import compiled
+
+    X, y = toy
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    monkeypatch.setattr(compiled, "GATHER_ROWS", 7)
+    runs = []
+    for data in (X.astype(np.float32), open_npy(tmp_path / "X.npy")):
+        net = sgdlab.Network([5, 4, 3], seed=0)
+        h = sgdlab.fit(net, data, y, batch_size=2, epochs=2, seed=1, momentum=0.5, stepper="compiled")
+        runs.append((net.numpy_params(), h["train_cost"]))
+    assert params_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]

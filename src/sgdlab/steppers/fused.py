@@ -57,7 +57,8 @@ class FusedStepper(Stepper):
         net, arch, lam = self.net, self.net.arch, self.ctx.hyper.weight_decay
         gemm = _gemm(net.dtype)
         if not all(p.flags.c_contiguous and p.flags.writeable for Wb in net.params for p in Wb):
-            net.params = [(np.array(W, order="C"), np.array(b, order="C")) for W, b in net.params]  # gemm writes in place
+            # gemm writes in place: it needs writeable, C-ordered weights
+            net.params = [(np.array(W, order="C"), np.array(b, order="C")) for W, b in net.params]
         costs = [] if want_costs else None
         for idx, eta in zip(batches, etas, strict=True):
             X, T = self.rows(idx)

@@ -106,4 +106,5 @@ if __name__ == "__main__":  # pragma: no cover - a measurement, run by hand
 
     print(describe())
     for m, one, default in _measure():
-        print(f"batch {m:5d}  1 thread {one * 1e6:9.1f} us  default {default * 1e6:9.1f} us  ratio {default / one:5.2f}")
+        print(f"batch {m:5d}  1 thread {one * 1e6:9.1f} us  default {default * 1e6:9.1f} us  "
+              f"ratio {default / one:5.2f}")
