@@ -37,23 +37,35 @@ def main(argv=None) -> int:
         for m in (128, 1024, None):
             one = measure_training(1, m, args.rows, 4 if m is None else 2)
             two = measure_training(2, m, args.rows, 4 if m is None else 2)
-            rows.append({"batch": "full" if m is None else m, "one_process_examples_per_s": one["examples_per_second"],
-                         "two_ranks_examples_per_s": two["examples_per_second"],
-                         "speedup": two["examples_per_second"] / one["examples_per_second"],
-                         "one_process_stepper": one["stepper"], "updates_timed": [one["updates"], two["updates"]]})
+            rows.append(
+                {
+                    "batch": "full" if m is None else m,
+                    "one_process_examples_per_s": one["examples_per_second"],
+                    "two_ranks_examples_per_s": two["examples_per_second"],
+                    "speedup": two["examples_per_second"] / one["examples_per_second"],
+                    "one_process_stepper": one["stepper"],
+                    "updates_timed": [one["updates"], two["updates"]],
+                }
+            )
         allreduce = measure_allreduce(2, quick=args.repeats < 50) if args.repeats else None
     info.update(results=rows, allreduce=allreduce)
     print(f"{'batch':>6} {'1 process ex/s':>15} {'2 ranks ex/s':>13} {'speedup':>8}")
     for r in rows:
-        print(f"{r['batch']:>6} {r['one_process_examples_per_s']:>15,.0f} {r['two_ranks_examples_per_s']:>13,.0f} "
-              f"{r['speedup']:>7.2f}x")
+        print(
+            f"{r['batch']:>6} {r['one_process_examples_per_s']:>15,.0f} {r['two_ranks_examples_per_s']:>13,.0f} "
+            f"{r['speedup']:>7.2f}x"
+        )
     if allreduce:
-        print(f"\nMPI_Allreduce, 2 ranks: latency {allreduce['latency_s'] * 1e6:.1f} us (4 bytes), "
-              f"bandwidth {allreduce['bandwidth_Bps'] / 1e9:.2f} GB/s ({allreduce['bytes'][-1]} bytes)")
+        print(
+            f"\nMPI_Allreduce, 2 ranks: latency {allreduce['latency_s'] * 1e6:.1f} us (4 bytes), "
+            f"bandwidth {allreduce['bandwidth_Bps'] / 1e9:.2f} GB/s ({allreduce['bytes'][-1]} bytes)"
+        )
         for b, s in zip(allreduce["bytes"], allreduce["seconds"], strict=True):
             print(f"  {b:>9} bytes  {s * 1e6:10.1f} us")
-    print(f"\nload average before {info['load_before']}, after {info['load_after']}; {info['machine']['cpu']}, "
-          f"{info['machine']['usable_cpus']} usable cores")
+    print(
+        f"\nload average before {info['load_before']}, after {info['load_after']}; {info['machine']['cpu']}, "
+        f"{info['machine']['usable_cpus']} usable cores"
+    )
     out = ROOT / "benchmarks" / "results" / "bench_distributed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(info, indent=1) + "\n")

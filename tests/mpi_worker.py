@@ -14,8 +14,11 @@ import numpy as np
 import sgdlab
 from sgdlab.distributed import DistributedError, World, parameter_digest
 
-METHODS = {"minibatch": {"method": "minibatch", "batch_size": 16}, "batch": {"method": "batch"},
-           "stochastic": {"method": "stochastic"}}
+METHODS = {
+    "minibatch": {"method": "minibatch", "batch_size": 16},
+    "batch": {"method": "batch"},
+    "stochastic": {"method": "stochastic"},
+}
 
 
 def toy_data(n: int = 203):
@@ -29,8 +32,17 @@ def train(comm, method: str, reduction: str | None, *, X=None, y=None, lr=0.5, e
     net = sgdlab.Network([X.shape[1], 7, 3], seed=0)
     world = None if reduction is None else World(comm, reduction=reduction, sync_every=sync_every)
     plain = {"stepper": "reference"} if world is None else {}  # the reference path is what the MPI stepper matches
-    sgdlab.fit(net, X, y, lr=lr, epochs=epochs, seed=1, validation=(X[:50], y[:50]), comm=world,
-               **{**METHODS[method], **plain, **kw})
+    sgdlab.fit(
+        net,
+        X,
+        y,
+        lr=lr,
+        epochs=epochs,
+        seed=1,
+        validation=(X[:50], y[:50]),
+        comm=world,
+        **{**METHODS[method], **plain, **kw},
+    )
     return net
 
 
@@ -64,15 +76,28 @@ def main(scenario: str, out: str) -> None:
             for method in ("minibatch", "batch"):
                 net = train(comm, method, "allreduce")
                 result[f"allreduce-{method}"] = gather(comm, parameter_digest(net))
-                result[f"params-{method}"] = [np.concatenate([np.ravel(a) for p in net.numpy_params() for a in p]).tolist()]
+                result[f"params-{method}"] = [
+                    np.concatenate([np.ravel(a) for p in net.numpy_params() for a in p]).tolist()
+                ]
         elif scenario.startswith("mnist:"):
             folder = scenario.split(":", 1)[1]
-            X, y = sgdlab.data.read_idx_pair(f"{folder}/t10k-images-idx3-ubyte.gz", f"{folder}/t10k-labels-idx1-ubyte.gz")
+            X, y = sgdlab.data.read_idx_pair(
+                f"{folder}/t10k-images-idx3-ubyte.gz", f"{folder}/t10k-labels-idx1-ubyte.gz"
+            )
             X, y = X[:2000], y[:2000]
             for red in (None, "allreduce"):
                 net = sgdlab.Network([784, 30, 10], seed=0)
-                sgdlab.fit(net, X, y, batch_size=10, lr=3.0, epochs=1, seed=0, eval_train=False,
-                           **({"stepper": "reference"} if red is None else {"comm": World(comm)}))
+                sgdlab.fit(
+                    net,
+                    X,
+                    y,
+                    batch_size=10,
+                    lr=3.0,
+                    epochs=1,
+                    seed=0,
+                    eval_train=False,
+                    **({"stepper": "reference"} if red is None else {"comm": World(comm)}),
+                )
                 result[str(red)] = [np.concatenate([np.ravel(a) for p in net.numpy_params() for a in p]).tolist()]
         elif scenario == "refusals":  # one rank differs from the others; every rank must refuse alike
             for case in ("other-data", "other-settings", "other-version", "small-batch"):

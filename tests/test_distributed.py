@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from conftest import MNIST_TEST as _MNIST_TEST
 
-MNIST_TEST = tuple(p if p.exists() else Path(os.environ.get("SGDLAB_DATA", "/nonexistent")) / "mnist" / p.name
-                   for p in _MNIST_TEST)
+MNIST_TEST = tuple(
+    p if p.exists() else Path(os.environ.get("SGDLAB_DATA", "/nonexistent")) / "mnist" / p.name for p in _MNIST_TEST
+)
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -31,7 +32,7 @@ def _mpiexec():
     pytest.importorskip("mpi4py")
     exe = shutil.which("mpiexec") or (shutil.which("mpiexec", path=os.path.dirname(sys.executable)))
     if exe is None:
-        pytest.skip("mpiexec not found (pip install \".[mpi]\" provides MPICH's)")
+        pytest.skip('mpiexec not found (pip install ".[mpi]" provides MPICH\'s)')
     return exe
 
 
@@ -104,9 +105,12 @@ def test_allreduce_within_the_stated_bound_on_mnist(tmp_path):
 
 def test_refusals_before_training(tmp_path):
     got = worker(3, "refusals", tmp_path)
-    expected = {"other-data": "the ranks differ in training data", "other-settings": "the ranks differ in training settings",
-                "other-version": "the ranks differ in sgdlab version",
-                "small-batch": "a mini-batch of m=2 rows cannot be split over 3 ranks"}
+    expected = {
+        "other-data": "the ranks differ in training data",
+        "other-settings": "the ranks differ in training settings",
+        "other-version": "the ranks differ in sgdlab version",
+        "small-batch": "a mini-batch of m=2 rows cannot be split over 3 ranks",
+    }
     for case, message in expected.items():
         assert got[case] is not None and message in got[case], (case, got[case])
 

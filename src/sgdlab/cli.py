@@ -145,7 +145,8 @@ def _add_distributed_arguments(t) -> None:
                    help="how the ranks combine gradient sums: allreduce (default; equal to one process up to float "
                    "rounding) or exact (bit-identical for any number of ranks)")
     g.add_argument("--sync-every", type=int, default=None, metavar="K",
-                   help="local SGD (--method stochastic on several ranks): average the parameters every K updates (default 1)")
+                   help="local SGD (--method stochastic on several ranks): average the parameters every K updates "
+                   "(default 1)")
 
 
 def _distributed(args, meta):

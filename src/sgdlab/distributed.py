@@ -60,8 +60,10 @@ def require_mpi():
     try:
         from mpi4py import MPI
     except ImportError:
-        raise DistributedError(f"training on several processes needs mpi4py and an MPI library: {INSTALL_HINT} "
-                               "(mpi4py and the MPICH wheels)") from None
+        raise DistributedError(
+            f"training on several processes needs mpi4py and an MPI library: {INSTALL_HINT} "
+            "(mpi4py and the MPICH wheels)"
+        ) from None
     return MPI
 
 
@@ -117,8 +119,7 @@ class World:
         return self.rank == 0
 
     def describe(self) -> dict:
-        return {"ranks": self.size, "reduction": self.reduction, "sync_every": self.sync_every,
-                "shards": self.shards}
+        return {"ranks": self.size, "reduction": self.reduction, "sync_every": self.sync_every, "shards": self.shards}
 
     def __repr__(self) -> str:
         return f"World(rank {self.rank} of {self.size}, reduction={self.reduction!r})"
@@ -157,9 +158,11 @@ class World:
         values = self.comm.allgather(value)
         bad = [r for r, v in enumerate(values) if v != values[0]]
         if bad:
-            raise DistributedError(f"the ranks differ in {what}: rank {bad[0]} has {_short(values[bad[0]])}, rank 0 "
-                                   f"has {_short(values[0])}; every rank must run the same sgdlab on the same data "
-                                   "with the same settings")
+            raise DistributedError(
+                f"the ranks differ in {what}: rank {bad[0]} has {_short(values[bad[0]])}, rank 0 "
+                f"has {_short(values[0])}; every rank must run the same sgdlab on the same data "
+                "with the same settings"
+            )
 
     def check_parameters(self, net, where: str) -> None:
         """Refuse to go on if the ranks' parameters are not bit-identical (a digest is compared)."""

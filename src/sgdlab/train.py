@@ -291,6 +291,8 @@ class _Loop:
         self.hooks, self.record_updates, self.eval_train = hooks, record_updates, eval_train
         self.eval_every, self.epochs = eval_every, epochs
         self.history, self.opt, self.eta = state.history, stepper.opt, None
+        # a stepper may share evaluation among processes (the MPI stepper); else the data evaluates itself
+        self.evaluate = getattr(stepper, "evaluate", data.evaluate)
         hyper = self.opt.hyper
         self.schedule = hyper.lr if hyper is not None else None
 
@@ -405,7 +407,7 @@ class _Loop:
         s = self.state
         evaluate = epoch in (0, self.epochs) or partial or epoch % self.eval_every == 0
         r = {"epoch": epoch, "updates": s.step, "examples_seen": s.seen, "train_seconds": s.seconds, "lr": self.eta,
-             **(getattr(self.stepper, "evaluate", self.data.evaluate)(self.net, train=self.eval_train) if evaluate else {})}
+             **(self.evaluate(self.net, train=self.eval_train) if evaluate else {})}
         if partial:
             r["partial"] = True
         self.history.epochs.append(r)

@@ -56,7 +56,12 @@ def launch(ranks: int, *args, plain: bool = False, timeout: float = 600) -> dict
     """Run the worker (``_main(ARGS)``) on ``ranks`` ranks; rank 0's JSON result."""
     src = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-c", "import sys; from sgdlab.lab.parallel import _main; _main(sys.argv[1:])", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from sgdlab.lab.parallel import _main; _main(sys.argv[1:])",
+        *map(str, args),
+    ]
     if not plain:
         cmd = [mpiexec(), "-n", str(ranks), *cmd]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -103,8 +108,13 @@ def _worker_train(n: int, batch: int, epochs: int, seed: int, ranks: int) -> dic
     seconds = last["train_seconds"] - first["train_seconds"]
     examples = last["examples_seen"] - first["examples_seen"]
     updates = last["updates"] - first["updates"]
-    return {"examples_per_second": examples / seconds, "seconds_per_update": seconds / updates, "updates": updates,
-            "stepper": h.config["stepper"], "is_root": comm is None or comm.is_root}
+    return {
+        "examples_per_second": examples / seconds,
+        "seconds_per_update": seconds / updates,
+        "updates": updates,
+        "stepper": h.config["stepper"],
+        "is_root": comm is None or comm.is_root,
+    }
 
 
 def _worker_allreduce(repeats: int) -> dict:
@@ -190,62 +200,132 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     nbytes = 4 * n_params + 8
     alpha, beta = comm_local["latency_s"], comm_local["bandwidth_Bps"]
     # the model checked against what was measured at P = 2 here
-    model_check = [{"m": r["m"], "measured": r["efficiency"],
-                    "model": predicted_efficiency(r["m"], 2, compute, nbytes, alpha, beta)} for r in rows if r["P"] == 2]
+    model_check = [
+        {
+            "m": r["m"],
+            "measured": r["efficiency"],
+            "model": predicted_efficiency(r["m"], 2, compute, nbytes, alpha, beta),
+        }
+        for r in rows
+        if r["P"] == 2
+    ]
     predict_m = [128, 1024, 8192, 60000]
-    predictions = {net: {m: [predicted_efficiency(m, P, compute, nbytes, a, b) for P in PREDICT_RANKS] for m in predict_m}
-                   for net, (a, b) in NETWORKS.items()}
-    reach = {net: {m: max([P for P, e in zip(PREDICT_RANKS, es, strict=True) if e >= 0.5], default=None)
-                   for m, es in by_m.items()} for net, by_m in predictions.items()}
+    predictions = {
+        net: {m: [predicted_efficiency(m, P, compute, nbytes, a, b) for P in PREDICT_RANKS] for m in predict_m}
+        for net, (a, b) in NETWORKS.items()
+    }
+    reach = {
+        net: {
+            m: max([P for P, e in zip(PREDICT_RANKS, es, strict=True) if e >= 0.5], default=None)
+            for m, es in by_m.items()
+        }
+        for net, by_m in predictions.items()
+    }
 
     full = next(r for r in rows if r["P"] == 2 and r["m"] == n)
     small = next(r for r in rows if r["P"] == 2 and r["m"] == min(one))
     e10 = predictions["10 Gbit/s Ethernet"]
     verdicts = [
-        decide("two ranks beat one process at full batch on this machine (>= 1.6x)", holds=full["speedup"] >= 1.6,
-               rule="measured speedup at m = n, P = 2 >= 1.6",
-               evidence=f"speedup {full['speedup']:.2f}x at m = {n}, load {info['load_before']}",
-               caveat=None if cores >= 2 else "one usable core"),
-        decide("larger batches make parallel hardware pay", holds=full["efficiency"] > small["efficiency"]
-               and e10[60000][3] > e10[128][3],
-               rule="measured E(P=2) at m = n above E(P=2) at the smallest m, and predicted E(P=64, 10 Gbit/s) "
-               "at m = 60000 above that at m = 128",
-               evidence=f"measured E {small['efficiency']:.2f} (m = {small['m']}) -> {full['efficiency']:.2f} (m = {n}); "
-               f"predicted at P = 64: {e10[128][3]:.2f} (m = 128) -> {e10[60000][3]:.2f} (m = 60000)"),
-        decide("the model predicts the efficiency measured here at P = 2 within a factor of 2",
-               holds=all(0.5 <= c["measured"] / c["model"] <= 2 for c in model_check),
-               rule="measured / modelled E(m, P = 2) in [0.5, 2] for every measured m",
-               evidence=", ".join(f"m = {c['m']}: measured {c['measured']:.2f}, model {c['model']:.2f}" for c in model_check)),
+        decide(
+            "two ranks beat one process at full batch on this machine (>= 1.6x)",
+            holds=full["speedup"] >= 1.6,
+            rule="measured speedup at m = n, P = 2 >= 1.6",
+            evidence=f"speedup {full['speedup']:.2f}x at m = {n}, load {info['load_before']}",
+            caveat=None if cores >= 2 else "one usable core",
+        ),
+        decide(
+            "larger batches make parallel hardware pay",
+            holds=full["efficiency"] > small["efficiency"] and e10[60000][3] > e10[128][3],
+            rule="measured E(P=2) at m = n above E(P=2) at the smallest m, and predicted E(P=64, 10 Gbit/s) "
+            "at m = 60000 above that at m = 128",
+            evidence=f"measured E {small['efficiency']:.2f} (m = {small['m']}) -> {full['efficiency']:.2f} (m = {n}); "
+            f"predicted at P = 64: {e10[128][3]:.2f} (m = 128) -> {e10[60000][3]:.2f} (m = 60000)",
+        ),
+        decide(
+            "the model predicts the efficiency measured here at P = 2 within a factor of 2",
+            holds=all(0.5 <= c["measured"] / c["model"] <= 2 for c in model_check),
+            rule="measured / modelled E(m, P = 2) in [0.5, 2] for every measured m",
+            evidence=", ".join(
+                f"m = {c['m']}: measured {c['measured']:.2f}, model {c['model']:.2f}" for c in model_check
+            ),
+        ),
     ]
-    numbers = {"n": n, "network": list(SIZES), "parameters": n_params, "allreduce_bytes": nbytes, "cores": cores,
-               "rows": rows, "allreduce_measured": comm_local, "compute_points": {"m": compute.m.tolist(), "seconds_per_update": compute.t.tolist()},
-               "model_check_P2": model_check, "assumed_networks": {k: {"alpha_s": a, "beta_Bps": b} for k, (a, b) in NETWORKS.items()},
-               "predicted_efficiency": {net: {str(m): es for m, es in by_m.items()} for net, by_m in predictions.items()},
-               "predict_ranks": list(PREDICT_RANKS), "largest_P_with_E_at_least_half": reach, **info}
-    table = [{"P": r["P"], "m": r["m"], "examples_per_s": round(r["examples_per_second"]), "speedup": round(r["speedup"], 2),
-              "efficiency": round(r["efficiency"], 2), "oversubscribed": r["oversubscribed"]} for r in rows]
-    def upto(P):
-        return ("below P = 8" if P is None else f"at least up to P = {P}, the largest predicted" if P == PREDICT_RANKS[-1]
-                else f"up to P = {P}")
+    numbers = {
+        "n": n,
+        "network": list(SIZES),
+        "parameters": n_params,
+        "allreduce_bytes": nbytes,
+        "cores": cores,
+        "rows": rows,
+        "allreduce_measured": comm_local,
+        "compute_points": {"m": compute.m.tolist(), "seconds_per_update": compute.t.tolist()},
+        "model_check_P2": model_check,
+        "assumed_networks": {k: {"alpha_s": a, "beta_Bps": b} for k, (a, b) in NETWORKS.items()},
+        "predicted_efficiency": {net: {str(m): es for m, es in by_m.items()} for net, by_m in predictions.items()},
+        "predict_ranks": list(PREDICT_RANKS),
+        "largest_P_with_E_at_least_half": reach,
+        **info,
+    }
+    table = [
+        {
+            "P": r["P"],
+            "m": r["m"],
+            "examples_per_s": round(r["examples_per_second"]),
+            "speedup": round(r["speedup"], 2),
+            "efficiency": round(r["efficiency"], 2),
+            "oversubscribed": r["oversubscribed"],
+        }
+        for r in rows
+    ]
 
-    stops = "; ".join(f"at {net}, m = {m} keeps E >= 0.5 {upto(P)}" for net in reach
-                      for m, P in reach[net].items() if m in (1024, 60000))
-    reading = (f"Measured on {cores} cores (load {info['load_before']} before, {info['load_after']} after): two ranks run "
-               f"{full['speedup']:.2f}x as many examples per second as one process at full batch and "
-               f"{small['speedup']:.2f}x at m = {small['m']}, where the per-update allreduce "
-               f"({alpha * 1e6:.0f} us latency, {beta / 1e9:.1f} GB/s measured here) weighs more against a smaller compute. "
-               f"The model predicts, on a cluster: {stops}" + (
-                   "." if verdicts[2].holds else "; it did not match the efficiency measured here at P = 2 within a "
-                   "factor of 2 (see its verdict), so read these predictions as bounds from the measured compute and "
-                   "the assumed network only."))
-    result = LabResult("parallel", "Data-parallel SGD: examples per second and efficiency against ranks and batch size",
-                       reading, numbers, table, verdicts=verdicts)
+    def upto(P):
+        return (
+            "below P = 8"
+            if P is None
+            else f"at least up to P = {P}, the largest predicted"
+            if P == PREDICT_RANKS[-1]
+            else f"up to P = {P}"
+        )
+
+    stops = "; ".join(
+        f"at {net}, m = {m} keeps E >= 0.5 {upto(P)}"
+        for net in reach
+        for m, P in reach[net].items()
+        if m in (1024, 60000)
+    )
+    reading = (
+        f"Measured on {cores} cores (load {info['load_before']} before, {info['load_after']} after): two ranks run "
+        f"{full['speedup']:.2f}x as many examples per second as one process at full batch and "
+        f"{small['speedup']:.2f}x at m = {small['m']}, where the per-update allreduce "
+        f"({alpha * 1e6:.0f} us latency, {beta / 1e9:.1f} GB/s measured here) weighs more against a smaller compute. "
+        f"The model predicts, on a cluster: {stops}"
+        + (
+            "."
+            if verdicts[2].holds
+            else "; it did not match the efficiency measured here at P = 2 within a "
+            "factor of 2 (see its verdict), so read these predictions as bounds from the measured compute and "
+            "the assumed network only."
+        )
+    )
+    result = LabResult(
+        "parallel",
+        "Data-parallel SGD: examples per second and efficiency against ranks and batch size",
+        reading,
+        numbers,
+        table,
+        verdicts=verdicts,
+    )
     if out is not None:
         fig, (ax1, ax2) = new_figure(2, size=(5.5, 4.0))
         for P in ranks:
             rs = [r for r in rows if r["P"] == P]
-            ax1.plot([r["m"] for r in rs], [r["examples_per_second"] for r in rs], marker="o",
-                     ls="--" if P > cores else "-", label=f"P = {P}" + (" (oversubscribed)" if P > cores else ""))
+            ax1.plot(
+                [r["m"] for r in rs],
+                [r["examples_per_second"] for r in rs],
+                marker="o",
+                ls="--" if P > cores else "-",
+                label=f"P = {P}" + (" (oversubscribed)" if P > cores else ""),
+            )
         ax1.set(xscale="log", yscale="log", xlabel="batch size m", ylabel="examples per second (measured)")
         ax1.legend(fontsize=7)
         for (net, by_m), ls in zip(predictions.items(), ("-", ":"), strict=True):
@@ -270,4 +350,3 @@ def _main(argv) -> None:
         raise SystemExit(f"unknown worker {what!r}")
     if r.pop("is_root"):
         print(json.dumps(r), flush=True)
-

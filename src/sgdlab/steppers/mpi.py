@@ -63,16 +63,16 @@ class _Flat:
         for W, b in pairs:
             for a in (W, b):
                 k = math.prod(a.shape)
-                buf[i:i + k] = np.asarray(a).reshape(-1)
+                buf[i : i + k] = np.asarray(a).reshape(-1)
                 i += k
-        buf[self.size:] = extras
+        buf[self.size :] = extras
         return buf
 
     def unpack(self, buf, xp) -> list:
         out, i = [], 0
         for sW, sb in self.shapes:
             kW, kb = math.prod(sW), math.prod(sb)
-            out.append((xp.asarray(buf[i:i + kW].reshape(sW)), xp.asarray(buf[i + kW:i + kW + kb].reshape(sb))))
+            out.append((xp.asarray(buf[i : i + kW].reshape(sW)), xp.asarray(buf[i + kW : i + kW + kb].reshape(sb))))
             i += kW + kb
         return out
 
@@ -118,18 +118,33 @@ class MPIStepper(Stepper):
             world.agree("validation data (SHA-256)", data_digest(data.val[0], data.val[1]))
         P = world.size
         if self.full and self.n < P:
-            raise ValueError(f"batch gradient descent over n={self.n} rows cannot be split over {P} ranks; use at most {self.n}")
+            raise ValueError(
+                f"batch gradient descent over n={self.n} rows cannot be split over {P} ranks; use at most {self.n}"
+            )
         if not self.full and not self.local_sgd and m < P:
-            raise ValueError(f"a mini-batch of m={m} rows cannot be split over {P} ranks: every rank needs at least one "
-                             f"row of each batch; use batch_size >= {P} or at most {m} ranks")
+            raise ValueError(
+                f"a mini-batch of m={m} rows cannot be split over {P} ranks: every rank needs at least one "
+                f"row of each batch; use batch_size >= {P} or at most {m} ranks"
+            )
         if self.local_sgd and config.get("momentum", 0) and P > 1:
-            raise ValueError("local SGD (stochastic on several ranks) averages parameters only; momentum > 0 is not supported")
+            raise ValueError(
+                "local SGD (stochastic on several ranks) averages parameters only; momentum > 0 is not supported"
+            )
         if P > 1:
             xp = self.net.xp
             params, opt_state, rng, order, fixed, counters = world.bcast(
-                (self.net.numpy_params(), state.opt_state, state.rng, state.order, state.fixed,
-                 {k: getattr(state, k) for k in ("epoch", "step", "seen", "position")}))
-            self.net.params = [(xp.asarray(W, dtype=self.net.dtype), xp.asarray(b, dtype=self.net.dtype)) for W, b in params]
+                (
+                    self.net.numpy_params(),
+                    state.opt_state,
+                    state.rng,
+                    state.order,
+                    state.fixed,
+                    {k: getattr(state, k) for k in ("epoch", "step", "seen", "position")},
+                )
+            )
+            self.net.params = [
+                (xp.asarray(W, dtype=self.net.dtype), xp.asarray(b, dtype=self.net.dtype)) for W, b in params
+            ]
             state.opt_state, state.rng, state.order, state.fixed = opt_state, rng, order, fixed
             for k, v in counters.items():
                 setattr(state, k, v)
@@ -186,13 +201,13 @@ class MPIStepper(Stepper):
             mine = np.empty((j1 - j0) * flat.length + 1, flat.dtype)
             for k, j in enumerate(range(j0, j1)):
                 sums, cost = self._rows_sums(self._part(idx, bounds[j], bounds[j + 1]))
-                flat.pack(sums, cost, 0.0, out=mine[k * flat.length:(k + 1) * flat.length])
+                flat.pack(sums, cost, 0.0, out=mine[k * flat.length : (k + 1) * flat.length])
             mine[-1] = stop
             everything = world.allgather_flat(mine, [(b - a) * flat.length + 1 for a, b in owners])
             total, stops, at = None, 0.0, 0
             for a, b in owners:
                 for _ in range(a, b):
-                    part = everything[at:at + flat.length]
+                    part = everything[at : at + flat.length]
                     if total is None:
                         total = part.copy()
                     else:
@@ -220,8 +235,10 @@ class MPIStepper(Stepper):
         idx = np.arange(self.n) if idx is FULL_BATCH else idx
         cost = float("nan")
         if world.rank < len(idx):
-            sums, cost = grad_sums(net, *self.data.batch(idx[world.rank:world.rank + 1]))
-            updates, state.opt_state = self.opt.update([(sW / 1, sb / 1) for sW, sb in sums], state.opt_state, net.params)
+            sums, cost = grad_sums(net, *self.data.batch(idx[world.rank : world.rank + 1]))
+            updates, state.opt_state = self.opt.update(
+                [(sW / 1, sb / 1) for sW, sb in sums], state.opt_state, net.params
+            )
             net.params = apply_updates(net.params, updates)
         done = position + 1
         if done % world.sync_every == 0 or done >= self.batches_per_epoch:
@@ -265,8 +282,9 @@ def _shared_evaluate(world, net, X, T, labels):
     mine = np.zeros((j1 - j0, 2), np.float64)
     for k, j in enumerate(range(j0, j1)):
         a, b = j * EVAL_ROWS, min((j + 1) * EVAL_ROWS, n)
-        cost, correct = kernels.evaluate_sums(net.arch, net.params, X[a:b, ...], T[a:b, ...],
-                                              None if labels is None else labels[a:b], xp)
+        cost, correct = kernels.evaluate_sums(
+            net.arch, net.params, X[a:b, ...], T[a:b, ...], None if labels is None else labels[a:b], xp
+        )
         mine[k] = cost, correct or 0
     counts = [2 * ((r + 1) * G // world.size - r * G // world.size) for r in range(world.size)]
     chunks = world.allgather_flat(mine.reshape(-1), counts).reshape(G, 2)
