@@ -19,6 +19,7 @@ import numpy as np
 
 from .activations import HIDDEN_ACTIVATIONS
 from .costs import COSTS
+from .distributed import DistributedError, fail, launched_rank, multi_rank
 from .init import INITIALIZERS
 from .sampling import ORDERS
 from .train import METHODS, DivergenceError
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_arg(t)
     _add_validation_args(t)
     _add_schedule_args(t)
+    _add_distributed_arguments(t)
     t.set_defaults(run=cmd_train)
     _add_lr_find_parser(sub)
 
@@ -241,6 +243,28 @@ def _fingerprint(ds) -> str:
     from .checkpoint import digest
 
     return digest({"X_train": ds.X_train, "y_train": ds.y_train})
+
+
+def _add_distributed_arguments(t) -> None:
+    from .distributed import REDUCTIONS
+
+    g = t.add_argument_group("training on several processes", "run as `mpiexec -n P sgdlab train ...` (or srun): P "
+                             "ranks train one model and make the updates of one process (see README)")
+    g.add_argument("--reduction", choices=REDUCTIONS, default=None,
+                   help="how the ranks combine gradient sums: allreduce (default; equal to one process up to float "
+                   "rounding) or exact (bit-identical for any number of ranks)")
+    g.add_argument("--sync-every", type=int, default=None, metavar="K",
+                   help="local SGD (--method stochastic on several ranks): average the parameters every K updates "
+                   "(default 1)")
+
+
+def _distributed(args, meta):
+    """(World or None, whether this process writes files and prints): rank 0 does, the others stay quiet."""
+    from .distributed import command_world
+
+    saved = (meta or {}).get("distributed") or {}
+    world = command_world(args.reduction or saved.get("reduction"), args.sync_every or saved.get("sync_every"))
+    return world, world is None or world.is_root
 
 
 RUN_FILES = ("checkpoint.safetensors", "weights.safetensors", "network.json", "test.json", "classes.json",
@@ -475,8 +499,8 @@ def cmd_train(args) -> int:
         raise ValueError(f"--out {args.out} differs from --resume {args.resume}: a resumed run stays in its directory")
     if args.overwrite and args.out is None:
         raise ValueError("--overwrite needs --out DIR")
-    if args.out is None and args.resume is None:
-        return _train(args, None)
+    if args.out is None and args.resume is None or launched_rank() != 0:
+        return _train(args, None)  # under MPI rank 0 alone holds the run directory and writes to it
     with RunDirectory(args.resume or args.out, resume=args.resume is not None, overwrite=args.overwrite) as run:
         return _train(args, run)
 
@@ -492,6 +516,7 @@ def _train(args, run) -> int:
     )
     from .data.dataset import split_validation
     from .diagnose import diagnose
+    from .distributed import signal_stop
     from .plots import plot_history
     from .train import TrainState, fit, resolve_batch_size
 
@@ -511,6 +536,8 @@ def _train(args, run) -> int:
                 setattr(args, k, v)
     if args.checkpoint_every is None:
         args.checkpoint_every = 0
+    world, root = _distributed(args, meta if args.resume is not None else None)
+    say = print if root else (lambda *a, **k: None)
     ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target, task=args.task), args.scale)
     _method_defaults(args, _task(ds))
     fingerprint = _fingerprint(ds)
@@ -534,19 +561,22 @@ def _train(args, run) -> int:
     if args.resume is not None and args.reduce_lr_on_plateau and state.step > 0 and state.history.epochs[-1].get("lr"):
         lr.scale = state.history.epochs[-1]["lr"] / lr.base(state.step - 1)  # the reductions made before the stop
     callbacks, bar = [], None
-    if not args.quiet:
+    if not args.quiet and root:
         if sys.stderr.isatty():
             bar = ProgressBar(args.epochs, per_epoch, initial_epoch=state.epoch)
             callbacks.append(bar)
         else:
             callbacks.append(EpochPrinter())
     callbacks += fit_callbacks
-    stopper = SignalStop()
-    if out is not None:
+    stopper = SignalStop() if world is None else signal_stop(world)
+    if out is not None and not root:
+        callbacks.append(stopper)
+    elif out is not None:
         settings = _absolute_data({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                    if k in TRAIN_SETTINGS})
         ckpt = Checkpointer(out / "checkpoint.safetensors", net, state, args.checkpoint_every,
-                            extra={"train_args": settings, "data_sha256": fingerprint, "data": ds.name})
+                            extra={"train_args": settings, "data_sha256": fingerprint, "data": ds.name,
+                                   "distributed": None if world is None else world.describe()})
         callbacks += [MetricsLog(out, history=state.history if args.resume is not None else None), ckpt, stopper]
     try:
         with stopper if out is not None else contextlib.nullcontext():
@@ -554,7 +584,7 @@ def _train(args, run) -> int:
                 net, X_train, y_train, method=args.method, batch_size=args.batch_size, lr=lr,
                 epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
                 weight_decay=args.weight_decay, seed=args.seed, validation=validation,
-                callbacks=callbacks, state=state)
+                callbacks=callbacks, state=state, comm=world)
             if bar is not None:
                 bar.close()
                 bar = None
@@ -563,7 +593,7 @@ def _train(args, run) -> int:
                     cb.on_train_end(history)  # restores the best weights (harmless if fit called it already)
             test = _test_result(net, ds)
             history.config["test"] = test
-            if out is not None:  # still under the signal handler: a signal now lets these writes finish
+            if out is not None and root:  # still under the signal handler: a signal now lets these writes finish
                 ckpt.save()
                 history.to_csv(out / "history.csv")
                 history.to_json(out / "history.json")
@@ -579,12 +609,12 @@ def _train(args, run) -> int:
     sizes = net.sizes
     if stopper.signum is not None and state.epoch >= args.epochs:
         name = signal.Signals(stopper.signum).name
-        print(f"sgdlab: {name} received while writing the final files; they were completed: the run in {out} is "
+        say(f"sgdlab: {name} received while writing the final files; they were completed: the run in {out} is "
               "finished", file=sys.stderr)
         return 128 + stopper.signum
     if stopper.signum is not None:
         name = signal.Signals(stopper.signum).name
-        print(f"sgdlab: stopped by {name} after update {state.step} (epoch {state.epoch + (state.position > 0)}); "
+        say(f"sgdlab: stopped by {name} after update {state.step} (epoch {state.epoch + (state.position > 0)}); "
               f"saved {out / 'checkpoint.safetensors'}; continue with: sgdlab train --resume {out}", file=sys.stderr)
         return 128 + stopper.signum
     acc = "" if "accuracy" not in test else f"test accuracy {test['accuracy']:.4f}, "
@@ -592,13 +622,13 @@ def _train(args, run) -> int:
     epochs = f"{ran} epochs" if ran == args.epochs else f"{ran} of {args.epochs} epochs (stopped early)"
     if early is not None and early.restore_best and history.config.get("restored_best_epoch") is not None:
         epochs += f", weights of epoch {history.config['restored_best_epoch']}"
-    print(f"{ds.name}: {'-'.join(map(str, sizes))} network, {args.method} (m={history.config['batch_size']}), "
+    say(f"{ds.name}: {'-'.join(map(str, sizes))} network, {args.method} (m={history.config['batch_size']}), "
           f"{epochs} in {history.last['train_seconds']:.2f} s: {acc}test cost {test['cost']:.5f}")
     for sentence in diagnose(history, y_train=y_train if ds.n_classes is not None else None, y_eval=ds.y_test,
                              predicted=_labels(net, ds.X_test), lr=args.lr):
-        print(f"warning: {sentence}")
+        say(f"warning: {sentence}")
     if out is not None and not args.quiet:
-        print(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, test.json, classes.json, "
+        say(f"wrote {out}/: checkpoint.safetensors, weights.safetensors, network.json, test.json, classes.json, "
               "history.csv/.json/.png, metrics.csv/.jsonl")
     return 0
 
@@ -784,13 +814,14 @@ def main(argv=None) -> int:
         args.explicit = _explicit_options(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, RuntimeError, DivergenceError) as e:
-        print(f"sgdlab: error: {e}", file=sys.stderr)
-        return 1
+    except (ValueError, TypeError, OSError, RuntimeError, DivergenceError, DistributedError) as e:
+        return fail(f"sgdlab: error: {e}", 1)
     except MemoryError as e:
-        print(f"sgdlab: error: out of memory{': ' + str(e) if str(e) else ''}; use smaller data or a smaller network",
-              file=sys.stderr)
-        return 1
+        return fail(f"sgdlab: error: out of memory{': ' + str(e) if str(e) else ''}; use smaller data or a smaller "
+                    "network", 1)
     except KeyboardInterrupt:
-        print("sgdlab: interrupted", file=sys.stderr)
-        return 130
+        return fail("sgdlab: interrupted", 130)
+    except Exception as e:  # under MPI a rank must never leave alone: the others would wait for it forever
+        if multi_rank():
+            return fail(f"sgdlab: internal error: {type(e).__name__}: {e}", 1)
+        raise

@@ -125,7 +125,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         optimizer: GradientTransformation | None = None, seed: Seed = None, validation=None,
         record_updates: bool = False, eval_train: bool = True, eval_every: int = 1, callbacks=(),
         stepper: str | None = None, fused: bool | None = None, state: "TrainState | None" = None,
-        validation_split: float | None = None) -> History:
+        validation_split: float | None = None, comm=None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
@@ -163,6 +163,9 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         "compiled", "chunked", ...). ``fused`` is the older switch: True = "fused", False = "reference".
     state : a ``TrainState`` to continue from and keep up to date (``epochs`` is then the total to
         reach, counting the epochs already done); a checkpoint saves it for an exact resume.
+    comm : train one model on several MPI ranks: an mpi4py communicator or a ``sgdlab.distributed.World``
+        (reduction "allreduce" or "exact", local SGD's ``sync_every``); every rank calls ``fit`` alike and
+        starts from rank 0's parameters and state (see ``sgdlab.distributed``). None: one process.
 
     Raises
     ------
@@ -196,7 +199,14 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     hooks = _Hooks(callbacks)
     if stepper is not None and fused is not None:
         raise ValueError("give stepper= or fused=, not both")
-    chosen = select_stepper(StepContext(net, data, opt, m), stepper if fused is None else
+    world = None
+    if comm is not None:  # several ranks (or the exact reduction in one): the MPI stepper makes the updates
+        from .distributed import as_world
+
+        world = as_world(comm)
+        if stepper not in (None, "mpi") or fused is not None:
+            raise ValueError("with comm= the 'mpi' stepper makes the updates; do not give stepper= or fused=")
+    chosen = select_stepper(StepContext(net, data, opt, m, comm=world), stepper if fused is None else
                             ("fused" if fused else "reference"))
     hyper = opt.hyper
     config = {"method": method, "batch_size": m, "n": data.n, "epochs": epochs,
@@ -205,6 +215,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
               "momentum": hyper and hyper.momentum, "nesterov": hyper and hyper.nesterov,
               "weight_decay": hyper and hyper.weight_decay, "eval_every": eval_every, "stepper": chosen.name,
               "seed": seed if not isinstance(seed, np.random.Generator) else "generator", "network": net.describe()}
+    if world is not None:
+        config["distributed"] = world.describe()
     state = state if state is not None else TrainState()
     if state.rng is None:
         state.rng = generator(seed, "sampling")
@@ -217,7 +229,10 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     if hyper is not None:  # one step counter: the optimizer's count is TrainState.step
         state.opt_state = sgd_state(state.opt_state, state.step)
     state.history.config["stepper_info"] = chosen.prepare()  # compilation, before the clock starts
-    sampler = BatchSampler(data.n, m, "sequential" if method == "batch" else sampling, state.rng)
+    if world is not None:  # ranks that differ are refused; all start from rank 0's parameters and state
+        chosen.begin(state, config)
+    sampler = BatchSampler(data.n, getattr(chosen, "sample_size", m), "sequential" if method == "batch" else sampling,
+                           state.rng)
     sampler.fixed = state.fixed
     loop = _Loop(net, data, chosen, state, sampler, hooks, record_updates, eval_train, eval_every, epochs)
     return loop.run()
@@ -286,6 +301,8 @@ class _Loop:
         self.hooks, self.record_updates, self.eval_train = hooks, record_updates, eval_train
         self.eval_every, self.epochs = eval_every, epochs
         self.history, self.opt, self.eta = state.history, stepper.opt, None
+        # a stepper may share evaluation among processes (the MPI stepper); else the data evaluates itself
+        self.evaluate = getattr(stepper, "evaluate", data.evaluate)
         hyper = self.opt.hyper
         self.schedule = hyper.lr if hyper is not None else None
 
@@ -404,7 +421,7 @@ class _Loop:
         s = self.state
         evaluate = epoch in (0, self.epochs) or partial or epoch % self.eval_every == 0
         r = {"epoch": epoch, "updates": s.step, "examples_seen": s.seen, "train_seconds": s.seconds, "lr": self.eta,
-             **(self.data.evaluate(self.net, train=self.eval_train) if evaluate else {})}
+             **(self.evaluate(self.net, train=self.eval_train) if evaluate else {})}
         if partial:
             r["partial"] = True
         self.history.epochs.append(r)

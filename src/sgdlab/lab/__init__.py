@@ -8,7 +8,7 @@ faster version for tests and reports.
 ['compare', 'frontier', 'gradient-norms']
 """
 
-from . import compare, minima, noise_scale, redundancy, symmetry, throughput, unbiased, variance
+from . import compare, minima, noise_scale, parallel, redundancy, symmetry, throughput, unbiased, variance
 from . import frontier, gradient_norms, lr_batch, sharpness  # the literature: issue 10 part B
 from .result import LabResult
 
@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "lr-batch": lr_batch.run,
     "sharpness": sharpness.run,
     "gradient-norms": gradient_norms.run,
+    "parallel": parallel.run,
 }
 
 

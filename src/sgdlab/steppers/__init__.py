@@ -60,7 +60,7 @@ same way from their own modules (imported here when present).
 
 from __future__ import annotations
 
-from . import chunked, fused, reference  # noqa: F401  (register the built-in steppers)
+from . import chunked, fused, mpi, reference  # noqa: F401  (register the built-in steppers; mpi imports mpi4py only when run)
 from .base import FULL_BATCH, StepContext, Stepper, advance, available, register, select_stepper
 
 try:  # the compiled stepper registers itself; numba is imported lazily when it runs
