@@ -293,13 +293,17 @@ class Checkpointer(Callback):
 
 
 class SignalStop(Callback):
-    """Turns SIGINT/SIGTERM into a clean stop after the update in progress.
+    """Turns SIGINT/SIGTERM into a clean stop within the next ``update_interval`` updates.
 
     A context manager: handlers are installed on entry and the previous ones restored on exit.
-    ``signum`` tells afterwards whether (and by which signal) training was stopped.
+    ``signum`` tells afterwards whether (and by which signal) training was stopped. The loop asks
+    it every 16 updates, so steppers run blocks of 16 (a compiled batch-1 update takes ~15 us: a
+    check per update would cost as much as the update); the stop still falls between two updates,
+    and the saved state resumes exactly.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    update_interval = 16
 
     def __init__(self):
         self.signum, self._old = None, {}
