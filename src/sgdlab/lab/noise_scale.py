@@ -256,6 +256,9 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
            f"after {curv[-1]['epoch'] if curv else '?'} epochs is {2 / lam_end:.3g}. B_crit = {main['B_crit']:.3g} "
            f"is {ex['b_simple'] / main['B_crit']:.2g}x below B_simple = {ex['b_simple']:.3g} and "
            f"{b_noise_trained / main['B_crit']:.2g}x below B_noise = {b_noise_trained:.3g}.") if curv else ""
+    if not math.isfinite(main["B_crit"]):
+        gap = (f"Too few batch sizes reached the lowest target cost {main['target_cost']:.3g} within the budget "
+               f"(censored: {main['censored']}): B_crit could not be fitted.")
     numbers["gap"] = gap
     result.reading = result.reading_from_verdicts(gap)
     if out is not None:
