@@ -108,13 +108,13 @@ def read(path) -> tuple[dict, list]:
     return meta, [(tensors[f"W{i}"], tensors[f"b{i}"]) for i in range(layers)]
 
 
-def load(path, backend: str = "numpy"):
-    """The Network saved at ``path``."""
+def load(path, backend: str = "numpy", device: str | None = None):
+    """The Network saved at ``path``, its parameters placed on ``device`` of ``backend``."""
     from .network import Network
 
     meta, params = read(path)
     try:
-        return Network.from_params(meta["network"], params, backend=backend)
+        return Network.from_params(meta["network"], params, backend=backend, device=device)
     except (KeyError, ValueError) as e:
         raise ValueError(f"{path} does not describe a valid network: {e}") from None
 
@@ -155,11 +155,12 @@ def save_training(path, net, state, *, extra: dict | None = None) -> Path:
     return _write(path, tensors, json.loads(json.dumps(meta, default=_json_default)))
 
 
-def load_training(path, backend: str = "numpy"):
-    """(network, TrainState, metadata) from a file written by ``save_training``."""
+def load_training(path, backend: str = "numpy", device: str | None = None):
+    """(network, TrainState, metadata) from a file written by ``save_training``; the parameters and the
+    optimizer's tensors (momentum buffers) go to ``device`` of ``backend``."""
     from .train import History, TrainState
 
-    net = load(path, backend)
+    net = load(path, backend, device)
     meta, tensors = _read(path)
     if "counters" not in meta:
         raise ValueError(f"{path} holds weights only, no training state to resume from")
@@ -169,7 +170,7 @@ def load_training(path, backend: str = "numpy"):
         bit_generator = getattr(np.random, meta["rng"]["bit_generator"])()
         bit_generator.state = meta["rng"]
         state.rng = np.random.Generator(bit_generator)
-    state.opt_state = _join(meta["opt_state"], tensors, net.xp)
+    state.opt_state = _join(meta["opt_state"], tensors, net.backend)  # Backend.asarray: onto the device
     if meta.get("history") is not None:
         state.history = History.from_dict(meta["history"])
     return net, state, meta
