@@ -204,7 +204,7 @@ class Backend:
         return resolve_backend, (self.name, self.device)
 
 
-def resolve_backend(backend: "str | ModuleType | Backend" = "numpy", device: str | None = None) -> Backend:
+def resolve_backend(backend: str | ModuleType | Backend = "numpy", device: str | None = None) -> Backend:
     """The ``Backend`` for a library name and a device: "cpu", "cuda" (or "cuda:K") or "auto".
 
     ``device=None`` is the library's natural device: the CPU, or the GPU for CuPy. ``"auto"``
@@ -265,7 +265,7 @@ def resolve_backend(backend: "str | ModuleType | Backend" = "numpy", device: str
 
         count = cupy.cuda.runtime.getDeviceCount()
     except ImportError:
-        raise BackendUnavailable(f"backend='cupy' needs CuPy: pip install cupy-cuda12x (or {GPU_INSTALL})") from None
+        raise BackendUnavailable("backend='cupy' needs CuPy (pip install cupy-cuda12x)") from None
     except Exception as e:  # CuPy installed, but no driver or no device
         raise BackendUnavailable(f"backend='cupy' sees no CUDA GPU ({e}); use backend='numpy' on the CPU") from None
     index = 0 if device in (None, "auto") else _cuda_index(device)
@@ -289,7 +289,7 @@ def gpu_backend(device: str = "cuda") -> Backend:
             errors.append(str(e))
     if device == "auto":
         return resolve_backend("numpy")
-    raise BackendUnavailable(f"no GPU backend for device={device!r}: " + " | ".join(errors))
+    raise BackendUnavailable(f"no GPU backend for device={device!r} ({GPU_INSTALL}): " + "; ".join(errors))
 
 
 def visible_gpu_backends() -> list[str]:

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay lambda (weights only)")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     t.add_argument("--seed", type=int, default=0, help="seed for initial weights and for sampling (separate streams)")
+    _add_device_option(t)
     t.add_argument("--quiet", action="store_true", help="print only the final result")
     t.add_argument("--out", type=Path, default=None,
                    help="run directory: checkpoint.safetensors (resumable), weights.safetensors, network.json, "
@@ -123,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_device_option(p) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="cpu: NumPy; cuda: a GPU through PyTorch (else CuPy); auto: a GPU when one is visible, else cpu. "
+                   "Not a saved setting: a resumed run goes where --device says")
+
+
+def _device_backend(device: str):
+    """The Backend for --device: NumPy on the CPU; on a GPU PyTorch with CUDA, else CuPy (a clear error if none)."""
+    from .backend import gpu_backend, resolve_backend
+
+    return resolve_backend("numpy") if device == "cpu" else gpu_backend(device)
+
+
 TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
                   "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
 
@@ -149,7 +163,8 @@ def cmd_train(args) -> int:
     if args.resume is not None:
         out = args.resume
         given = {"epochs": args.epochs, "checkpoint_every": args.checkpoint_every}
-        net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors")
+        where = _device_backend(args.device)
+        net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors", where.name, where.device)
         for k, v in meta["train_args"].items():
             setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
         for k, v in given.items():
@@ -172,8 +187,9 @@ def cmd_train(args) -> int:
             sizes, output = [ds.X_train.shape[1], *args.hidden, 1], args.output_activation or "identity"
         else:
             sizes, output = [ds.X_train.shape[1], *args.hidden, classes], args.output_activation
+        where = _device_backend(args.device)
         net = Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
-                      seed=args.seed, dtype=args.dtype)
+                      seed=args.seed, dtype=args.dtype, backend=where.name, device=where.device)
         state = TrainState()
     callbacks, bar = [], None
     if not args.quiet:
