@@ -37,6 +37,7 @@ import numpy as np
 from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, register
 
+_IN_PLACE = {"sigmoid": "sigmoid_", "tanh": "tanh_", "relu": "relu_"}  # native kernels for a = f(z)
 WARMUP_RUNS = 3  # runs on a side stream before capture (PyTorch's recipe for CUDA graphs)
 
 
@@ -167,7 +168,13 @@ class TorchStep:
         acts, a = [Xb], Xb
         for l in range(L):
             z = torch.addmm(self.b[l], a, self.W[l])
-            a = (output if l == L - 1 else hidden).fn(z, xp)
+            f = output if l == L - 1 else hidden
+            if f.name in _IN_PLACE and l < L - 1:  # a hidden z is not needed again: overwrite it with a
+                a = getattr(z, _IN_PLACE[f.name])()
+            elif f.name in _IN_PLACE:
+                a = getattr(torch, _IN_PLACE[f.name].rstrip("_"))(z)
+            else:
+                a = f.fn(z, xp)
             acts.append(a)
         if cost_out is not None:
             cost_out(cost.value(z, a, Tb, output, xp).reshape(1) / m)
