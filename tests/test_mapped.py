@@ -43,9 +43,9 @@ def test_training_from_disk_equals_training_in_memory(on_disk, kw):
 
 
 def test_batch_gd_from_disk_accumulates_the_full_gradient_in_chunks(on_disk, monkeypatch):
-    import sgdlab.network as network
+    import sgdlab.kernels as kernels
 
-    monkeypatch.setattr(network, "EVAL_CHUNK", 128)  # 8 chunks for 1,000 rows
+    monkeypatch.setattr(kernels, "EVAL_CHUNK", 128)  # 8 chunks for 1,000 rows
     X, y, path, _ = on_disk
     a, b = sgdlab.Network([12, 8, 3], seed=0, dtype="float64"), sgdlab.Network([12, 8, 3], seed=0, dtype="float64")
     sgdlab.fit(a, X, y, method="batch", lr=2.0, epochs=3)

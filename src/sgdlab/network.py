@@ -12,6 +12,8 @@ Backpropagation, one matrix product per layer over all m rows:
     dC/dW_l = (1/m) a_{l-1}^T @ delta_l,    dC/db_l = (1/m) sum_rows delta_l
 
 so the gradient returned is the mean of the per-example gradients, grad C = (1/m) sum_x grad C_x.
+The kernels themselves are pure functions in ``sgdlab.kernels`` (they return sums; the mean is
+taken once here); a Network holds the parameters and the architecture (``net.arch``).
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ import warnings
 
 import numpy as np
 
+from . import kernels
 from .activations import get_activation
-from .backend import BACKENDS, BackendUnavailable, dot, namespace, resolve_backend, to_numpy
+from .backend import BACKENDS, BackendUnavailable, namespace, resolve_backend, to_numpy
 from .costs import get_cost
 from .init import initialize
+from .kernels import Arch
 from .rng import Seed, generator
 from .validation import check_X, check_Y, is_out_of_core, to_backend
 
 DTYPES = ("float32", "float64")
-EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
 
 
 class Network:
@@ -88,6 +91,11 @@ class Network:
         return self.backend.device
 
     # ----------------------------------------------------------------- description
+    @property
+    def arch(self) -> Arch:
+        """The architecture the pure kernels need: activations and cost (``sgdlab.kernels.Arch``)."""
+        return Arch(self.activation, self.output_activation, self.cost_fn)
+
     def describe(self) -> dict:
         """The architecture as plain data (what checkpoints and ``--out`` store)."""
         return {"sizes": list(self.sizes), "activation": self.activation.name,
@@ -112,19 +120,21 @@ class Network:
     def predict(self, X):
         """Output activations a_L for every row of X, shape (n, sizes[-1])."""
         X = self._inputs(X)
-        return self.xp.concat([self._forward(X[rows, ...])[0][-1] for rows in _chunks(X.shape[0])], axis=0)
+        arch, xp = self.arch, self.xp
+        return xp.concat([kernels.forward(arch, self.params, X[rows, ...], xp)[0][-1]
+                          for rows in kernels.chunks(X.shape[0])], axis=0)
 
     def cost(self, X, Y) -> float:
         """C over the given examples, e.g. quadratic C = 1/(2n) sum_x ||y(x) - a(x)||^2."""
         X, T, _ = self._inputs(X, Y)
-        return self._evaluate(X, T, None)[0]
+        return kernels.evaluate_sums(self.arch, self.params, X, T, None, self.xp)[0] / X.shape[0]
 
     def accuracy(self, X, y) -> float:
         """Fraction of rows whose predicted class (argmax, or a > 1/2 for one output) equals the label."""
         X, T, labels = self._inputs(X, y)
         if labels is None:
             raise ValueError("accuracy needs integer class labels y")
-        return self._evaluate(X, T, labels)[1]
+        return kernels.evaluate_sums(self.arch, self.params, X, T, labels, self.xp)[1] / X.shape[0]
 
     def gradient(self, X, Y):
         """grad C over the given examples: a list of (dC/dW, dC/db), the shapes of ``params``.
@@ -132,8 +142,9 @@ class Network:
         The mean of the per-example gradients grad C_x, computed by batched backprop.
         """
         X, T, _ = self._inputs(X, Y)
-        acts, deltas, _ = self._backprop(X, T)
-        return self._gradient_from(acts, deltas)
+        m = X.shape[0]
+        sums, _ = kernels.grad_sums(self.arch, self.params, X, T, self.xp)
+        return [(sW / m, sb / m) for sW, sb in sums]
 
     def per_example_grad_norms(self, X, Y):
         """||grad C_x|| for every example x (all weights and biases), shape (n,).
@@ -147,11 +158,11 @@ class Network:
         """
         X, T, _ = self._inputs(X, Y)
         xp = self.xp
-        acts, deltas, _ = self._backprop(X, T)
-        sq = sum(xp.sum(d * d, axis=1) * (xp.sum(a * a, axis=1) + 1.0) for a, d in zip(acts[:-1], deltas))
+        acts, deltas, _ = kernels.backprop(self.arch, self.params, X, T, xp)
+        sq = sum(xp.sum(d * d, axis=1) * (xp.sum(a * a, axis=1) + 1.0) for a, d in zip(acts[:-1], deltas, strict=True))
         return xp.sqrt(sq)
 
-    # ----------------------------------------------------------------- kernels (no validation)
+    # ----------------------------------------------------------------- input checks
     def _inputs(self, X, Y=None):
         X = self._place(check_X(X, self.sizes[0]), self.dtype)
         if Y is None:
@@ -164,66 +175,6 @@ class Network:
         if self.backend.name in ("numpy", "array_api_strict") or is_out_of_core(x):
             return to_backend(x, self.xp, dtype)
         return self.backend.asarray(to_numpy(x) if namespace(x) is not self.xp else x, dtype)
-
-    def _forward(self, X):
-        """Activations [a_0 = X, a_1, ..., a_L] and the output pre-activation z_L."""
-        xp = self.xp
-        acts, a, last = [X], X, len(self.params) - 1
-        for l, (W, b) in enumerate(self.params):
-            z = dot(xp, a, W)
-            z += b
-            a = (self.output_activation if l == last else self.activation).fn(z, xp)
-            acts.append(a)
-        return acts, z
-
-    def _backprop(self, X, T):
-        """(activations, deltas, z_L) with deltas[l] = dC_x/dz for layer l+1, one row per example."""
-        xp = self.xp
-        acts, z = self._forward(X)
-        delta = self.cost_fn.delta(z, acts[-1], T, self.output_activation, xp)
-        deltas = [delta]
-        for l in range(len(self.params) - 1, 0, -1):
-            delta = dot(xp, delta, self.params[l][0].T) * self.activation.grad(acts[l], xp)
-            deltas.append(delta)
-        deltas.reverse()
-        return acts, deltas, z
-
-    def _gradient_from(self, acts, deltas):
-        xp, m = self.xp, acts[0].shape[0]
-        return [(dot(xp, a.T, d) / m, xp.sum(d, axis=0) / m) for a, d in zip(acts[:-1], deltas)]
-
-    def _chunked_gradient(self, X, T):
-        """(grad C over all rows, C) accumulated chunk by chunk: sum_c (m_c/n) grad C_c.
-
-        For data on disk, where a full-batch step cannot hold every row's activations at once.
-        """
-        n, total, cost = X.shape[0], None, 0.0
-        for rows in _chunks(n):
-            Xc, Tc = X[rows, ...], T[rows, ...]
-            acts, deltas, z = self._backprop(Xc, Tc)
-            g = self._gradient_from(acts, deltas)
-            w = Xc.shape[0] / n
-            total = [(w * gW, w * gb) for gW, gb in g] if total is None else \
-                [(tW + w * gW, tb + w * gb) for (tW, tb), (gW, gb) in zip(total, g)]
-            cost += float(self.cost_fn.value(z, acts[-1], Tc, self.output_activation, self.xp))
-        return total, cost / n
-
-    def _batch_cost(self, acts, z, T) -> float:
-        """C over the rows of a batch whose forward pass is (acts, z)."""
-        return float(self.cost_fn.value(z, acts[-1], T, self.output_activation, self.xp)) / T.shape[0]
-
-    def _evaluate(self, X, T, labels):
-        """(cost, accuracy or None) over all rows, in chunks of EVAL_CHUNK rows."""
-        xp, n = self.xp, X.shape[0]
-        total, correct = 0.0, 0
-        for rows in _chunks(n):
-            acts, z = self._forward(X[rows, ...])
-            a = acts[-1]
-            total += float(self.cost_fn.value(z, a, T[rows, ...], self.output_activation, xp))
-            if labels is not None:
-                pred = xp.astype(a[:, 0] > 0.5, xp.int64) if a.shape[1] == 1 else xp.argmax(a, axis=1)
-                correct += int(xp.sum(xp.astype(pred == labels[rows], xp.int64)))
-        return total / n, (None if labels is None else correct / n)
 
     # ----------------------------------------------------------------- construction from data
     @classmethod
@@ -268,7 +219,3 @@ class Network:
         """The parameters as host NumPy arrays."""
         return [(to_numpy(W), to_numpy(b)) for W, b in self.params]
 
-
-def _chunks(n: int):
-    """Row slices of at most EVAL_CHUNK rows covering 0..n-1."""
-    return [slice(i, min(i + EVAL_CHUNK, n)) for i in range(0, n, EVAL_CHUNK)]

@@ -5,8 +5,9 @@ A transformation is a pair of functions
     init(params) -> state
     update(grads, state, params) -> (updates, state)
 
-and ``apply_updates(params, updates)`` is the one place where parameters change
-(p <- p + u). ``sgd`` is a chain of small pieces:
+and ``apply_updates(params, updates)`` is the one place where the reference path changes
+parameters (p <- p + u); the fast steppers (``sgdlab.steppers``) make the same update in place and
+are tested against it. ``sgd`` is a chain of small pieces:
 
     add_decayed_weights(lam):  g <- g + lam W                  (L2 weight decay; weights only, not biases)
     trace(mu, nesterov):       v <- mu v + g;  u = v, or g + mu v with Nesterov  (PyTorch's convention)
@@ -15,12 +16,11 @@ and ``apply_updates(params, updates)`` is the one place where parameters change
 With mu = lam = 0 this is exactly w' = w - eta grad C, i.e. for a mini-batch of m examples
 w' = w - (eta/m) sum_j dC_{X_j}/dw.
 
-``fused_sgd_step`` is the fast path of plain SGD (mu = 0) on NumPy: the gradient and the update
-meet in one BLAS gemm, W <- (1 - eta lam) W - (eta/m) a^T delta, with no gradient buffer at all.
-It pays for batches of up to FUSED_MAX_BATCH rows, where per-call overhead and memory passes
-dominate; above that, NumPy's multi-threaded products in the reference path are faster
-(crossover measured at 32-64 rows for 64-30-10, 784-30-10 and 784-100-10 networks).
-A test proves both paths agree.
+``sgd`` also carries its hyperparameters (``opt.hyper``, an ``SGDHyper``) and keeps a fixed state
+layout, ``(decay_state, velocity, step)``: that is what lets ``fit``'s fast steppers (fused BLAS,
+compiled) make the same updates without calling the chain, and keep the same step counter and
+momentum buffers (``sgd_step``, ``sgd_velocity``, ``sgd_state``). A transformation without
+``hyper`` is run by the reference stepper only.
 """
 
 from __future__ import annotations
@@ -28,15 +28,24 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import numpy as np
-from scipy.linalg import blas
 
 from .schedules import as_schedule
 from .validation import check_fraction
 
 
+class SGDHyper(NamedTuple):
+    """The hyperparameters of ``sgd``: schedule eta(t), momentum mu, Nesterov, weight decay lambda."""
+
+    lr: Callable
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+
+
 class GradientTransformation(NamedTuple):
     init: Callable
     update: Callable
+    hyper: SGDHyper | None = None  # set by ``sgd``: what fast steppers need to make the same updates
 
 
 def add_decayed_weights(weight_decay: float) -> GradientTransformation:
@@ -108,33 +117,30 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
     """
     check_fraction(momentum, "momentum")
     check_fraction(weight_decay, "weight_decay", high=float("inf"))
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True needs momentum > 0")
-    return chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_lr(lr))
+    schedule = as_schedule(lr)
+    opt = chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_lr(schedule))
+    return opt._replace(hyper=SGDHyper(schedule, float(momentum), bool(nesterov), float(weight_decay)))
+
+
+def sgd_step(opt_state) -> int:
+    """The number of updates an ``sgd`` state has made (the schedule's t)."""
+    return opt_state[2]
+
+
+def sgd_velocity(opt_state):
+    """The momentum buffers [(v_W, v_b)] of an ``sgd`` state, or None without momentum."""
+    return opt_state[1] if len(opt_state[1]) else None
+
+
+def sgd_state(opt_state, step: int, velocity=None):
+    """An ``sgd`` state with the step count ``step`` (and momentum buffers ``velocity`` if given)."""
+    return (opt_state[0], opt_state[1] if velocity is None else velocity, int(step))
 
 
 def apply_updates(params, updates):
     """p <- p + u for every parameter: the one place parameters change (returns new arrays)."""
-    return [(W + uW, b + ub) for (W, b), (uW, ub) in zip(params, updates)]
-
-
-def fused_sgd_step(net, X, T, lr: float, weight_decay: float = 0.0):
-    """One plain SGD step on a NumPy network, in place, via BLAS gemm; returns (acts, deltas, z_L).
-
-        W <- (1 - lr lam) W - (lr/m) a^T delta,    b <- b - (lr/m) sum_rows delta
-
-    Equal (up to rounding) to ``apply_updates`` of ``sgd(lr, weight_decay=lam)`` with the
-    gradient ``net.gradient``. All deltas are computed before any parameter changes.
-    """
-    acts, deltas, z = net._backprop(X, T)
-    scale = lr / X.shape[0]
-    gemm = _GEMM[net.dtype]
-    for (W, b), a, d in zip(net.params, acts[:-1], deltas):
-        # W^T is Fortran-ordered, so gemm updates the C-ordered W in place: W^T <- beta W^T + alpha d^T a
-        gemm(-scale, d.T, a.T, beta=1.0 - lr * weight_decay, c=W.T, trans_b=True, overwrite_c=True)
-        b -= scale * (d[0] if d.shape[0] == 1 else d.sum(axis=0))
-    return acts, deltas, z
-
-
-_GEMM = {np.float32: blas.sgemm, np.float64: blas.dgemm}
-FUSED_MAX_BATCH = 32
+    return [(W + uW, b + ub) for (W, b), (uW, ub) in zip(params, updates, strict=True)]

@@ -1,13 +1,13 @@
 """fit(): batch, stochastic and mini-batch gradient descent as one loop.
 
-The loop composes: next batch -> gradient -> update -> record. It does no maths of its own
-and prints nothing; progress bars and files are callbacks and CLI business.
+The loop composes: sampler -> stepper (a block of updates) -> records -> callbacks. It does no
+maths of its own and prints nothing; how updates are made is the stepper's business
+(``sgdlab.steppers``), progress bars and files are callbacks and CLI business.
 """
 
 from __future__ import annotations
 
 import csv
-import contextlib
 import json
 import math
 import time
@@ -17,12 +17,14 @@ from pathlib import Path
 import array_api_compat
 import numpy as np
 
-from .backend import is_numpy, namespace, scipy_blas_single_threaded
-from .optim import FUSED_MAX_BATCH, apply_updates, fused_sgd_step, sgd
+from . import kernels
+from .backend import is_numpy, namespace
+from .optim import GradientTransformation, sgd, sgd_state
 from .rng import Seed, generator
 from .sampling import ORDERS, BatchSampler
-from .schedules import as_schedule
-from .validation import check_choice, check_fraction, check_int, check_positive, check_X, check_Y, is_out_of_core
+from .schedules import as_schedule, constant, schedule_name
+from .steppers import FULL_BATCH, StepContext, select_stepper
+from .validation import check_choice, check_int, check_positive, check_X, check_Y, is_out_of_core
 
 METHODS = ("batch", "stochastic", "minibatch")
 
@@ -32,10 +34,12 @@ EPOCH_FIELDS = {
     "examples_seen": "examples used in gradient estimates so far",
     "train_seconds": "wall seconds spent in updates so far (sampling, gradient, step); evaluation excluded",
     "lr": "learning rate of the last update",
-    "train_cost": "C over the whole training set with the parameters at the end of the epoch",
-    "train_accuracy": "accuracy on the whole training set at the end of the epoch (class labels only)",
-    "val_cost": "C over the validation set at the end of the epoch",
-    "val_accuracy": "accuracy on the validation set at the end of the epoch",
+    "train_cost": "C over the whole training set with the parameters at the end of the epoch "
+                  "(only in epochs that evaluate: every eval_every-th, the first and the last)",
+    "train_accuracy": "accuracy on the whole training set at the end of the epoch (class labels only; "
+                      "epochs that evaluate)",
+    "val_cost": "C over the validation set at the end of the epoch (epochs that evaluate)",
+    "val_accuracy": "accuracy on the validation set at the end of the epoch (epochs that evaluate)",
 }
 UPDATE_FIELDS = {
     "update": "index of this update (1-based)",
@@ -101,7 +105,7 @@ def _json_default(o):
 
 
 def resolve_batch_size(method: str, batch_size, n: int) -> int:
-    """The batch size each update uses: n for batch GD, 1 for SGD, m for mini-batch (default 10)."""
+    """The batch size each update uses: n for batch GD, 1 for SGD, m for mini-batch (default min(10, n))."""
     check_choice(method, "method", METHODS)
     if method == "batch":
         if batch_size not in (None, n):
@@ -111,44 +115,55 @@ def resolve_batch_size(method: str, batch_size, n: int) -> int:
         if batch_size not in (None, 1):
             raise ValueError(f"method='stochastic' uses one example per update; batch_size must be 1 or None, got {batch_size}")
         return 1
-    m = 10 if batch_size is None else batch_size
-    return min(check_int(m, "batch_size", 1, n), n)
+    return min(10, n) if batch_size is None else check_int(batch_size, "batch_size", 1, n)
 
 
-def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=3.0, epochs: int = 30,
+def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=None, epochs: int = 30,
         sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-        seed: Seed = None, validation=None, record_updates: bool = False, eval_train: bool = True,
-        callbacks=(), fused: bool | None = None, state: "TrainState | None" = None) -> History:
+        optimizer: GradientTransformation | None = None, seed: Seed = None, validation=None,
+        record_updates: bool = False, eval_train: bool = True, eval_every: int = 1, callbacks=(),
+        stepper: str | None = None, fused: bool | None = None, state: "TrainState | None" = None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
     examples: m = n for ``method="batch"`` (the exact gradient), m = 1 for ``"stochastic"``, and
-    m = ``batch_size`` (default 10) for ``"minibatch"``. An epoch is n examples seen.
+    m = ``batch_size`` (default min(10, n)) for ``"minibatch"``. An epoch is n examples seen.
 
     Parameters
     ----------
-    net : a ``Network``; its parameters are updated in place (``net.params`` is reassigned).
+    net : a ``Network``; its parameters are updated (in place or by reassigning ``net.params``).
     X, Y : inputs (n, d) and targets: integer labels (n,) or arrays (n, k). X may be data on disk
         (``sgdlab.data.open_npy``): batches then read only their rows and memory stays bounded.
-    lr : eta > 0, or a schedule ``lr(t) -> eta_t`` of the update count t (see ``sgdlab.schedules``).
+    lr : eta > 0 (default 3.0), or a schedule ``lr(t) -> eta_t`` of the update count t (see
+        ``sgdlab.schedules``; its name goes into ``history.config["lr"]``).
     sampling : "reshuffle" (default), "shuffle_once", "replacement" or "sequential"; see ``sgdlab.sampling``.
-    momentum, nesterov, weight_decay : SGD options (off by default); see ``sgdlab.optim``.
+    momentum, nesterov, weight_decay : shortcuts for ``optimizer=sgdlab.optim.sgd(lr, momentum,
+        nesterov, weight_decay)`` (off by default).
+    optimizer : a ``GradientTransformation`` (``sgdlab.optim``); give it instead of lr/momentum/
+        nesterov/weight_decay. One made by ``optim.sgd`` can run on every stepper; any other runs on
+        the reference stepper, and its records carry lr None.
     seed : seeds the "sampling" stream (initial weights come from the network's own seed).
-    validation : optional (X_val, Y_val), evaluated after every epoch.
+    validation : optional (X_val, Y_val), evaluated after the epochs that evaluate.
     record_updates : also keep one record per update (with the batch cost before the update).
-    eval_train : compute the full training-set cost after every epoch (default True).
-    callbacks : ``Callback`` objects (``on_epoch_end``, ``on_update_end``) or callables ``cb(record)``
-        called after every epoch record; raising ``StopTraining`` ends training early.
+    eval_train : compute the full training-set cost and accuracy after the epochs that evaluate.
+    eval_every : evaluate (training and validation sets) after every ``eval_every``-th epoch, and
+        always after epoch 0 and the last epoch (default 1: every epoch). The evaluation is a full
+        forward pass over the data and is not counted in ``train_seconds``.
+    callbacks : ``Callback`` objects (``on_train_begin``, ``on_epoch_end``, ``on_update_end``,
+        ``on_train_end``) or callables ``cb(record)`` called after every epoch record; raising
+        ``StopTraining`` ends training early. ``on_update_end`` is called only where a callback
+        overrides it, every ``update_interval`` updates.
+    stepper : how updates are made: None picks once from the backend, data, batch size and
+        optimizer; or a name from ``sgdlab.steppers.available()`` ("reference", "fused",
+        "compiled", "chunked", ...). ``fused`` is the older switch: True = "fused", False = "reference".
     state : a ``TrainState`` to continue from and keep up to date (``epochs`` is then the total to
         reach, counting the epochs already done); a checkpoint saves it for an exact resume.
-    fused : None picks the BLAS-fused fast path where it applies and pays (NumPy, momentum 0,
-        batches of at most ``optim.FUSED_MAX_BATCH`` rows); False forces the reference path;
-        True demands the fast path.
 
     Raises
     ------
-    DivergenceError : a NaN/inf cost; ``net`` is left with the parameters of the last epoch whose
-        cost was finite.
+    DivergenceError : a NaN/inf cost or parameter; ``net`` is left with the parameters of the last
+        epoch that ended finite. A schedule giving eta <= 0 or NaN raises ValueError, also leaving
+        those parameters.
 
     Example
     -------
@@ -160,31 +175,24 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     >>> [r["epoch"] for r in h.epochs]
     [0, 1, 2, 3]
     """
-    xp = net.xp
     data = _TrainingData.prepare(net, X, Y, validation)
-    n = data.n
-    m = resolve_batch_size(method, batch_size, n)
-    epochs = check_int(epochs, "epochs", 1)
+    m = resolve_batch_size(method, batch_size, data.n)
+    epochs, eval_every = check_int(epochs, "epochs", 1), check_int(eval_every, "eval_every", 1)
     check_choice(sampling, "sampling", ORDERS)
     if method == "batch" and sampling == "replacement":
         raise ValueError("method='batch' uses every example once per update; sampling='replacement' does not apply")
-    schedule = lr if callable(lr) else as_schedule(check_positive(lr, "learning rate lr"))
-    check_fraction(momentum, "momentum")
-    check_fraction(weight_decay, "weight_decay", high=float("inf"))
-    opt = sgd(schedule, momentum, nesterov, weight_decay)
-    can_fuse = is_numpy(xp) and momentum == 0
-    if fused and not can_fuse:
-        raise ValueError("fused=True needs the NumPy backend and momentum=0")
-    fused = (can_fuse and m <= FUSED_MAX_BATCH) if fused is None else bool(fused)
-    # how one update is made: the full gradient chunk by chunk (batch GD on data on disk), the
-    # BLAS-fused step, or the reference chain gradient -> optimizer -> apply_updates
-    mode = "chunked" if data.on_disk and m == n else "fused" if fused else "reference"
-
-    config = {"method": method, "batch_size": m, "n": n, "epochs": epochs,
-              "lr": lr if not callable(lr) else getattr(lr, "__name__", "schedule"),
-              "sampling": sampling if method != "batch" else "full", "momentum": momentum, "nesterov": nesterov,
-              "weight_decay": weight_decay, "seed": seed if not isinstance(seed, np.random.Generator) else "generator",
-              "fused": mode == "fused", "network": net.describe()}
+    opt = make_optimizer(optimizer, lr, momentum, nesterov, weight_decay)
+    hooks = _Hooks(callbacks)
+    if stepper is not None and fused is not None:
+        raise ValueError("give stepper= or fused=, not both")
+    chosen = select_stepper(StepContext(net, data, opt, m), stepper if fused is None else
+                            ("fused" if fused else "reference"))
+    hyper = opt.hyper
+    config = {"method": method, "batch_size": m, "n": data.n, "epochs": epochs,
+              "lr": schedule_name(hyper.lr) if hyper else "optimizer", "sampling": sampling if method != "batch" else "full",
+              "momentum": hyper and hyper.momentum, "nesterov": hyper and hyper.nesterov,
+              "weight_decay": hyper and hyper.weight_decay, "eval_every": eval_every, "stepper": chosen.name,
+              "seed": seed if not isinstance(seed, np.random.Generator) else "generator", "network": net.describe()}
     state = state if state is not None else TrainState()
     if state.rng is None:
         state.rng = generator(seed, "sampling")
@@ -194,110 +202,213 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         state.history.config.update(config)
     if state.opt_state is None:
         state.opt_state = opt.init(net.params)
-    sampler = BatchSampler(n, m, "sequential" if method == "batch" else sampling, state.rng)
+    if hyper is not None:  # one step counter: the optimizer's count is TrainState.step
+        state.opt_state = sgd_state(state.opt_state, state.step)
+    state.history.config["stepper_info"] = chosen.prepare()  # compilation, before the clock starts
+    sampler = BatchSampler(data.n, m, "sequential" if method == "batch" else sampling, state.rng)
     sampler.fixed = state.fixed
-    history = state.history
+    loop = _Loop(net, data, chosen, state, sampler, hooks, record_updates, eval_train, eval_every, epochs)
+    return loop.run()
 
-    def record(epoch: int, eta, partial: bool = False) -> dict:
-        r = {"epoch": epoch, "updates": state.step, "examples_seen": state.seen, "train_seconds": state.seconds,
-             "lr": eta, **data.evaluate(net, train=eval_train)}
+
+def make_optimizer(optimizer, lr, momentum=0.0, nesterov=False, weight_decay=0.0) -> GradientTransformation:
+    """``optimizer`` as given, or ``sgd(lr, momentum, nesterov, weight_decay)`` from the shortcuts."""
+    if optimizer is not None:
+        if not isinstance(optimizer, GradientTransformation):
+            raise TypeError(f"optimizer must be a GradientTransformation (see sgdlab.optim); got {type(optimizer).__name__}")
+        if lr is not None or momentum != 0 or nesterov is not False or weight_decay != 0:
+            raise ValueError("give either optimizer= or lr/momentum/nesterov/weight_decay, not both "
+                             "(e.g. optimizer=sgdlab.optim.sgd(0.1, momentum=0.9))")
+        return optimizer
+    lr = 3.0 if lr is None else lr
+    schedule = lr if callable(lr) else as_schedule(check_positive(lr, "learning rate lr"))
+    return sgd(schedule, momentum, nesterov, weight_decay)
+
+
+class _Hooks:
+    """The callbacks, sorted by hook; a per-update hook only where a callback overrides it."""
+
+    def __init__(self, callbacks):
+        if callbacks is None:
+            callbacks = ()
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            callbacks = [callbacks]
+        self.epoch, self.update, self.begin, self.end = [], [], [], []
+        for cb in callbacks:
+            if not (isinstance(cb, Callback) or callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
+                raise TypeError(f"callbacks must be Callback objects or callables cb(record); got {cb!r}")
+            on_epoch = _hook(cb, "on_epoch_end") or (None if hasattr(cb, "on_epoch_end") else cb)
+            if on_epoch is not None:
+                self.epoch.append(on_epoch)
+            for name, where in (("on_train_begin", self.begin), ("on_train_end", self.end)):
+                if _hook(cb, name):
+                    where.append(_hook(cb, name))
+            if _hook(cb, "on_update_end"):
+                k = getattr(cb, "update_interval", 1)
+                self.update.append((check_int(k, f"{type(cb).__name__}.update_interval", 1), cb.on_update_end))
+        self.intervals = sorted({k for k, _ in self.update})
+
+
+def _hook(cb, name: str):
+    """cb's method ``name`` if it has one of its own (a Callback's inherited no-op does not count)."""
+    method = getattr(cb, name, None)
+    if not callable(method):
+        return None
+    if isinstance(cb, Callback) and getattr(type(cb), name, None) is getattr(Callback, name):
+        return None
+    return method
+
+
+class _Loop:
+    """The epochs of one ``fit``: sampler -> stepper blocks -> records -> callbacks."""
+
+    def __init__(self, net, data, stepper, state, sampler, hooks, record_updates, eval_train, eval_every, epochs):
+        self.net, self.data, self.stepper, self.state, self.sampler, self.hooks = net, data, stepper, state, sampler, hooks
+        self.record_updates, self.eval_train, self.eval_every, self.epochs = record_updates, eval_train, eval_every, epochs
+        self.history, self.opt, self.eta = state.history, stepper.opt, None
+        hyper = self.opt.hyper
+        self.schedule = hyper.lr if hyper is not None else None
+
+    def run(self) -> History:
+        history, state = self.history, self.state
+        while history.epochs and history.epochs[-1].get("partial"):
+            history.epochs.pop()  # a record of an interrupted epoch is superseded by the epoch's real end
+        self.good = self.net.copy_params()
+        try:
+            for hook in self.hooks.begin:
+                hook(history.config)
+            if not history.epochs:
+                self.epoch_end(self.record(0))
+            for epoch in range(state.epoch + 1, self.epochs + 1):
+                if self.run_epoch(epoch):
+                    history.config["stopped_at_update"] = state.step
+                    break
+        except StopTraining:
+            history.config["stopped_at_update"] = state.step
+        for hook in self.hooks.end:
+            hook(history)
+        return history
+
+    def run_epoch(self, epoch: int) -> bool:
+        """One epoch (or what is left of it); True when a callback stopped training inside it."""
+        state, t0 = self.state, time.perf_counter()
+        if state.order is None:
+            state.order, state.position = self.sampler.epoch_order(), 0
+            state.fixed = self.sampler.fixed
+        batches = self.sampler.split(state.order)
+        if len(batches) == 1 and self.sampler.order != "replacement":
+            batches = [FULL_BATCH]  # every row once: the rows' order does not matter
+        state.seconds += time.perf_counter() - t0
+        first, stopped = state.step + 1, False
+        while state.position < len(batches) and not stopped:
+            stopped = self.block(epoch, batches[state.position:state.position + self.block_length(len(batches))])
+        partial = state.position < len(batches)
+        if not partial:
+            state.epoch, state.order, state.position = epoch, None, 0
+        r = self.record(epoch, partial)
+        self.check(r, f"in epoch {epoch} (updates {first}-{state.step})")
+        self.good = self.net.copy_params()
+        if not stopped:
+            self.epoch_end(r)
+        return stopped
+
+    def block_length(self, n_batches: int) -> int:
+        """Updates until the next record or callback that needs the loop back, or the epoch's end."""
+        left = n_batches - self.state.position
+        if self.record_updates:
+            return 1
+        if self.hooks.intervals:
+            return min([left] + [k - self.state.step % k for k in self.hooks.intervals])
+        return left
+
+    def etas(self, k: int):
+        """The learning rates of the next k updates, from the schedule at the one step counter."""
+        if self.schedule is None:
+            return [None] * k
+        if isinstance(self.schedule, constant):
+            return [self.schedule.params["lr"]] * k
+        return [self.schedule(self.state.step + i) for i in range(k)]
+
+    def block(self, epoch: int, block: list) -> bool:
+        """Make a block of updates, then its records and callbacks; True when a callback stops training."""
+        state, stepper = self.state, self.stepper
+        etas = self.etas(len(block))
+        bad = next((i for i, e in enumerate(etas) if e is not None and not (e > 0 and math.isfinite(e))), None)
+        if bad is not None:
+            block, etas, bad_eta = block[:bad], etas[:bad], etas[bad]
+        t0 = time.perf_counter()
+        with stepper.guard():
+            costs = stepper.run(state, block, etas, self.record_updates) if block else None
+            stepper.sync()
+        state.seconds += time.perf_counter() - t0
+        sizes = [self.data.n if idx is FULL_BATCH else len(idx) for idx in block]
+        state.seen += sum(sizes)
+        state.position += len(block)
+        self.eta = etas[-1] if etas else self.eta
+        if self.record_updates and block:
+            u = self.update_record(epoch, sizes[-1])
+            u["batch_cost"] = costs[-1]
+            self.history.updates.append(u)
+            if not math.isfinite(u["batch_cost"]):
+                self.diverged(f"at update {state.step} (epoch {epoch})", u["batch_cost"])
+        if bad is not None:
+            self.net.params = self.good
+            raise ValueError(f"the learning-rate schedule gave lr={bad_eta!r} at step t={state.step} "
+                             f"(update {state.step + 1}); "
+                             f"it must be finite and > 0. {self.kept()}")
+        due = [hook for k, hook in self.hooks.update if state.step % k == 0]
+        if due and block:
+            u = self.update_record(epoch, sizes[-1])
+            try:
+                for hook in due:
+                    hook(u)
+            except StopTraining:
+                return True
+        return False
+
+    def update_record(self, epoch: int, batch_size: int) -> dict:
+        s = self.state
+        return {"update": s.step, "epoch": epoch, "examples_seen": s.seen, "train_seconds": s.seconds,
+                "lr": self.eta, "batch_size": batch_size}
+
+    def record(self, epoch: int, partial: bool = False) -> dict:
+        s = self.state
+        evaluate = epoch in (0, self.epochs) or partial or epoch % self.eval_every == 0
+        r = {"epoch": epoch, "updates": s.step, "examples_seen": s.seen, "train_seconds": s.seconds, "lr": self.eta,
+             **(self.data.evaluate(self.net, train=self.eval_train) if evaluate else {})}
         if partial:
             r["partial"] = True
-        history.epochs.append(r)
+        self.history.epochs.append(r)
         return r
 
-    def diverged(where: str, eta, cost):
-        net.params = good
-        last = history.epochs[-1]
-        raise DivergenceError(
-            f"training diverged {where} with lr={eta:g}: the cost became {cost}. The network keeps the "
-            f"parameters from the end of epoch {last['epoch']}, the last with a finite cost; try a smaller lr.")
+    def epoch_end(self, r: dict) -> None:
+        for hook in self.hooks.epoch:
+            hook(r)
 
-    full = m == n
-    on_epoch = [getattr(cb, "on_epoch_end", None) or cb for cb in callbacks
-                if callable(getattr(cb, "on_epoch_end", None) or cb)]
-    on_update = [cb.on_update_end for cb in callbacks if callable(getattr(cb, "on_update_end", None))]
-    per_update = record_updates or bool(on_update)
-    errstate = (lambda: np.errstate(all="ignore")) if is_numpy(xp) else contextlib.nullcontext
-    blas_guard = scipy_blas_single_threaded if mode == "fused" else contextlib.nullcontext
-    good = net.copy_params()
-    eta, stopped = None, False
-    while history.epochs and history.epochs[-1].get("partial"):
-        history.epochs.pop()  # a record of an interrupted epoch is superseded by the epoch's real end
-    try:
-        if not history.epochs:
-            r0 = record(0, None)
-            for cb in on_epoch:
-                cb(r0)
-        for epoch in range(state.epoch + 1, epochs + 1):
-            if state.order is None:
-                state.order, state.position = sampler.epoch_order(), 0
-                state.fixed = sampler.fixed
-            batches = sampler.split(state.order)
-            first_update = state.step + 1
-            with errstate(), blas_guard():
-                t0 = time.perf_counter()
-                for k in range(state.position, len(batches)):
-                    Xb, Tb = (data.X, data.T) if full else data.batch(batches[k])
-                    eta = schedule(state.step)
-                    if not (eta > 0 and math.isfinite(eta)):
-                        raise ValueError(f"the learning-rate schedule gave lr={eta!r} at update {state.step}; it must be finite and > 0")
-                    batch_cost = _update(mode, net, opt, state, data, Xb, Tb, eta, weight_decay)
-                    state.step += 1
-                    state.seen += Xb.shape[0]
-                    state.position = k + 1
-                    if per_update:  # the clock stops while records are made and callbacks run
-                        state.seconds += time.perf_counter() - t0
-                        u = {"update": state.step, "epoch": epoch, "examples_seen": state.seen,
-                             "train_seconds": state.seconds, "lr": eta, "batch_size": Xb.shape[0]}
-                        if record_updates:
-                            u["batch_cost"] = batch_cost()
-                            history.updates.append(u)
-                            if not math.isfinite(u["batch_cost"]):
-                                diverged(f"at update {state.step} (epoch {epoch})", eta, u["batch_cost"])
-                        try:
-                            for cb in on_update:
-                                cb(u)
-                        except StopTraining:
-                            stopped = True
-                            break
-                        t0 = time.perf_counter()
-                if not stopped:
-                    state.seconds += time.perf_counter() - t0
-            if stopped and state.position < len(batches):
-                r = record(epoch, eta, partial=True)
-            else:
-                state.epoch, state.order, state.position = epoch, None, 0
-                r = record(epoch, eta)
-            cost = r.get("train_cost", r.get("val_cost"))
-            if cost is not None and not math.isfinite(cost):
-                history.epochs.pop()
-                diverged(f"in epoch {epoch} (updates {first_update}-{state.step})", eta, cost)
-            good = net.copy_params()
-            if stopped:
-                history.config["stopped_at_update"] = state.step
-                break
-            for cb in on_epoch:
-                cb(r)
-    except StopTraining:
-        history.config["stopped_at_update"] = state.step
-    return history
+    def check(self, r: dict, where: str) -> None:
+        """Divergence: a non-finite evaluated cost, or non-finite parameters (also without evaluation)."""
+        cost = r.get("train_cost", r.get("val_cost"))
+        if cost is not None and not math.isfinite(cost):
+            self.history.epochs.pop()
+            self.diverged(where, cost)
+        if not _finite(self.net.params, self.net.xp):
+            self.history.epochs.pop()
+            self.diverged(where, "non-finite in the parameters")
+
+    def kept(self) -> str:
+        last = self.history.epochs[-1]["epoch"] if self.history.epochs else self.state.epoch
+        return f"The network keeps the parameters from the end of epoch {last}, the last with a finite cost"
+
+    def diverged(self, where: str, cost):
+        self.net.params = self.good
+        lr = "its optimizer" if self.eta is None else f"lr={self.eta:g}"
+        raise DivergenceError(f"training diverged {where} with {lr}: the cost became {cost}. {self.kept()}; "
+                              f"try a smaller lr.")
 
 
-def _update(mode: str, net, opt, state, data, Xb, Tb, eta: float, weight_decay: float):
-    """Make one parameter update; return a function giving the batch's cost before it."""
-    if mode == "chunked":
-        grads, cost = net._chunked_gradient(data.X, data.T)
-        updates, state.opt_state = opt.update(grads, state.opt_state, net.params)
-        net.params = apply_updates(net.params, updates)
-        return lambda: cost
-    if mode == "fused":
-        acts, _, z = fused_sgd_step(net, Xb, Tb, eta, weight_decay)
-    else:
-        acts, deltas, z = net._backprop(Xb, Tb)
-        updates, state.opt_state = opt.update(net._gradient_from(acts, deltas), state.opt_state, net.params)
-        net.params = apply_updates(net.params, updates)
-    return lambda: net._batch_cost(acts, z, Tb)
+def _finite(params, xp) -> bool:
+    """Whether every parameter is finite (one reduction per array)."""
+    return all(bool(xp.all(xp.isfinite(p))) for Wb in params for p in Wb)
 
 
 @dataclass
@@ -338,12 +449,18 @@ class _TrainingData:
         i = xp.asarray(idx, device=array_api_compat.device(self.T))
         return xp.take(self.X, i, axis=0), xp.take(self.T, i, axis=0)
 
+    def evaluate_sums(self, net, which: str = "train") -> tuple:
+        """(cost_sum, correct or None, rows) over the training or validation set: what ranks reduce."""
+        X, T, labels = (self.X, self.T, self.labels) if which == "train" else self.val
+        cost, correct = kernels.evaluate_sums(net.arch, net.params, X, T, labels, net.xp)
+        return cost, correct, X.shape[0]
+
     def evaluate(self, net, train: bool = True) -> dict:
+        """{train,val}_{cost,accuracy}: the means of ``evaluate_sums``."""
         out = {}
-        if train:
-            out["train_cost"], out["train_accuracy"] = net._evaluate(self.X, self.T, self.labels)
-        if self.val is not None:
-            out["val_cost"], out["val_accuracy"] = net._evaluate(*self.val)
+        for which in ("train",) * bool(train) + ("val",) * (self.val is not None):
+            cost, correct, rows = self.evaluate_sums(net, which)
+            out[f"{which}_cost"], out[f"{which}_accuracy"] = cost / rows, None if correct is None else correct / rows
         return out
 
 
@@ -376,14 +493,26 @@ class StopTraining(Exception):
 class Callback:
     """Hooks into ``fit``; override what you need. A plain callable counts as ``on_epoch_end``.
 
-    ``on_epoch_end(record)`` gets each epoch record (epoch 0 included); ``on_update_end(record)``
-    gets {update, epoch, examples_seen, train_seconds, lr, batch_size} after every update, with the
-    network already updated. The training clock is stopped while callbacks run. Raise
-    ``StopTraining`` to end training; the epoch in progress then gets its record.
+    ``on_train_begin(config)`` gets ``history.config`` before anything else; ``on_epoch_end(record)``
+    gets each epoch record (epoch 0 included); ``on_update_end(record)`` gets {update, epoch,
+    examples_seen, train_seconds, lr, batch_size} after every ``update_interval``-th update (counted
+    by the step counter), with the network already updated; ``on_train_end(history)`` closes a run
+    that ended normally or by ``StopTraining``. A hook is called only where a subclass overrides it:
+    without an ``on_update_end`` of its own a callback costs the updates nothing (Keras does the
+    same). The training clock is stopped while callbacks run. Raise ``StopTraining`` to end
+    training; the epoch in progress then gets its record.
     """
+
+    update_interval: int = 1
+
+    def on_train_begin(self, config: dict) -> None:
+        pass
 
     def on_epoch_end(self, record: dict) -> None:
         pass
 
     def on_update_end(self, record: dict) -> None:
+        pass
+
+    def on_train_end(self, history: History) -> None:
         pass

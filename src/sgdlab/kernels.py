@@ -1,0 +1,113 @@
+"""Pure kernels: the forward pass and batched backpropagation as functions of
+(architecture, params, X, T, xp), with no Network and no state.
+
+Shape convention: rows are examples; layer l computes ``z_l = a_{l-1} @ W_l + b_l``, ``a_l = f(z_l)``.
+
+    delta_L = dC_x/dz_L                                (the cost's output error)
+    delta_l = (delta_{l+1} @ W_{l+1}^T) * f'(z_l)      (f' from the stored a_l)
+
+``grad_sums`` returns gradient SUMS over the rows, ``(a_{l-1}^T delta_l, sum_rows delta_l)``, and the
+cost sum ``sum_x C_x``; nothing is divided. The caller takes the mean once (divides by the row count m),
+so a gradient accumulated over chunks, or added across MPI ranks, rounds the division once.
+
+>>> import numpy as np
+>>> from sgdlab import Network
+>>> net = Network([3, 4, 2], dtype="float64", seed=0)
+>>> X, T = np.ones((5, 3)), np.zeros((5, 2))
+>>> sums, c = grad_sums(net.arch, net.params, X, T, np)
+>>> g = net.gradient(X, T)
+>>> bool(np.allclose(sums[0][0] / 5, g[0][0])) and bool(np.isclose(c / 5, net.cost(X, T)))
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .activations import Activation
+from .backend import dot
+
+EVAL_CHUNK = 8192  # rows per forward pass when evaluating or accumulating, to bound memory
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the kernels need to know about a network besides its parameters."""
+
+    activation: Activation  # hidden layers
+    output_activation: Activation
+    cost: object  # a cost from sgdlab.costs (value, delta)
+
+
+def forward(arch: Arch, params, X, xp):
+    """Activations [a_0 = X, a_1, ..., a_L] and the output pre-activation z_L."""
+    acts, a, last = [X], X, len(params) - 1
+    for l, (W, b) in enumerate(params):
+        z = dot(xp, a, W)
+        z += b
+        a = (arch.output_activation if l == last else arch.activation).fn(z, xp)
+        acts.append(a)
+    return acts, z
+
+
+def backprop(arch: Arch, params, X, T, xp):
+    """(acts, deltas, z_L) with deltas[l] = dC_x/dz of layer l+1, one row per example."""
+    acts, z = forward(arch, params, X, xp)
+    delta = arch.cost.delta(z, acts[-1], T, arch.output_activation, xp)
+    deltas = [delta]
+    for l in range(len(params) - 1, 0, -1):
+        delta = dot(xp, delta, params[l][0].T) * arch.activation.grad(acts[l], xp)
+        deltas.append(delta)
+    deltas.reverse()
+    return acts, deltas, z
+
+
+def sums_from(acts, deltas, xp):
+    """Gradient sums [(a_{l-1}^T delta_l, sum_rows delta_l)] from a backward pass."""
+    return [(dot(xp, a.T, d), xp.sum(d, axis=0)) for a, d in zip(acts[:-1], deltas, strict=True)]
+
+
+def cost_sum(arch: Arch, acts, z, T, xp):
+    """sum_x C_x over the rows of a forward pass (an xp scalar: no device sync)."""
+    return arch.cost.value(z, acts[-1], T, arch.output_activation, xp)
+
+
+def grad_sums(arch: Arch, params, X, T, xp):
+    """(sums, cost_sum): sum_x grad C_x as [(dW, db)] in the shapes of params, and sum_x C_x.
+
+    Divide both by m = X.shape[0] for the mean gradient and the cost C.
+    """
+    acts, deltas, z = backprop(arch, params, X, T, xp)
+    return sums_from(acts, deltas, xp), cost_sum(arch, acts, z, T, xp)
+
+
+def chunks(n: int, size: int | None = None) -> list:
+    """Row slices of at most ``size`` (default EVAL_CHUNK) rows covering 0..n-1."""
+    size = size or EVAL_CHUNK
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def chunked_grad_sums(arch: Arch, params, X, T, xp, size: int | None = None):
+    """``grad_sums`` over all rows, accumulated chunk by chunk (for data that is not in memory at once)."""
+    total, cost = None, 0.0
+    for rows in chunks(X.shape[0], size):
+        sums, c = grad_sums(arch, params, X[rows, ...], T[rows, ...], xp)
+        total = sums if total is None else [(tW + sW, tb + sb) for (tW, tb), (sW, sb) in zip(total, sums, strict=True)]
+        cost += float(c)
+    return total, cost
+
+
+def predicted_class(a, xp):
+    """argmax of the outputs, or a > 1/2 for a single output unit."""
+    return xp.astype(a[:, 0] > 0.5, xp.int64) if a.shape[1] == 1 else xp.argmax(a, axis=1)
+
+
+def evaluate_sums(arch: Arch, params, X, T, labels, xp, size: int | None = None):
+    """(cost_sum, correct or None) over all rows, in chunks: sum_x C_x and the count of right classes."""
+    total, correct = 0.0, 0
+    for rows in chunks(X.shape[0], size):
+        acts, z = forward(arch, params, X[rows, ...], xp)
+        total += float(cost_sum(arch, acts, z, T[rows, ...], xp))
+        if labels is not None:
+            correct += int(xp.sum(xp.astype(predicted_class(acts[-1], xp) == labels[rows], xp.int64)))
+    return total, (None if labels is None else correct)

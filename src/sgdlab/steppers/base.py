@@ -1,0 +1,124 @@
+"""The Stepper protocol, the registry and ``select_stepper`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from ..backend import is_numpy
+from ..optim import sgd_state
+
+FULL_BATCH = None  # a batch that is every training row (batch gradient descent)
+
+
+@dataclass
+class StepContext:
+    """What a stepper is chosen from, and what it works on, for one ``fit``.
+
+    net: the Network (its ``params`` are updated); data: the training data holder (``X, T, labels,
+    n, on_disk, batch(idx)``); opt: the ``GradientTransformation`` (``opt.hyper`` set by ``sgd``);
+    batch_size: rows per update (n for batch GD); comm: an MPI communicator or None; device: None
+    or the device the network lives on.
+    """
+
+    net: object
+    data: object
+    opt: object
+    batch_size: int
+    comm: object = None
+    device: object = None
+
+    @property
+    def full_batch(self) -> bool:
+        return self.batch_size == self.data.n
+
+    @property
+    def numpy(self) -> bool:
+        return is_numpy(self.net.xp)
+
+    @property
+    def hyper(self):
+        return self.opt.hyper
+
+
+class Stepper:
+    """Makes blocks of parameter updates; chosen once per ``fit`` by ``select_stepper``.
+
+    Subclasses set ``name`` and implement ``run``; ``unsupported`` says why a stepper cannot run a
+    context (None when it can), ``preferred`` whether automatic selection should take it.
+    """
+
+    name = "stepper"
+    priority = 100  # automatic selection tries lower numbers first
+
+    def __init__(self, ctx: StepContext):
+        self.ctx, self.net, self.data, self.opt = ctx, ctx.net, ctx.data, ctx.opt
+
+    @classmethod
+    def unsupported(cls, ctx: StepContext) -> str | None:
+        return None
+
+    @classmethod
+    def preferred(cls, ctx: StepContext) -> bool:
+        return True
+
+    def prepare(self) -> dict:
+        """One-off work before the clock starts (compilation); returns facts for ``history.config``."""
+        return {}
+
+    def guard(self):
+        """A context manager owning this stepper's guards (errstate, BLAS threads, device sync)."""
+        return contextlib.nullcontext()
+
+    def run(self, state, batches, etas, want_costs: bool):
+        """Make ``len(batches)`` updates, in order; advance ``state.step`` and the optimizer state.
+
+        batches: index arrays into the training rows, or FULL_BATCH; etas: the learning rate of each
+        update (None where the optimizer has its own). Returns the batch cost C before each update
+        (a list of floats) when ``want_costs``, else None.
+        """
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Wait for pending device work (nothing to wait for on the CPU)."""
+
+    def rows(self, idx):
+        """(X_b, T_b) for one batch."""
+        return (self.data.X, self.data.T) if idx is FULL_BATCH else self.data.batch(idx)
+
+
+def advance(state, opt, k: int = 1) -> None:
+    """Count ``k`` updates made: ``state.step`` and, for ``sgd``, the optimizer state's step (one count)."""
+    state.step += k
+    if opt.hyper is not None:
+        state.opt_state = sgd_state(state.opt_state, state.step)
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Add a Stepper class to the registry under ``cls.name`` (a class decorator)."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> dict:
+    """The registered stepper classes by name."""
+    return dict(_REGISTRY)
+
+
+def select_stepper(ctx: StepContext, name: str | None = None) -> Stepper:
+    """The stepper for this run: ``name`` if given (refused with the reason if it cannot run it),
+    else the first registered stepper, by ``priority``, that supports the context and prefers it."""
+    if name is not None:
+        if name not in _REGISTRY:
+            raise ValueError(f"unknown stepper {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
+        why = _REGISTRY[name].unsupported(ctx)
+        if why:
+            raise ValueError(f"stepper {name!r} cannot run this fit: {why}")
+        return _REGISTRY[name](ctx)
+    for cls in sorted(_REGISTRY.values(), key=lambda c: c.priority):
+        if cls.unsupported(ctx) is None and cls.preferred(ctx):
+            return cls(ctx)
+    raise ValueError("no stepper can run this fit")  # unreachable while 'reference' is registered

@@ -1,0 +1,74 @@
+"""The fused stepper: plain SGD (no momentum) on NumPy, the gradient and the update in one BLAS gemm.
+
+    W <- (1 - eta lam) W - (eta/m) a^T delta,    b <- b - (eta/m) sum_rows delta
+
+with no gradient buffer at all: gemm writes into W in place. All deltas are computed before any
+parameter changes, so this is the reference update up to rounding (a test proves it). It pays for
+batches of up to FUSED_MAX_BATCH rows, where per-call overhead and memory passes dominate; above
+that the reference path's separate products are as fast (crossover measured at 32-64 rows for
+64-30-10, 784-30-10 and 784-100-10 networks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .. import kernels
+from .base import Stepper, advance, register
+from .threads import blas_threads
+
+FUSED_MAX_BATCH = 32
+
+
+def _gemm(dtype):
+    from scipy.linalg import blas
+
+    return blas.sgemm if dtype == np.float32 else blas.dgemm
+
+
+@register
+class FusedStepper(Stepper):
+    name = "fused"
+    priority = 50
+
+    @classmethod
+    def unsupported(cls, ctx):
+        if not ctx.numpy:
+            return "it needs the NumPy backend"
+        if ctx.hyper is None:
+            return "it needs an optimizer made by sgdlab.optim.sgd (it applies the SGD update itself)"
+        if ctx.hyper.momentum != 0:
+            return "it makes plain SGD updates only (momentum=0)"
+        return None
+
+    @classmethod
+    def preferred(cls, ctx):
+        return ctx.batch_size <= FUSED_MAX_BATCH
+
+    def guard(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(np.errstate(all="ignore"))
+        stack.enter_context(blas_threads(self.net.sizes, self.ctx.batch_size))
+        return stack
+
+    def run(self, state, batches, etas, want_costs):
+        net, arch, lam = self.net, self.net.arch, self.ctx.hyper.weight_decay
+        gemm = _gemm(net.dtype)
+        if not all(p.flags.c_contiguous and p.flags.writeable for Wb in net.params for p in Wb):
+            net.params = [(np.array(W, order="C"), np.array(b, order="C")) for W, b in net.params]  # gemm writes in place
+        costs = [] if want_costs else None
+        for idx, eta in zip(batches, etas, strict=True):
+            X, T = self.rows(idx)
+            acts, deltas, z = kernels.backprop(arch, net.params, X, T, np)
+            m = X.shape[0]
+            scale = eta / m
+            for (W, b), a, d in zip(net.params, acts[:-1], deltas, strict=True):
+                # W^T is Fortran-ordered, so gemm updates the C-ordered W in place: W^T <- beta W^T + alpha d^T a
+                gemm(-scale, d.T, a.T, beta=1.0 - eta * lam, c=W.T, trans_b=True, overwrite_c=True)
+                b -= scale * (d[0] if m == 1 else d.sum(axis=0))
+            advance(state, self.opt)
+            if want_costs:
+                costs.append(float(kernels.cost_sum(arch, acts, z, T, np)) / m)
+        return costs

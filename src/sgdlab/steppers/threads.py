@@ -1,0 +1,82 @@
+"""BLAS threads chosen per product size, so that small products never pay the multi-thread cliff.
+
+OpenBLAS's thread pool wins only on large products; on small ones its threads hand work to each
+other and spin, and when another process holds a core a 2-thread product can be an order of
+magnitude slower than a 1-thread one. A stepper runs its block under ``blas_threads(ctx)``: one
+thread for every BLAS library when the largest product of an update, batch rows x fan_in x fan_out
+multiply-adds, is below ``MULTI_THREAD_MIN_MACS``; the libraries' own settings otherwise (SciPy's
+private OpenBLAS still pinned to one thread, as its pool spin-waits against NumPy's).
+
+The threshold is measured by ``python -m sgdlab.steppers.threads`` (README, "Speed").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+MULTI_THREAD_MIN_MACS = 1024 * 784 * 100
+"""Below this many multiply-adds per product, one BLAS thread (2 threads first won at batch ~1024 for 784x100)."""
+
+
+@functools.cache
+def _controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def largest_product(sizes, rows: int) -> int:
+    """Multiply-adds of an update's largest matrix product: rows x fan_in x fan_out."""
+    return rows * max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def blas_threads(sizes, rows: int):
+    """A context manager: one BLAS thread for small products, the libraries' defaults for large ones."""
+    if largest_product(sizes, rows) < MULTI_THREAD_MIN_MACS:
+        return _controller().limit(limits=1, user_api="blas")
+    from ..backend import scipy_blas_single_threaded
+
+    return scipy_blas_single_threaded()
+
+
+def single_thread():
+    """One thread for every BLAS library (for timings that must not depend on the thread count)."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
+def _measure(sizes=(784, 100, 10), batches=(1, 10, 32, 128, 256, 512, 1024, 2048), repeats=5):
+    """Seconds per set of products (forward and weight gradient) at 1 thread and at the default, per batch size."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    W = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    rows = []
+    for m in batches:
+        X = rng.standard_normal((m, sizes[0])).astype(np.float32)
+        times = {}
+        for label, ctx in (("1 thread", single_thread), ("default", contextlib.nullcontext)):
+            best = float("inf")
+            with ctx():
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    for _ in range(max(1, 2000 // m)):
+                        a = X
+                        for w in W:  # forward, then the weight gradient's product a^T z of each layer
+                            z = a @ w
+                            np.dot(a.T, z)
+                            a = z
+                    best = min(best, (time.perf_counter() - t0) / max(1, 2000 // m))
+            times[label] = best
+        rows.append((m, times["1 thread"], times["default"]))
+    return rows
+
+
+if __name__ == "__main__":  # pragma: no cover - a measurement, run by hand
+    from ..machine import describe
+
+    print(describe())
+    for m, one, default in _measure():
+        print(f"batch {m:5d}  1 thread {one * 1e6:9.1f} us  default {default * 1e6:9.1f} us  ratio {default / one:5.2f}")

@@ -1,0 +1,277 @@
+"""The engine seam: steppers chosen once, one step counter, hooks that cost nothing unless used."""
+
+import math
+
+import numpy as np
+import pytest
+
+import sgdlab
+from sgdlab import kernels, optim, schedules
+from sgdlab.steppers import StepContext, available, select_stepper
+from sgdlab.steppers.reference import ReferenceStepper
+
+
+def params_equal(a, b):
+    return all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a, b, strict=True))
+
+
+class Trace(sgdlab.Callback):
+    """Copies the parameters after every update."""
+
+    def __init__(self, net):
+        self.net, self.params, self.lrs = net, [], []
+
+    def on_update_end(self, r):
+        self.params.append([(np.array(W), np.array(b)) for W, b in self.net.numpy_params()])  # copies: fast steppers work in place
+        self.lrs.append(r["lr"])
+
+
+def assert_same_updates(t1, t2, rtol):
+    assert len(t1.params) == len(t2.params) and t1.lrs == t2.lrs
+    for p1, p2 in zip(t1.params, t2.params, strict=True):
+        for (W1, b1), (W2, b2) in zip(p1, p2, strict=True):
+            np.testing.assert_allclose(W1, W2, rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(b1, b2, rtol=rtol, atol=rtol)
+
+
+def switching_run(toy, plan, **kw):
+    """Train epoch by epoch, each fit call on the stepper the plan names; a Trace sees every update."""
+    X, y = toy
+    net = sgdlab.Network([5, 6, 3], seed=4, dtype="float64")
+    trace, state = Trace(net), sgdlab.TrainState()
+    for epoch, name in enumerate(plan, start=1):
+        sgdlab.fit(net, X, y, epochs=epoch, stepper=name, state=state, callbacks=[trace], seed=3, **kw)
+        assert state.step == optim.sgd_step(state.opt_state) == epoch * math.ceil(40 / kw["batch_size"])
+    return net, trace, state
+
+
+def test_switching_steppers_mid_run_gives_the_same_updates(toy):
+    """Epoch 1 fused, 2 reference, 3 fused: every update's parameters and lr match a reference-only run.
+
+    The schedule drops the rate 100x after 5 updates: a stepper that counted its own steps (or
+    none) would apply the wrong rate after a switch. float64; the fused gemm sums in another order
+    than the reference's products, so the two agree to rounding (1e-12 relative over 24 updates).
+    """
+    kw = dict(batch_size=5, lr=schedules.step(1.0, 0.01, every=5), weight_decay=0.01)
+    _, ref, _ = switching_run(toy, ["reference"] * 3, **kw)
+    _, mixed, _ = switching_run(toy, ["fused", "reference", "fused"], **kw)
+    assert ref.lrs[:5] == [1.0] * 5 and ref.lrs[5] == pytest.approx(0.01)
+    assert_same_updates(ref, mixed, rtol=1e-12)
+
+
+def test_schedule_count_survives_a_fused_epoch(toy):
+    """The reported bug: after a fused epoch the reference path applied lr(0) again."""
+    X, y = toy
+    sched = schedules.step(1.0, 0.01, every=8)
+    a, b = (sgdlab.Network([5, 6, 3], seed=0, dtype="float64") for _ in range(2))
+    sa = sgdlab.TrainState()
+    sgdlab.fit(a, X, y, batch_size=5, lr=sched, epochs=1, stepper="fused", state=sa, seed=1)
+    h = sgdlab.fit(a, X, y, batch_size=5, lr=sched, epochs=2, stepper="reference", state=sa, seed=1, record_updates=True)
+    assert [u["lr"] for u in h.updates] == [sched(t) for t in range(8, 16)]
+    sgdlab.fit(b, X, y, batch_size=5, lr=sched, epochs=2, stepper="reference", seed=1)
+    for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True):
+        np.testing.assert_allclose(W1, W2, rtol=1e-12)
+
+
+def test_estimator_t_is_the_optimizer_step():
+    from sklearn.datasets import load_iris
+
+    from sgdlab.estimators import GDClassifier
+
+    X, y = load_iris(return_X_y=True)
+    clf = GDClassifier(epochs=1, batch_size=10, random_state=0)
+    for _ in range(3):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+        assert clf.t_ == clf.state_.step == optim.sgd_step(clf.state_.opt_state)
+    assert clf.t_ == 3 * 15
+
+
+def test_select_stepper_rules_and_refusals(toy):
+    X, y = toy
+    from sgdlab.train import _TrainingData
+
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    data = _TrainingData.prepare(net, X, y)
+    assert {"reference", "fused", "chunked"} <= set(available())
+    ctx = StepContext(net, data, optim.sgd(0.1, momentum=0.9), 40)
+    assert select_stepper(ctx).name == "reference"  # momentum, batch of 40: only the reference fits
+    with pytest.raises(ValueError, match="stepper 'fused' cannot run this fit: .*momentum=0"):
+        select_stepper(ctx, "fused")
+    with pytest.raises(ValueError, match="stepper 'chunked' cannot run.*full-batch"):
+        select_stepper(StepContext(net, data, optim.sgd(0.1), 5), "chunked")
+    with pytest.raises(ValueError, match="unknown stepper 'gpu'; valid: "):
+        sgdlab.fit(net, X, y, epochs=1, stepper="gpu")
+    with pytest.raises(ValueError, match="give stepper= or fused=, not both"):
+        sgdlab.fit(net, X, y, epochs=1, stepper="reference", fused=False)
+    assert sgdlab.fit(net, X, y, epochs=1, batch_size=5).config["stepper"] in available()
+
+
+def test_kernels_return_sums_and_chunks_add_up(toy):
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], seed=0, dtype="float64")
+    T = np.eye(3)[y]
+    sums, c = kernels.grad_sums(net.arch, net.params, X, T, np)
+    chunked, c2 = kernels.chunked_grad_sums(net.arch, net.params, X, T, np, size=7)
+    g = net.gradient(X, y)
+    for (sW, sb), (cW, cb), (gW, gb) in zip(sums, chunked, g, strict=True):
+        np.testing.assert_allclose(sW / 40, gW, rtol=1e-13)
+        np.testing.assert_allclose(cW, sW, rtol=1e-12)
+        np.testing.assert_allclose(cb, sb, rtol=1e-12)
+    assert float(c) / 40 == pytest.approx(net.cost(X, y), rel=1e-13) and c2 == pytest.approx(float(c), rel=1e-12)
+
+
+# ----------------------------------------------------------------- callbacks
+def count_blocks(monkeypatch):
+    calls = []
+    run = ReferenceStepper.run
+
+    def counting(self, state, batches, etas, want_costs):
+        calls.append(len(batches))
+        return run(self, state, batches, etas, want_costs)
+
+    monkeypatch.setattr(ReferenceStepper, "run", counting)
+    return calls
+
+
+def test_per_update_hooks_only_when_overridden(toy, monkeypatch):
+    X, y = toy
+    calls = count_blocks(monkeypatch)
+
+    class EpochsOnly(sgdlab.Callback):
+        def on_epoch_end(self, r):
+            pass
+
+    sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=4, epochs=2, stepper="reference",
+               callbacks=[EpochsOnly(), lambda r: None])
+    assert calls == [10, 10]  # one block per epoch: no per-update work at all
+    calls.clear()
+
+    class Every3(sgdlab.Callback):
+        update_interval = 3
+
+        def __init__(self):
+            self.seen = []
+
+        def on_update_end(self, r):
+            self.seen.append(r["update"])
+
+    cb = Every3()
+    sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=4, epochs=2, stepper="reference", callbacks=[cb])
+    assert cb.seen == [3, 6, 9, 12, 15, 18]
+    assert calls == [3, 3, 3, 1, 2, 3, 3, 2]  # blocks end at multiples of 3 and at epoch ends
+
+
+def test_train_begin_and_end_frame_the_run(toy):
+    X, y = toy
+    events = []
+
+    class Frame(sgdlab.Callback):
+        def on_train_begin(self, config):
+            events.append(("begin", config["stepper"]))
+
+        def on_epoch_end(self, r):
+            events.append(("epoch", r["epoch"]))
+
+        def on_train_end(self, history):
+            events.append(("end", len(history)))
+
+    sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=2, stepper="reference", callbacks=[Frame()])
+    assert events == [("begin", "reference"), ("epoch", 0), ("epoch", 1), ("epoch", 2), ("end", 3)]
+
+
+def test_bad_callbacks_and_flags_are_refused(toy):
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    with pytest.raises(TypeError, match="callbacks must be Callback objects or callables.*got 3"):
+        sgdlab.fit(net, X, y, epochs=1, callbacks=[3])
+    with pytest.raises(TypeError, match="nesterov must be True or False; got 'no'"):
+        sgdlab.fit(net, X, y, epochs=1, momentum=0.9, nesterov="no")
+
+    class Bad(sgdlab.Callback):
+        update_interval = 0
+
+        def on_update_end(self, r):
+            pass
+
+    with pytest.raises(ValueError, match="Bad.update_interval must be >= 1"):
+        sgdlab.fit(net, X, y, epochs=1, callbacks=[Bad()])
+
+
+# ----------------------------------------------------------------- optimizer and schedules
+def test_optimizer_argument_and_shortcuts_agree(toy):
+    X, y = toy
+    runs = []
+    for kw in (dict(lr=0.5, momentum=0.9, nesterov=True, weight_decay=1e-3),
+               dict(optimizer=optim.sgd(0.5, momentum=0.9, nesterov=True, weight_decay=1e-3))):
+        net = sgdlab.Network([5, 4, 3], seed=0)
+        runs.append((net, sgdlab.fit(net, X, y, epochs=2, seed=1, **kw)))
+    assert params_equal(runs[0][0].params, runs[1][0].params)
+    assert runs[0][1].config["momentum"] == runs[1][1].config["momentum"] == 0.9
+    # a transformation of one's own runs on the reference stepper; fit cannot know its lr
+    custom = optim.chain(optim.trace(0.5), optim.scale_by_lr(0.2))
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    h = sgdlab.fit(net, X, y, epochs=2, optimizer=custom, record_updates=True)
+    assert h.config["stepper"] == "reference" and h.config["lr"] == "optimizer" and h.updates[0]["lr"] is None
+    with pytest.raises(ValueError, match="give either optimizer= or lr"):
+        sgdlab.fit(net, X, y, epochs=1, optimizer=custom, lr=0.1)
+    with pytest.raises(TypeError, match="optimizer must be a GradientTransformation"):
+        sgdlab.fit(net, X, y, epochs=1, optimizer="sgd")
+
+
+def test_schedules_carry_names_and_refuse_bad_arguments(toy):
+    X, y = toy
+    sched = schedules.cosine(0.5, total=100, final=0.01)
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, lr=sched)
+    assert h.config["lr"] == "cosine(lr=0.5, total=100, final=0.01)" == str(sched)
+    assert sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, lr=0.25).config["lr"] == 0.25
+    for make, exc, match in [(lambda: schedules.cosine(1.0, total=0), ValueError, "total must be >= 1"),
+                             (lambda: schedules.step(1.0, 0.5, every=0), ValueError, "every must be >= 1"),
+                             (lambda: schedules.exponential(1.0, 0.5, every=0), ValueError, "every must be >= 1"),
+                             (lambda: schedules.step(1.0, 0.5, every=2.5), TypeError, "every must be an integer"),
+                             (lambda: schedules.inverse_time(1.0, -1), ValueError, "decay must be a finite number >= 0"),
+                             (lambda: schedules.constant(float("nan")), ValueError, "lr must be a finite number > 0"),
+                             (lambda: schedules.step(0.0, 0.5, 2), ValueError, "lr must be a finite number > 0")]:
+        with pytest.raises(exc, match=match):
+            make()
+
+
+# ----------------------------------------------------------------- divergence, schedules, defaults
+def test_divergence_is_caught_without_any_evaluation():
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((30, 3)), rng.standard_normal((30, 1))
+
+    def make():
+        return sgdlab.Network([3, 8, 1], activation="identity", output_activation="identity", seed=0)
+
+    net = make()
+    with pytest.raises(sgdlab.DivergenceError, match=r"non-finite in the parameters.*end of epoch (\d+)") as e:
+        sgdlab.fit(net, X, Y, batch_size=5, lr=0.8, epochs=200, seed=0, eval_train=False)
+    good_epoch = int(e.value.args[0].split("end of epoch ")[1].split(",")[0])
+    ref = make()
+    sgdlab.fit(ref, X, Y, batch_size=5, lr=0.8, epochs=good_epoch, seed=0, eval_train=False)
+    assert params_equal(net.params, ref.params) and all(np.isfinite(W).all() for W, _ in net.params)
+
+
+def test_schedule_turning_bad_mid_epoch_restores_the_last_good_parameters(toy):
+    X, y = toy
+    sched = lambda t: 0.5 if t < 6 else float("nan")  # noqa: E731  (update 7 is in epoch 2 of 4 updates)
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    with pytest.raises(ValueError, match=r"schedule gave lr=nan at step t=6 \(update 7\).*end of epoch 1"):
+        sgdlab.fit(net, X, y, batch_size=10, lr=sched, epochs=3, seed=0)
+    ref = sgdlab.Network([5, 4, 3], seed=0)
+    sgdlab.fit(ref, X, y, batch_size=10, lr=0.5, epochs=1, seed=0)
+    assert params_equal(net.params, ref.params)
+
+
+def test_default_batch_size_fits_small_data():
+    X, y = np.eye(4), np.array([0, 1, 1, 0])
+    h = sgdlab.fit(sgdlab.Network([4, 3, 2], seed=0), X, y, epochs=2)
+    assert h.config["batch_size"] == 4 and h["updates"] == [0, 1, 2]
+
+
+def test_eval_every_evaluates_some_epochs_and_the_last(toy):
+    X, y = toy
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=5, eval_every=2, validation=(X, y))
+    assert [r["epoch"] for r in h.epochs if "train_cost" in r] == [0, 2, 4, 5]
+    assert [r["epoch"] for r in h.epochs if "val_accuracy" in r] == [0, 2, 4, 5]
+    assert all(r["updates"] == 4 * r["epoch"] for r in h.epochs)
