@@ -69,7 +69,8 @@ class Network:
         sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
         if (not isinstance(sizes, list) or len(sizes) < 2
                 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes)):
-            raise ValueError(f"sizes must list at least two positive integer layer widths, e.g. [784, 30, 10]; got {sizes!r}")
+            raise ValueError(f"sizes must list at least two positive integer layer widths, e.g. [784, 30, 10]; "
+                             f"got {sizes!r}")
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
         self.sizes = tuple(int(s) for s in sizes)

@@ -54,7 +54,7 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     def update(grads, state, params):
         if weight_decay == 0:
             return grads, state
-        return [(gW + weight_decay * W, gb) for (gW, gb), (W, _) in zip(grads, params)], state
+        return [(gW + weight_decay * W, gb) for (gW, gb), (W, _) in zip(grads, params, strict=True)], state
 
     return GradientTransformation(lambda params: (), update)
 
@@ -70,9 +70,11 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     def update(grads, state, params):
         if momentum == 0:
             return grads, state
-        velocity = [(momentum * vW + gW, momentum * vb + gb) for (vW, vb), (gW, gb) in zip(state, grads)]
+        velocity = [(momentum * vW + gW, momentum * vb + gb) for (vW, vb), (gW, gb) in zip(state, grads, strict=True)]
         if nesterov:
-            return [(gW + momentum * vW, gb + momentum * vb) for (gW, gb), (vW, vb) in zip(grads, velocity)], velocity
+            nesterov_step = [(gW + momentum * vW, gb + momentum * vb)
+                             for (gW, gb), (vW, vb) in zip(grads, velocity, strict=True)]
+            return nesterov_step, velocity
         return velocity, velocity
 
     return GradientTransformation(init, update)
@@ -97,7 +99,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     def update(grads, state, params):
         new_state = []
-        for t, s in zip(transforms, state):
+        for t, s in zip(transforms, state, strict=True):
             grads, s = t.update(grads, s, params)
             new_state.append(s)
         return grads, tuple(new_state)

@@ -95,7 +95,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        return cls(epochs=list(d.get("epochs", [])), updates=list(d.get("updates", [])), config=dict(d.get("config", {})))
+        return cls(epochs=list(d.get("epochs", [])), updates=list(d.get("updates", [])),
+                   config=dict(d.get("config", {})))
 
 
 def _json_default(o):
@@ -109,11 +110,13 @@ def resolve_batch_size(method: str, batch_size, n: int) -> int:
     check_choice(method, "method", METHODS)
     if method == "batch":
         if batch_size not in (None, n):
-            raise ValueError(f"method='batch' uses all n={n} examples per update; batch_size must be {n} or None, got {batch_size}")
+            raise ValueError(f"method='batch' uses all n={n} examples per update; batch_size must be {n} or None, "
+                             f"got {batch_size}")
         return n
     if method == "stochastic":
         if batch_size not in (None, 1):
-            raise ValueError(f"method='stochastic' uses one example per update; batch_size must be 1 or None, got {batch_size}")
+            raise ValueError(f"method='stochastic' uses one example per update; batch_size must be 1 or None, "
+                             f"got {batch_size}")
         return 1
     return min(10, n) if batch_size is None else check_int(batch_size, "batch_size", 1, n)
 
@@ -189,7 +192,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                             ("fused" if fused else "reference"))
     hyper = opt.hyper
     config = {"method": method, "batch_size": m, "n": data.n, "epochs": epochs,
-              "lr": schedule_name(hyper.lr) if hyper else "optimizer", "sampling": sampling if method != "batch" else "full",
+              "lr": schedule_name(hyper.lr) if hyper else "optimizer",
+              "sampling": sampling if method != "batch" else "full",
               "momentum": hyper and hyper.momentum, "nesterov": hyper and hyper.nesterov,
               "weight_decay": hyper and hyper.weight_decay, "eval_every": eval_every, "stepper": chosen.name,
               "seed": seed if not isinstance(seed, np.random.Generator) else "generator", "network": net.describe()}
@@ -215,7 +219,8 @@ def make_optimizer(optimizer, lr, momentum=0.0, nesterov=False, weight_decay=0.0
     """``optimizer`` as given, or ``sgd(lr, momentum, nesterov, weight_decay)`` from the shortcuts."""
     if optimizer is not None:
         if not isinstance(optimizer, GradientTransformation):
-            raise TypeError(f"optimizer must be a GradientTransformation (see sgdlab.optim); got {type(optimizer).__name__}")
+            raise TypeError(f"optimizer must be a GradientTransformation (see sgdlab.optim); "
+                            f"got {type(optimizer).__name__}")
         if lr is not None or momentum != 0 or nesterov is not False or weight_decay != 0:
             raise ValueError("give either optimizer= or lr/momentum/nesterov/weight_decay, not both "
                              "(e.g. optimizer=sgdlab.optim.sgd(0.1, momentum=0.9))")
@@ -231,8 +236,12 @@ class _Hooks:
     def __init__(self, callbacks):
         if callbacks is None:
             callbacks = ()
-        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        if isinstance(callbacks, Callback) or callable(callbacks):
             callbacks = [callbacks]
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"callbacks must be a list of Callback objects or callables; got {callbacks!r}") from None
         self.epoch, self.update, self.begin, self.end = [], [], [], []
         for cb in callbacks:
             if not (isinstance(cb, Callback) or callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
@@ -263,17 +272,26 @@ class _Loop:
     """The epochs of one ``fit``: sampler -> stepper blocks -> records -> callbacks."""
 
     def __init__(self, net, data, stepper, state, sampler, hooks, record_updates, eval_train, eval_every, epochs):
-        self.net, self.data, self.stepper, self.state, self.sampler, self.hooks = net, data, stepper, state, sampler, hooks
-        self.record_updates, self.eval_train, self.eval_every, self.epochs = record_updates, eval_train, eval_every, epochs
+        self.net, self.data, self.stepper, self.state, self.sampler = net, data, stepper, state, sampler
+        self.hooks, self.record_updates, self.eval_train = hooks, record_updates, eval_train
+        self.eval_every, self.epochs = eval_every, epochs
         self.history, self.opt, self.eta = state.history, stepper.opt, None
         hyper = self.opt.hyper
         self.schedule = hyper.lr if hyper is not None else None
 
     def run(self) -> History:
-        history, state = self.history, self.state
+        history = self.history
         while history.epochs and history.epochs[-1].get("partial"):
             history.epochs.pop()  # a record of an interrupted epoch is superseded by the epoch's real end
         self.good = self.net.copy_params()
+        with self.stepper.session():
+            self._run()
+        for hook in self.hooks.end:
+            hook(history)
+        return history
+
+    def _run(self) -> None:
+        history, state = self.history, self.state
         try:
             for hook in self.hooks.begin:
                 hook(history.config)
@@ -285,9 +303,6 @@ class _Loop:
                     break
         except StopTraining:
             history.config["stopped_at_update"] = state.step
-        for hook in self.hooks.end:
-            hook(history)
-        return history
 
     def run_epoch(self, epoch: int) -> bool:
         """One epoch (or what is left of it); True when a callback stopped training inside it."""

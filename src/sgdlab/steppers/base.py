@@ -66,8 +66,13 @@ class Stepper:
         """One-off work before the clock starts (compilation); returns facts for ``history.config``."""
         return {}
 
+    def session(self):
+        """A context manager entered once around the whole run (records, evaluation and callbacks
+        included): settings too costly to switch per block, such as BLAS thread counts."""
+        return contextlib.nullcontext()
+
     def guard(self):
-        """A context manager owning this stepper's guards (errstate, BLAS threads, device sync)."""
+        """A context manager entered around every block: NumPy errstate, device sync."""
         return contextlib.nullcontext()
 
     def run(self, state, batches, etas, want_costs: bool):

@@ -47,17 +47,18 @@ class FusedStepper(Stepper):
     def preferred(cls, ctx):
         return ctx.batch_size <= FUSED_MAX_BATCH
 
+    def session(self):
+        return blas_threads(self.net.sizes, self.ctx.batch_size) if self.ctx.numpy else contextlib.nullcontext()
+
     def guard(self):
-        stack = contextlib.ExitStack()
-        stack.enter_context(np.errstate(all="ignore"))
-        stack.enter_context(blas_threads(self.net.sizes, self.ctx.batch_size))
-        return stack
+        return np.errstate(all="ignore") if self.ctx.numpy else contextlib.nullcontext()  # overflow: NaN cost
 
     def run(self, state, batches, etas, want_costs):
         net, arch, lam = self.net, self.net.arch, self.ctx.hyper.weight_decay
         gemm = _gemm(net.dtype)
         if not all(p.flags.c_contiguous and p.flags.writeable for Wb in net.params for p in Wb):
-            net.params = [(np.array(W, order="C"), np.array(b, order="C")) for W, b in net.params]  # gemm writes in place
+            # gemm writes in place: it needs writeable, C-ordered weights
+            net.params = [(np.array(W, order="C"), np.array(b, order="C")) for W, b in net.params]
         costs = [] if want_costs else None
         for idx, eta in zip(batches, etas, strict=True):
             X, T = self.rows(idx)

@@ -23,12 +23,11 @@ class ReferenceStepper(Stepper):
     name = "reference"
     priority = 1000  # the fallback: it runs everything
 
+    def session(self):
+        return blas_threads(self.net.sizes, self.ctx.batch_size) if self.ctx.numpy else contextlib.nullcontext()
+
     def guard(self):
-        stack = contextlib.ExitStack()
-        if self.ctx.numpy:
-            stack.enter_context(np.errstate(all="ignore"))  # overflow shows up as a NaN/inf cost instead
-            stack.enter_context(blas_threads(self.net.sizes, self.ctx.batch_size))
-        return stack
+        return np.errstate(all="ignore") if self.ctx.numpy else contextlib.nullcontext()  # overflow: NaN cost
 
     def run(self, state, batches, etas, want_costs):
         net, opt, xp, arch = self.net, self.opt, self.net.xp, self.net.arch

@@ -26,6 +26,33 @@ def _controller():
     return ThreadpoolController()
 
 
+@functools.cache
+def _blas_libs():
+    return [lc for lc in _controller().lib_controllers if lc.user_api == "blas"]
+
+
+class _Threads:
+    """Set every BLAS library to ``n`` threads for the duration; only the libraries that differ are
+    touched (a few microseconds, so that a block of one update can afford it)."""
+
+    def __init__(self, n: int, libs):
+        self.n, self.libs, self.changed = n, libs, []
+
+    def __enter__(self):
+        self.changed = []
+        for lc in self.libs:
+            before = lc.get_num_threads()
+            if before != self.n:
+                lc.set_num_threads(self.n)
+                self.changed.append((lc, before))
+        return self
+
+    def __exit__(self, *exc):
+        for lc, before in self.changed:
+            lc.set_num_threads(before)
+        return False
+
+
 def largest_product(sizes, rows: int) -> int:
     """Multiply-adds of an update's largest matrix product: rows x fan_in x fan_out."""
     return rows * max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
@@ -34,15 +61,15 @@ def largest_product(sizes, rows: int) -> int:
 def blas_threads(sizes, rows: int):
     """A context manager: one BLAS thread for small products, the libraries' defaults for large ones."""
     if largest_product(sizes, rows) < MULTI_THREAD_MIN_MACS:
-        return _controller().limit(limits=1, user_api="blas")
-    from ..backend import scipy_blas_single_threaded
+        return _Threads(1, _blas_libs())
+    from ..backend import _scipy_private_blas
 
-    return scipy_blas_single_threaded()
+    return _Threads(1, _scipy_private_blas())
 
 
 def single_thread():
     """One thread for every BLAS library (for timings that must not depend on the thread count)."""
-    return _controller().limit(limits=1, user_api="blas")
+    return _Threads(1, _blas_libs())
 
 
 def _measure(sizes=(784, 100, 10), batches=(1, 10, 32, 128, 256, 512, 1024, 2048), repeats=5):
@@ -79,4 +106,5 @@ if __name__ == "__main__":  # pragma: no cover - a measurement, run by hand
 
     print(describe())
     for m, one, default in _measure():
-        print(f"batch {m:5d}  1 thread {one * 1e6:9.1f} us  default {default * 1e6:9.1f} us  ratio {default / one:5.2f}")
+        print(f"batch {m:5d}  1 thread {one * 1e6:9.1f} us  default {default * 1e6:9.1f} us  "
+              f"ratio {default / one:5.2f}")

@@ -1,0 +1,191 @@
+"""The compiled stepper: a block of small-batch SGD updates in one numba-compiled call.
+
+At batch 1 most of a NumPy update is overhead (dispatch, allocation, Python bytecode), not
+arithmetic. Here a whole block of updates (an epoch, without per-update callbacks) runs in one
+compiled loop over plain arrays: for each batch, the forward pass row by row, the output error,
+backpropagation, then the update of every weight, in the order and with the formulas of the
+reference chain (``optim.sgd``):
+
+    g_W = (1/m) sum_rows a_{l-1} delta_l^T + lam W,    g_b = (1/m) sum_rows delta_l
+    v <- mu v + g;   u = v, or g + mu v (Nesterov), or g when mu = 0;   W <- W - eta_t u
+
+with eta_t computed by ``fit`` for the block beforehand. Every hidden activation (sigmoid, tanh,
+relu, identity), every output (those and softmax), both costs, float32 and float64. All deltas of
+a batch are computed before its parameters change. The parameters and momentum buffers live in
+two flat arrays of which ``net.params`` and the optimizer state's velocity are views, so nothing
+is copied between blocks; a stepper that replaces them (the reference one) is followed by a copy
+back in. Numbers agree with the reference stepper to rounding (sums in another order); a resumed
+compiled run is bit-identical to an uninterrupted one, because each update is computed the same
+way whatever block it falls in.
+
+numba is imported only when this stepper runs; compilation is cached on disk (``cache=True``)
+and happens in ``prepare``, before ``fit`` starts its clock; its time is reported once in
+``history.config["stepper_info"]["compile_seconds"]``. Automatic selection takes this stepper for
+batches of at most COMPILED_MAX_BATCH_DENSE rows, or COMPILED_MAX_BATCH rows where at least half
+the inputs are zero (a zero input is skipped, exactly: it adds nothing to z or to the weights'
+gradient); above that the BLAS-fused path is faster (measured; README).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import time
+
+import numpy as np
+
+from ..optim import sgd_state, sgd_velocity
+from .base import FULL_BATCH, Stepper, advance, register
+
+COMPILED_MAX_BATCH = 8
+"""Largest batch automatic selection runs compiled on sparse inputs (at least half zeros, e.g. MNIST)."""
+COMPILED_MAX_BATCH_DENSE = 2
+"""... and on dense inputs. Measured crossovers with the fused path, 784-100-10, one thread (README):
+the compiled kernel skips zero inputs exactly, BLAS does not, so the crossover depends on sparsity."""
+
+ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3, "softmax": 4}
+COST_CODES = {"quadratic": 0, "cross_entropy": 1}
+
+
+GATHER_ROWS = 8192
+"""Rows gathered at a time from data on disk (memory stays bounded; results do not depend on it)."""
+
+
+def zero_fraction(data, rows: int = 1024) -> float:
+    """The fraction of zeros among the inputs of (at most) ``rows`` evenly spaced training rows."""
+    sample, _ = data.batch(np.arange(0, data.n, max(1, data.n // rows)))
+    return float(np.mean(np.asarray(sample) == 0))
+
+
+def numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def _kernel():
+    """The compiled block kernel (numba imported, and the kernel loaded from its cache, on first use)."""
+    from ._numba_kernels import block
+
+    return block
+
+
+@register
+class CompiledStepper(Stepper):
+    name = "compiled"
+    priority = 40
+
+    @classmethod
+    def unsupported(cls, ctx):
+        if not ctx.numpy:
+            return "it needs the NumPy backend"
+        if ctx.hyper is None:
+            return "it needs an optimizer made by sgdlab.optim.sgd (it applies the SGD update itself)"
+        if not numba_available():
+            return "numba is not installed (pip install numba)"
+        return None
+
+    @classmethod
+    def preferred(cls, ctx):
+        if ctx.batch_size <= COMPILED_MAX_BATCH_DENSE:
+            return True
+        return ctx.batch_size <= COMPILED_MAX_BATCH and zero_fraction(ctx.data) >= 0.5
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        net, dtype = self.net, self.net.dtype
+        sizes = np.asarray(net.sizes, dtype=np.int64)
+        shapes = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        offs, o = [], 0
+        for fi, fo in shapes:
+            offs.append((o, o + fi * fo))
+            o += fi * fo + fo
+        self.sizes, self.shapes = sizes, shapes
+        self.offW = np.array([a for a, _ in offs], dtype=np.int64)
+        self.offb = np.array([b for _, b in offs], dtype=np.int64)
+        self.uoff = np.cumsum([0] + [fo for _, fo in shapes])[:-1].astype(np.int64)
+        self.P = np.zeros(o, dtype=dtype)
+        self.V = np.zeros(o if ctx.hyper.momentum else 0, dtype=dtype)
+        self.pviews, self.vviews = self._views(self.P), (self._views(self.V) if len(self.V) else None)
+        m = ctx.batch_size
+        units = int(sizes[1:].sum())
+        self.A, self.D = np.zeros((m, units), dtype), np.zeros((m, units), dtype)
+        self.Z, self.acc = np.zeros((m, int(sizes[-1])), dtype), np.zeros(int(sizes[1:].max()), dtype)
+        h = ctx.hyper
+        self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
+        arch = net.arch
+        self._no_costs = np.zeros(0)
+        self.codes = (ACT_CODES[arch.activation.name], ACT_CODES[arch.output_activation.name],
+                      COST_CODES[arch.cost.name],
+                      bool(h.nesterov))
+
+    def _views(self, flat):
+        return [(flat[a:a + fi * fo].reshape(fi, fo), flat[a + fi * fo:a + fi * fo + fo])
+                for (fi, fo), a in zip(self.shapes, self.offW, strict=True)]
+
+    def _bind(self, state) -> None:
+        """Make net.params (and the momentum buffers) views of the flat arrays, copying in if replaced."""
+        net = self.net
+        if not all(W is pW and b is pb for (W, b), (pW, pb) in zip(net.params, self.pviews, strict=True)):
+            for (W, b), (pW, pb) in zip(net.params, self.pviews, strict=True):
+                pW[...], pb[...] = W, b
+            net.params = list(self.pviews)
+        if self.vviews is not None:
+            vel = sgd_velocity(state.opt_state)
+            if not all(W is vW and b is vb for (W, b), (vW, vb) in zip(vel, self.vviews, strict=True)):
+                for (W, b), (vW, vb) in zip(vel, self.vviews, strict=True):
+                    vW[...], vb[...] = W, b
+                state.opt_state = sgd_state(state.opt_state, state.step, velocity=list(self.vviews))
+
+    def _call(self, X, T, idx, starts, etas, costs, want):
+        _kernel()(self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx, starts,
+                  etas, *self.codes[:3], self.codes[3], self.A, self.Z, self.D, self.acc, costs, want)
+
+    def prepare(self) -> dict:
+        """Compile (or load from numba's cache) with this run's dtypes, on an empty block."""
+        t0 = time.perf_counter()
+        dtype, sizes = self.net.dtype, self.net.sizes
+        X, T = np.zeros((0, sizes[0]), dtype), np.zeros((0, sizes[-1]), dtype)
+        self._call(X, T, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, dtype), np.zeros(0), False)
+        import numba
+
+        return {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__}
+
+    def run(self, state, batches, etas, want_costs):
+        self._bind(state)
+        k, n, data = len(batches), self.data.n, self.data
+        lengths = [n if b is FULL_BATCH else len(b) for b in batches]
+        if k and max(lengths) > self.A.shape[0]:
+            raise ValueError(f"a batch of {max(lengths)} rows exceeds this stepper's {self.A.shape[0]}")
+        etas = np.asarray(etas, dtype=self.net.dtype)
+        costs = np.zeros(k) if want_costs else self._no_costs
+        if data.on_disk or not isinstance(data.X, np.ndarray):  # gather the rows, GATHER_ROWS at a time
+            u = 0
+            while u < k:
+                v, rows = u + 1, lengths[u]
+                while v < k and rows + lengths[v] <= GATHER_ROWS:
+                    rows, v = rows + lengths[v], v + 1
+                X, T = data.batch(self._indices(batches[u:v]))
+                self._call(np.asarray(X, dtype=self.net.dtype), np.asarray(T, dtype=self.net.dtype),
+                           np.arange(rows, dtype=np.int64), self._starts(lengths[u:v]), etas[u:v],
+                           costs[u:v] if want_costs else costs, bool(want_costs))
+                u = v
+        else:
+            self._call(data.X, data.T, self._indices(batches), self._starts(lengths), etas, costs, bool(want_costs))
+        advance(state, self.opt, k)
+        return costs.tolist() if want_costs else None
+
+    def _indices(self, batches):
+        n = self.data.n
+        if len(batches) == 1:
+            idx = np.arange(n) if batches[0] is FULL_BATCH else batches[0]
+        else:
+            idx = np.concatenate([np.arange(n) if b is FULL_BATCH else b for b in batches]) if batches else np.zeros(0)
+        return np.asarray(idx).astype(np.int64, copy=False)
+
+    @staticmethod
+    def _starts(lengths):
+        if len(lengths) == 1:
+            return np.array([0, lengths[0]], dtype=np.int64)
+        starts = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        return starts
