@@ -154,7 +154,8 @@ def main(argv=None) -> dict:
     X, y = data(n, args.seed)
     flop = flops_per_example(SIZES)
     info = {"benchmark": "bench_gpu", "backend": backend.describe(), "n": n, "network": SIZES, "dtype": "float32",
-            "tf32": bool(args.tf32), "torch": torch.__version__, "torch_threads": args.threads, "repeats": repeats, "flop_per_example": flop,
+            "tf32": bool(args.tf32), "torch": torch.__version__, "torch_threads": args.threads, "repeats": repeats,
+            "flop_per_example": flop,
             "warm_up": "one epoch per case, excluded",
             "timing": "sgdlab: fit's train_seconds after stepper.sync(); eager: CUDA events (GPU) or perf_counter "
                       "after sync (CPU)"}

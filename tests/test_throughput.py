@@ -50,6 +50,7 @@ def test_a_small_measured_run_writes_its_figure_and_numbers(tmp_path, monkeypatc
     assert [x["B"] for x in rows] == [1, 8, 64, 1, 8]
     for x in rows:
         assert x["eps_min"] <= x["examples_per_second"] <= x["eps_max"]
-        assert x["gflops"] == pytest.approx(x["examples_per_second"] * r.numbers["flop_per_example"][x["network"]] / 1e9)
+        flop = r.numbers["flop_per_example"][x["network"]]
+        assert x["gflops"] == pytest.approx(x["examples_per_second"] * flop / 1e9)
     assert len(r.verdicts) == 4 and r.numbers["load_before"] is not None and r.numbers["machine"]["cpu"]
     assert "No GPU" in r.reading or r.numbers["devices"][1]["device"].startswith("cuda")

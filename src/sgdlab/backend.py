@@ -117,7 +117,7 @@ def scipy_blas_single_threaded():
     try:
         yield
     finally:
-        for lc, n in zip(libs, before):
+        for lc, n in zip(libs, before, strict=True):
             lc.set_num_threads(n)
 
 
@@ -252,7 +252,8 @@ def resolve_backend(backend: str | ModuleType | Backend = "numpy", device: str |
                 return Backend("torch", "cpu", get_namespace("torch"))
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
             raise BackendUnavailable(f"device={device!r}: PyTorch {torch.__version__} ({build}) sees no CUDA GPU; "
-                                     f"install a CUDA build of PyTorch on a machine with an NVIDIA GPU, or use device='cpu'")
+                                     "install a CUDA build of PyTorch on a machine with an NVIDIA GPU, "
+                                     "or use device='cpu'")
         index = _cuda_index(device) if device != "auto" else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
             raise BackendUnavailable(f"device={device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")

@@ -192,7 +192,8 @@ class Network:
                                  f"architecture's {tuple(W0.shape)}, {tuple(b0.shape)}")
         if len(params) != len(net.params):
             raise ValueError(f"{len(params)} layers of parameters for a {len(net.params)}-layer architecture")
-        net.params = [(net.backend.asarray(to_numpy(W), net.dtype_name), net.backend.asarray(to_numpy(b), net.dtype_name))
+        place = net.backend.asarray
+        net.params = [(place(to_numpy(W), net.dtype_name), place(to_numpy(b), net.dtype_name))
                       for W, b in params]
         return net
 

@@ -89,7 +89,8 @@ def measure(sizes, X, y, batch_sizes, updates: int, repeats: int, backend: str, 
         epoch()  # warm-up, excluded
         eps = sorted(rows_used / epoch() for _ in range(repeats))
         med = statistics.median(eps)
-        rows.append({"device": device, "backend": backend, "B": int(b), "rows": rows_used, "updates": -(-rows_used // b),
+        rows.append({"device": device, "backend": backend, "B": int(b), "rows": rows_used,
+                     "updates": -(-rows_used // b),
                      "examples_per_second": med, "eps_min": eps[0], "eps_max": eps[-1],
                      "gflops": med * flop / 1e9, "gflops_min": eps[0] * flop / 1e9, "gflops_max": eps[-1] * flop / 1e9})
     return rows
@@ -113,7 +114,8 @@ def judge(curve: list[dict], label: str) -> list:
     v2 = decide(f"{label}: larger batches use the parallel hardware better",
                 holds=knee["B"] > 1 and gap >= 2,
                 caveat=(f"only up to B = {best['B']}: at B = {worst_after['B']} throughput falls to "
-                        f"{worst_after['examples_per_second'] / best['examples_per_second']:.0%} of the best") if drop else None,
+                        f"{worst_after['examples_per_second'] / best['examples_per_second']:.0%} of the best")
+                if drop else None,
                 rule=f"holds if GFLOP/s rise >= 2x from B = 1 to the best B and stay >= 50% of the best at larger B; "
                      f"with a caveat if they fall below 50% after the best; knee = first B at {KNEE:.0%} of the best",
                 evidence=f"GFLOP/s {one['gflops']:.3g} at B = 1, best {best['gflops']:.3g} at B = {best['B']}, "
@@ -155,13 +157,15 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
             cpu_best = max(curves[(name, "cpu")], key=lambda r: r["examples_per_second"])
             gpu_curve = curves[(name, gpu[0])]
             g_best = max(gpu_curve, key=lambda r: r["examples_per_second"])
+            faster = g_best["examples_per_second"] > cpu_best["examples_per_second"]
+            cpu_one = curves[(name, "cpu")][0]["examples_per_second"]
+            evidence = (f"best: CPU {cpu_best['examples_per_second']:.3g}/s at B = {cpu_best['B']}, "
+                        f"GPU {g_best['examples_per_second']:.3g}/s at B = {g_best['B']}; at B = 1: CPU "
+                        f"{cpu_one:.3g}/s, GPU {gpu_curve[0]['examples_per_second']:.3g}/s")
             verdicts.append(decide(f"{name}: a GPU pays at large batches, and its best batch is larger than the CPU's",
-                                   holds=g_best["B"] >= cpu_best["B"] and g_best["examples_per_second"] > cpu_best["examples_per_second"],
-                                   rule="holds if the GPU's best examples/s exceed the CPU's and its best B is >= the CPU's",
-                                   evidence=f"best: CPU {cpu_best['examples_per_second']:.3g}/s at B = {cpu_best['B']}, "
-                                            f"GPU {g_best['examples_per_second']:.3g}/s at B = {g_best['B']}; "
-                                            f"at B = 1: CPU {curves[(name, 'cpu')][0]['examples_per_second']:.3g}/s, "
-                                            f"GPU {gpu_curve[0]['examples_per_second']:.3g}/s"))
+                                   holds=g_best["B"] >= cpu_best["B"] and faster, evidence=evidence,
+                                   rule="holds if the GPU's best examples/s exceed the CPU's and its best B is "
+                                        ">= the CPU's"))
     table = [{"network": r["network"], "device": r["device"], "B": r["B"], "examples/s": r["examples_per_second"],
               "spread": f"{r['eps_min']:.3g}-{r['eps_max']:.3g}", "GFLOP/s": r["gflops"]} for r in rows]
     small = curves[("784-100-10", "cpu")]

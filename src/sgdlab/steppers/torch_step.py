@@ -231,7 +231,8 @@ class TorchStep:
         """Capture the graphs a run can need up front (outside the clock); return how many exist."""
         if self.graphs:
             for want_cost in (False, True):
-                self._graphs.setdefault((want_cost, full), self._capture(lambda w=want_cost: self.indexed_update(w, full)))
+                if (want_cost, full) not in self._graphs:
+                    self._graphs[(want_cost, full)] = self._capture(lambda w=want_cost: self.indexed_update(w, full))
         return len(self._graphs)
 
     def _capture(self, fn):
