@@ -45,3 +45,8 @@ def toy():
     X = rng.standard_normal((40, 5))
     y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0).astype(np.int64)
     return X, y
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="where tests/test_gpu.py runs the device code path: cpu (default, PyTorch's CPU build) or cuda")

@@ -426,21 +426,21 @@ def read(path) -> tuple[dict, list]:
     return meta, [(tensors[f"W{i}"], tensors[f"b{i}"]) for i in range(layers)]
 
 
-def _network(path, meta: dict, tensors: dict, backend: str):
+def _network(path, meta: dict, tensors: dict, backend: str, device: str | None = None):
     from .network import Network
 
     layers = len(meta["network"]["sizes"]) - 1
     params = [(tensors[f"W{i}"], tensors[f"b{i}"]) for i in range(layers)]
     try:
-        return Network.from_params(meta["network"], params, backend=backend)
+        return Network.from_params(meta["network"], params, backend=backend, device=device)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path} does not describe a valid network: {e}") from None
 
 
-def load(path, backend: str = "numpy"):
-    """The Network saved at ``path``."""
+def load(path, backend: str = "numpy", device: str | None = None):
+    """The Network saved at ``path``, its parameters placed on ``device`` of ``backend``."""
     meta, tensors = _read(path)
-    return _network(path, meta, tensors, backend)
+    return _network(path, meta, tensors, backend, device)
 
 
 # ----------------------------------------------------------------- training state
@@ -479,14 +479,15 @@ def save_training(path, net, state, *, extra: dict | None = None) -> Path:
     return _write(path, tensors, json.loads(json.dumps(meta, default=_json_default)))
 
 
-def load_training(path, backend: str = "numpy"):
-    """(network, TrainState, metadata) from a file written by ``save_training``."""
+def load_training(path, backend: str = "numpy", device: str | None = None):
+    """(network, TrainState, metadata) from a file written by ``save_training``; the parameters and the
+    optimizer's tensors (momentum buffers) go to ``device`` of ``backend``."""
     from .train import History, TrainState
 
     meta, tensors = _read(path)
     if "counters" not in meta:
         raise CheckpointError(f"{path} holds weights only, no training state to resume from")
-    net = _network(path, meta, tensors, backend)
+    net = _network(path, meta, tensors, backend, device)
     state = TrainState(**meta["counters"])
     state.order, state.fixed = tensors.get("order"), tensors.get("fixed")
     if meta["rng"] is not None:
@@ -496,7 +497,7 @@ def load_training(path, backend: str = "numpy"):
         except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise CheckpointError(f"{path}: rng holds no valid {meta['rng']['bit_generator']} state ({e})") from None
         state.rng = np.random.Generator(bit_generator)
-    state.opt_state = _join(meta["opt_state"], tensors, net.xp)
+    state.opt_state = _join(meta["opt_state"], tensors, net.backend)  # Backend.asarray: onto the device
     if meta["history"] is not None:
         state.history = History.from_dict(meta["history"])
     return net, state, meta

@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay lambda (weights only)")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     t.add_argument("--seed", type=int, default=0, help="seed for initial weights and for sampling (separate streams)")
+    _add_device_option(t)
     t.add_argument("--quiet", action="store_true", help="print only the final result")
     t.add_argument("--out", type=Path, default=None,
                    help="run directory: checkpoint.safetensors (resumable), weights.safetensors, network.json, "
@@ -233,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
 VALIDATION_SETTINGS = ("task", "validation_split", "patience", "min_delta", "monitor", "restore_best",
                        "reduce_lr_on_plateau", "plateau_factor", "plateau_patience", "lr_schedule", "lr_decay",
                        "lr_factor", "lr_every")
+
+
+def _add_device_option(p) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="cpu: NumPy; cuda: a GPU through PyTorch (else CuPy); auto: a GPU when one is visible, else cpu. "
+                   "Not a saved setting: a resumed run goes where --device says")
+
+
+def _device_backend(device: str):
+    """The Backend for --device: NumPy on the CPU; on a GPU PyTorch with CUDA, else CuPy (a clear error if none)."""
+    from .backend import gpu_backend, resolve_backend
+
+    return resolve_backend("numpy") if device == "cpu" else gpu_backend(device)
+
+
 TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
                   "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
 TRAIN_SETTINGS = VALIDATION_SETTINGS + TRAIN_SETTINGS
@@ -413,15 +429,16 @@ def _absolute_data(settings: dict) -> dict:
     return out
 
 
-def _network(args, ds):
+def _network(args, ds, where=None):
     from .network import Network
 
     if ds.n_classes is None:
         sizes, output = [ds.X_train.shape[1], *args.hidden, 1], args.output_activation or "identity"
     else:
         sizes, output = [ds.X_train.shape[1], *args.hidden, ds.n_classes], args.output_activation
+    backend = {} if where is None else {"backend": where.name, "device": where.device}
     return Network(sizes, activation=args.activation, output_activation=output, cost=args.cost, init=args.init,
-                   seed=args.seed, dtype=args.dtype)
+                   seed=args.seed, dtype=args.dtype, **backend)
 
 
 def _task(ds) -> str:
@@ -528,7 +545,8 @@ def _train(args, run) -> int:
     if args.resume is not None:
         out = args.resume
         given = {"epochs": args.epochs, "checkpoint_every": args.checkpoint_every}
-        net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors")
+        where = _device_backend(args.device)
+        net, state, meta = checkpoint.load_training(args.resume / "checkpoint.safetensors", where.name, where.device)
         _apply_saved_settings(args, _saved_settings(meta, args.resume / "checkpoint.safetensors"), args.resume)
         _check_optimizer_state(state.opt_state, net, args, args.resume / "checkpoint.safetensors")
         for k, v in given.items():
@@ -549,7 +567,7 @@ def _train(args, run) -> int:
         if state.epoch >= args.epochs and not finishing:
             raise ValueError(f"{args.resume} already has {state.epoch} epochs; pass --epochs N > {state.epoch} to train on")
     else:
-        net = _network(args, ds)
+        net = _network(args, ds, _device_backend(args.device))
         state, finishing = TrainState(), False
     if args.resume is not None and not finishing:
         (out / "weights.safetensors").unlink(missing_ok=True)  # the run is unfinished again until its end

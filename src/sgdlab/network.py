@@ -18,18 +18,20 @@ taken once here); a Network holds the parameters and the architecture (``net.arc
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import warnings
 
 import numpy as np
 
 from . import kernels
 from .activations import get_activation
-from .backend import BACKENDS, get_namespace, to_numpy
+from .backend import BACKENDS, BackendUnavailable, namespace, resolve_backend, to_numpy
 from .costs import get_cost
 from .init import initialize
 from .kernels import Arch
 from .rng import Seed, generator
-from .validation import check_network_fits, check_X, check_Y, to_backend
+from .validation import check_network_fits, check_X, check_Y, is_out_of_core, to_backend
 
 DTYPES = ("float32", "float64")
 _NO_TARGETS = object()
@@ -51,7 +53,10 @@ class Network:
         an output unit so that its class is never learned.
     seed : int, numpy Generator or None; draws the initial weights from the "init" stream.
     dtype : "float32" (default, fast) or "float64".
-    backend : "numpy" (default) or another array-API namespace name/module.
+    backend : "numpy" (default) or another array-API namespace name/module: "torch", "cupy",
+        "array_api_strict" (or a ``sgdlab.backend.Backend``).
+    device : where the parameters live: "cpu", "cuda" (or "cuda:K"), or "auto" (a GPU when the
+        backend sees one). None is the backend's natural device (the GPU for CuPy, else the CPU).
 
     Example
     -------
@@ -61,7 +66,7 @@ class Network:
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation=None, cost="quadratic",
-                 init="glorot", seed: Seed = None, dtype="float32", backend="numpy"):
+                 init="glorot", seed: Seed = None, dtype="float32", backend="numpy", device=None):
         sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
         if (not isinstance(sizes, list) or len(sizes) < 2
                 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes)):
@@ -76,11 +81,17 @@ class Network:
         self.output_activation = get_activation(output_activation or self.cost_fn.default_output)
         self.cost_fn.check(self.output_activation)
         self.init = init
-        self.xp = get_namespace(backend)
+        self.backend = resolve_backend(backend, device)  # namespace + device + sync()
+        self.xp = self.backend.xp
         self.dtype_name = dtype
         self.dtype = getattr(self.xp, dtype)
-        self.params = [(self.xp.asarray(W, dtype=self.dtype), self.xp.asarray(b, dtype=self.dtype))
+        self.params = [(self.backend.asarray(W, dtype), self.backend.asarray(b, dtype))
                        for W, b in initialize(init, self.sizes, generator(seed, "init"))]
+
+    @property
+    def device(self) -> str:
+        """Where the parameters live: "cpu" or "cuda:K"."""
+        return self.backend.device
 
     # ----------------------------------------------------------------- description
     @property
@@ -96,8 +107,9 @@ class Network:
 
     def __repr__(self) -> str:
         d = self.describe()
+        where = "" if self.backend.name == "numpy" else f", backend={self.backend.name!r}, device={self.device!r}"
         return (f"Network({d['sizes']}, activation={d['activation']!r}, output_activation="
-                f"{d['output_activation']!r}, cost={d['cost']!r}, dtype={d['dtype']!r})")
+                f"{d['output_activation']!r}, cost={d['cost']!r}, dtype={d['dtype']!r}{where})")
 
     @property
     def n_params(self) -> int:
@@ -155,19 +167,26 @@ class Network:
 
     # ----------------------------------------------------------------- input checks
     def _inputs(self, X, Y=_NO_TARGETS):
-        X = to_backend(check_X(X, self.sizes[0]), self.xp, self.dtype)
+        X = self._place(check_X(X, self.sizes[0]), self.dtype)
         if Y is _NO_TARGETS:  # predict: no targets; None given for Y is refused by check_Y, naming Y
             return X
         T, labels = check_Y(Y, X.shape[0], self.sizes[-1])
-        return X, to_backend(T, self.xp, self.dtype), labels if labels is None else to_backend(labels, self.xp)
+        return X, self._place(T, self.dtype), labels if labels is None else self._place(labels)
+
+    def _place(self, x, dtype=None):
+        """A validated array in this network's namespace (and on its device, copied there once)."""
+        if self.backend.name in ("numpy", "array_api_strict") or is_out_of_core(x):
+            return to_backend(x, self.xp, dtype)
+        return self.backend.asarray(to_numpy(x) if namespace(x) is not self.xp else x, dtype)
 
     # ----------------------------------------------------------------- construction from data
     @classmethod
-    def from_params(cls, description: dict, params, backend="numpy") -> "Network":
-        """A network with the given architecture description and parameter arrays (host NumPy)."""
+    def from_params(cls, description: dict, params, backend="numpy", device=None) -> "Network":
+        """A network with the given architecture description and parameter arrays (host NumPy),
+        placed on ``device`` of ``backend``."""
         net = cls(description["sizes"], activation=description["activation"],
                   output_activation=description["output_activation"], cost=description["cost"],
-                  init="zeros", dtype=description["dtype"], backend=backend)
+                  init="zeros", dtype=description["dtype"], backend=backend, device=device)
         net.init = description.get("init", "zeros")
         for (W0, b0), (W, b) in zip(net.params, params):
             if tuple(W.shape) != tuple(W0.shape) or tuple(b.shape) != tuple(b0.shape):
@@ -175,18 +194,30 @@ class Network:
                                  f"architecture's {tuple(W0.shape)}, {tuple(b0.shape)}")
         if len(params) != len(net.params):
             raise ValueError(f"{len(params)} layers of parameters for a {len(net.params)}-layer architecture")
-        net.params = [(net.xp.asarray(np.asarray(W), dtype=net.dtype), net.xp.asarray(np.asarray(b), dtype=net.dtype))
+        place = net.backend.asarray
+        net.params = [(place(to_numpy(W), net.dtype_name), place(to_numpy(b), net.dtype_name))
                       for W, b in params]
         return net
 
     def __getstate__(self):
-        """Pickle as data: the description, the backend's name and host copies of the parameters."""
-        return {"description": self.describe(), "params": self.numpy_params(),
-                "backend": self.xp.__name__.split(".")[-1]}
+        """Pickle as data: the description, the backend's name and device, host copies of the parameters."""
+        return {"description": self.describe(), "params": self.numpy_params(), "backend": self.backend.name,
+                "device": self.device}
 
     def __setstate__(self, state):
+        """Unpickle onto the same backend and device; a GPU network unpickled where no GPU is visible
+        comes back on the CPU (same backend), with a warning."""
         backend = state["backend"] if state["backend"] in BACKENDS else "numpy"
-        self.__dict__.update(Network.from_params(state["description"], state["params"], backend=backend).__dict__)
+        device = state.get("device")
+        try:
+            resolve_backend(backend, device)
+        except BackendUnavailable as e:
+            fallback = "torch" if backend == "torch" and importlib.util.find_spec("torch") else "numpy"
+            warnings.warn(f"unpickling a network saved on {backend}/{device}: {e}; it is placed on "
+                          f"{fallback} on the CPU instead", RuntimeWarning, stacklevel=2)
+            backend, device = fallback, "cpu"
+        self.__dict__.update(Network.from_params(state["description"], state["params"], backend=backend,
+                                                 device=device).__dict__)
 
     def numpy_params(self):
         """The parameters as host NumPy arrays."""

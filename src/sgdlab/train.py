@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import array_api_compat
 import numpy as np
 
 from . import kernels
@@ -23,7 +24,7 @@ from .rng import Seed, generator
 from .sampling import ORDERS, BatchSampler
 from .schedules import as_schedule, constant, schedule_name
 from .steppers import FULL_BATCH, StepContext, select_stepper
-from .validation import check_choice, check_int, check_positive, check_X, check_Y, is_out_of_core, to_backend
+from .validation import check_choice, check_int, check_positive, check_X, check_Y, is_out_of_core
 
 METHODS = ("batch", "stochastic", "minibatch")
 
@@ -480,19 +481,19 @@ class _TrainingData:
                 raise TypeError("validation must be a pair (X_val, Y_val)")
             Xv = check_X(validation[0], net.sizes[0], name="X_val")
             Tv, labels_v = check_Y(validation[1], Xv.shape[0], net.sizes[-1], name="Y_val")
-            val = (to_backend(Xv, xp, net.dtype), to_backend(Tv, xp, net.dtype),
-                   None if labels_v is None else to_backend(labels_v, xp))
-        X, T = to_backend(X, xp, net.dtype), to_backend(T, xp, net.dtype)
+            val = (net._place(Xv, net.dtype), net._place(Tv, net.dtype), None if labels_v is None else net._place(labels_v))
+        # copied to the network's device once, here; batches are gathered there
+        X, T = net._place(X, net.dtype), net._place(T, net.dtype)
         if is_numpy(xp):
             X, T = (X if on_disk else np.ascontiguousarray(X)), np.ascontiguousarray(T)
-        return cls(X, T, None if labels is None else to_backend(labels, xp), n, on_disk, val)
+        return cls(X, T, None if labels is None else net._place(labels), n, on_disk, val)
 
     def batch(self, idx):
         """The rows ``idx`` of X and T (only those rows are read from data on disk)."""
         if isinstance(self.X, np.ndarray) or self.on_disk:
             return self.X.take(idx, axis=0), self.T.take(idx, axis=0)
         xp = namespace(self.T)
-        i = xp.asarray(idx)
+        i = xp.asarray(idx, device=array_api_compat.device(self.T))
         return xp.take(self.X, i, axis=0), xp.take(self.T, i, axis=0)
 
     def evaluate_sums(self, net, which: str = "train") -> tuple:
