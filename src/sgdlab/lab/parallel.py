@@ -177,6 +177,7 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     from .result import LabResult
     from .verdict import decide
 
+    mpiexec()  # mpi4py and an mpiexec, or a clear DistributedError naming what to install
     n = 4096 if quick else 60000
     batches = [128, None] if quick else [32, 128, 1024, 8192, None]
     ranks = [1, 2] if quick else [1, 2, 3, 4]
