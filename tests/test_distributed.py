@@ -82,9 +82,9 @@ def test_one_rank_is_the_plain_algorithm(one_process):
 
 def test_allreduce_agrees_with_one_process_and_ranks_agree(tmp_path, one_process):
     got = worker(2, "allreduce", tmp_path)
-    from mpi_worker import train
-
     import sgdlab
+
+    from mpi_worker import train
 
     for method in ("minibatch", "batch"):
         assert len(set(got[f"allreduce-{method}"])) == 1

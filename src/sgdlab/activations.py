@@ -12,8 +12,8 @@ forward pass already holds, so backprop needs no stored pre-activations:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy.special import expit

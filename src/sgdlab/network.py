@@ -181,7 +181,7 @@ class Network:
 
     # ----------------------------------------------------------------- construction from data
     @classmethod
-    def from_params(cls, description: dict, params, backend="numpy", device=None) -> "Network":
+    def from_params(cls, description: dict, params, backend="numpy", device=None) -> Network:
         """A network with the given architecture description and parameter arrays (host NumPy),
         placed on ``device`` of ``backend``."""
         net = cls(description["sizes"], activation=description["activation"],

@@ -25,7 +25,8 @@ momentum buffers (``sgd_step``, ``sgd_velocity``, ``sgd_state``). A transformati
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 

@@ -12,8 +12,8 @@ schedules here are small named objects: ``str(s)`` (and ``s.name``) says what th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Callable
 
 Schedule = Callable[[int], float]
 

@@ -94,7 +94,7 @@ class History:
             w.writerows(rows)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         return cls(epochs=list(d.get("epochs", [])), updates=list(d.get("updates", [])),
                    config=dict(d.get("config", {})))
 
@@ -125,7 +125,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
         optimizer: GradientTransformation | None = None, seed: Seed = None, validation=None,
         record_updates: bool = False, eval_train: bool = True, eval_every: int = 1, callbacks=(),
-        stepper: str | None = None, fused: bool | None = None, state: "TrainState | None" = None,
+        stepper: str | None = None, fused: bool | None = None, state: TrainState | None = None,
         validation_split: float | None = None, comm=None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
@@ -470,7 +470,7 @@ class _TrainingData:
     val: tuple | None = None  # (X_val, T_val, labels_val)
 
     @classmethod
-    def prepare(cls, net, X, Y, validation=None) -> "_TrainingData":
+    def prepare(cls, net, X, Y, validation=None) -> _TrainingData:
         xp = net.xp
         X = check_X(X, net.sizes[0])
         n, on_disk = X.shape[0], is_out_of_core(X)

@@ -8,8 +8,22 @@ faster version for tests and reports.
 ['compare', 'frontier', 'gradient-norms']
 """
 
-from . import compare, minima, noise_scale, parallel, redundancy, symmetry, throughput, unbiased, variance
-from . import frontier, gradient_norms, lr_batch, sharpness  # the literature: issue 10 part B
+# the literature (issue 10 part B): frontier, gradient_norms, lr_batch, sharpness
+from . import (
+    compare,
+    frontier,
+    gradient_norms,
+    lr_batch,
+    minima,
+    noise_scale,
+    parallel,
+    redundancy,
+    sharpness,
+    symmetry,
+    throughput,
+    unbiased,
+    variance,
+)
 from .result import LabResult
 
 EXPERIMENTS = {

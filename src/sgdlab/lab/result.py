@@ -34,7 +34,7 @@ class LabResult:
         """``lead`` followed by each verdict's sentence: a reading that follows the numbers."""
         return " ".join([lead.strip(), *(v.sentence() for v in self.verdicts)]).strip()
 
-    def save(self, out_dir, fig, figure_title: str) -> "LabResult":
+    def save(self, out_dir, fig, figure_title: str) -> LabResult:
         """Write ``out_dir/NAME.png`` (from ``fig``) and ``out_dir/NAME.json``.
 
         ``figure_title`` says what is plotted; the verdicts (computed from the numbers) are written

@@ -60,8 +60,9 @@ same way from their own modules (imported here when present).
 
 from __future__ import annotations
 
-from . import chunked, fused, mpi, reference  # noqa: F401  (register the built-in steppers; mpi imports mpi4py only when run)
-from . import torch_step  # noqa: F401  (the PyTorch/GPU stepper; torch is imported only when it runs)
+# register the built-in steppers; mpi imports mpi4py only when run, and torch_step (the PyTorch/GPU stepper)
+# imports torch only when it runs
+from . import chunked, fused, mpi, reference, torch_step  # noqa: F401
 from .base import FULL_BATCH, StepContext, Stepper, advance, available, register, select_stepper
 
 try:  # the compiled stepper registers itself; numba is imported lazily when it runs
