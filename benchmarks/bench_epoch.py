@@ -26,7 +26,7 @@ import numpy as np
 import sgdlab
 
 N, SIZES, LR = 8000, [784, 100, 10], 0.1
-FLOPS_PER_EXAMPLE = 2 * 3 * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))  # forward + two backward products
+FLOPS_PER_EXAMPLE = 2 * 3 * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:], strict=True))  # forward + two backward products
 
 
 def median_time(run_epoch, reps: int) -> float:
@@ -64,7 +64,7 @@ def torch_epoch(X, y, m):
             loss = 0.5 * ((a - yb) ** 2).sum() / len(idx)
             grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
-                for p, gp in zip(params, grads):
+                for p, gp in zip(params, grads, strict=True):
                     p.sub_(LR * gp)
         return time.perf_counter() - t0
     return run

@@ -55,15 +55,15 @@ def example_gradient(params, x, y, hidden, out, cost):
 def mean_gradient(params, X, Y, hidden, out, cost):
     """(1/n) sum_x grad C_x with a Python loop over the examples."""
     total = None
-    for x, y in zip(X, Y):
+    for x, y in zip(X, Y, strict=True):
         g = example_gradient(params, x, y, hidden, out, cost)
-        total = g if total is None else [(tW + gW, tb + gb) for (tW, tb), (gW, gb) in zip(total, g)]
+        total = g if total is None else [(tW + gW, tb + gb) for (tW, tb), (gW, gb) in zip(total, g, strict=True)]
     return [(tW / len(X), tb / len(X)) for tW, tb in total]
 
 
 def mean_cost(params, X, Y, hidden, out, cost):
     total = 0.0
-    for x, y in zip(X, Y):
+    for x, y in zip(X, Y, strict=True):
         a = x.reshape(-1, 1)
         for l, (W, b) in enumerate(params):
             z = W.T @ a + b.reshape(-1, 1)

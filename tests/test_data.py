@@ -222,7 +222,7 @@ def test_npz_and_csv_files(tmp_path):
     assert ds.X_train.shape == (40, 3) and np.array_equal(ds.y_test, y[40:]) and ds.n_classes == 3
     np.savez(tmp_path / "xy.npz", X=X, y=y)
     assert data.load_file(tmp_path / "xy.npz").X_test.shape == (10, 3)
-    (tmp_path / "d.csv").write_text("a,b,c,label\n" + "\n".join(",".join(map(str, [*r, t])) for r, t in zip(X, y)))
+    (tmp_path / "d.csv").write_text("a,b,c,label\n" + "\n".join(",".join(map(str, [*r, t])) for r, t in zip(X, y, strict=True)))
     ds = data.load_file(tmp_path / "d.csv")
     assert ds.X_train.shape == (40, 3) and ds.y_train.dtype == np.int64
     (tmp_path / "r.csv").write_text("\n".join(f"{a},{b},{a + 0.5 * b}" for a, b in rng.random((20, 2))))

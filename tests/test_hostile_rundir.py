@@ -36,7 +36,7 @@ def epochs(run):
 
 
 def same_weights(a, b):
-    return all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params))
+    return all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True))
 
 
 def test_a_second_process_is_refused_while_a_run_holds_the_directory(tmp_path):

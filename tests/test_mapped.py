@@ -39,7 +39,7 @@ def test_training_from_disk_equals_training_in_memory(on_disk, kw):
         h = sgdlab.fit(net, data, y, epochs=2, seed=0, **{"lr": 1.0, **kw})
         runs.append((net.params, h["train_cost"]))
     assert runs[0][1] == runs[1][1]
-    assert all(np.array_equal(a, b) for (Wa, ba), (Wb, bb) in zip(runs[0][0], runs[1][0]) for a, b in ((Wa, Wb), (ba, bb)))
+    assert all(np.array_equal(a, b) for (Wa, ba), (Wb, bb) in zip(runs[0][0], runs[1][0], strict=True) for a, b in ((Wa, Wb), (ba, bb)))
 
 
 def test_batch_gd_from_disk_accumulates_the_full_gradient_in_chunks(on_disk, monkeypatch):
@@ -50,7 +50,7 @@ def test_batch_gd_from_disk_accumulates_the_full_gradient_in_chunks(on_disk, mon
     a, b = sgdlab.Network([12, 8, 3], seed=0, dtype="float64"), sgdlab.Network([12, 8, 3], seed=0, dtype="float64")
     sgdlab.fit(a, X, y, method="batch", lr=2.0, epochs=3)
     h = sgdlab.fit(b, open_npy(path), y, method="batch", lr=2.0, epochs=3, record_updates=True)
-    for (W1, b1), (W2, b2) in zip(a.params, b.params):
+    for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True):
         np.testing.assert_allclose(W1, W2, rtol=1e-6)  # float32 data, different summation order
         np.testing.assert_allclose(b1, b2, rtol=1e-6)
     assert h.updates[0]["batch_size"] == 1000

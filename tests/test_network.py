@@ -44,7 +44,7 @@ def numeric_gradient(net, X, Y, eps=1e-6):
 
 def assert_grads_close(g1, g2, rtol=1e-6, atol=1e-8):
     assert len(g1) == len(g2)
-    for (W1, b1), (W2, b2) in zip(g1, g2):
+    for (W1, b1), (W2, b2) in zip(g1, g2, strict=True):
         np.testing.assert_allclose(to_numpy(W1), to_numpy(W2), rtol=rtol, atol=atol)
         np.testing.assert_allclose(to_numpy(b1), to_numpy(b2), rtol=rtol, atol=atol)
 

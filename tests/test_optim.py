@@ -25,7 +25,7 @@ def test_one_hand_worked_update_on_a_tiny_network():
     y = np.array([1.0, 0.0])
     eta, m = 0.5, 2
     deltas = []
-    for x, t in zip(X, y):
+    for x, t in zip(X, y, strict=True):
         a = sigmoid(0.1 * x[0] - 0.2 * x[1] + 0.3)
         deltas.append((a - t) * a * (1 - a))
     w_new = [0.1 - eta / m * (X[0, 0] * deltas[0] + X[1, 0] * deltas[1]),
@@ -122,7 +122,7 @@ def test_fused_fast_path_agrees_with_reference_path(toy, method, bs, wd):
         net = sgdlab.Network([5, 6, 3], seed=4, dtype="float64")
         sgdlab.fit(net, X, y, method=method, batch_size=bs, lr=0.5, epochs=3, seed=9, weight_decay=wd, fused=fused)
         runs.append(net.params)
-    for (W1, b1), (W2, b2) in zip(*runs):
+    for (W1, b1), (W2, b2) in zip(*runs, strict=True):
         np.testing.assert_allclose(W1, W2, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(b1, b2, rtol=1e-12, atol=1e-14)
 

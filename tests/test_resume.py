@@ -41,7 +41,7 @@ def uninterrupted(tmp_path_factory):
 
 
 def assert_same_weights(a, b):
-    assert all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params))
+    assert all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True))
 
 
 def resume(run):

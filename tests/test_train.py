@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -29,12 +30,12 @@ def test_batch_gd_is_exact_full_gradient_descent(toy):
     expected = [(W.copy(), b.copy()) for W, b in net.params]
     for _ in range(3):  # w <- w - eta grad C(w), computed independently through net.gradient
         g = net.gradient(X, y)
-        net_params = [(W - 0.7 * gW, b - 0.7 * gb) for (W, b), (gW, gb) in zip(expected, g)]
+        net_params = [(W - 0.7 * gW, b - 0.7 * gb) for (W, b), (gW, gb) in zip(expected, g, strict=True)]
         expected = net_params
         net.params = [(W.copy(), b.copy()) for W, b in expected]
     net2 = sgdlab.Network([5, 4, 3], seed=1, dtype="float64")
     sgdlab.fit(net2, X, y, method="batch", lr=0.7, epochs=3)
-    for (W1, b1), (W2, b2) in zip(net2.params, expected):
+    for (W1, b1), (W2, b2) in zip(net2.params, expected, strict=True):
         np.testing.assert_allclose(W1, W2, rtol=1e-12)
         np.testing.assert_allclose(b1, b2, rtol=1e-12)
 
@@ -47,9 +48,9 @@ def test_minibatch_step_is_the_mean_over_the_batch(toy):
     ref = sgdlab.Network.from_params(net.describe(), params)
     for k in range(0, 40, 8):
         g = ref.gradient(X[k:k + 8], y[k:k + 8])
-        ref.params = [(W - 0.3 * gW, b - 0.3 * gb) for (W, b), (gW, gb) in zip(ref.params, g)]
+        ref.params = [(W - 0.3 * gW, b - 0.3 * gb) for (W, b), (gW, gb) in zip(ref.params, g, strict=True)]
     sgdlab.fit(net, X, y, batch_size=8, lr=0.3, epochs=1, sampling="sequential")
-    for (W1, b1), (W2, b2) in zip(net.params, ref.params):
+    for (W1, b1), (W2, b2) in zip(net.params, ref.params, strict=True):
         np.testing.assert_allclose(W1, W2, rtol=1e-12)
         np.testing.assert_allclose(b1, b2, rtol=1e-12)
 
@@ -63,14 +64,14 @@ def test_same_seed_same_result_bit_for_bit(toy, momentum, backend):
         h = sgdlab.fit(net, X, y, batch_size=5, lr=0.5, epochs=4, seed=11, momentum=momentum)
         runs.append((net.numpy_params(), h["train_cost"]))
     assert runs[0][1] == runs[1][1]
-    for (W1, b1), (W2, b2) in zip(runs[0][0], runs[1][0]):
+    for (W1, b1), (W2, b2) in zip(runs[0][0], runs[1][0], strict=True):
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
 
 
 def test_initialisation_and_sampling_use_separate_streams(toy):
     X, y = toy
     a, b = sgdlab.Network([5, 4, 3], seed=3), sgdlab.Network([5, 4, 3], seed=3)
-    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(a.params, b.params))
+    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(a.params, b.params, strict=True))
     sgdlab.fit(a, X, y, lr=0.5, epochs=1, seed=1)
     sgdlab.fit(b, X, y, lr=0.5, epochs=1, seed=2)
     assert not np.array_equal(a.params[0][0], b.params[0][0])  # different batches
@@ -123,7 +124,7 @@ def test_divergence_stops_with_message_and_keeps_last_good_parameters():
         sgdlab.fit(net, X, Y, batch_size=5, lr=0.8, epochs=100, seed=0)
     ref = make()
     sgdlab.fit(ref, X, Y, batch_size=5, lr=0.8, epochs=1, seed=0)
-    assert all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(net.params, ref.params))
+    assert all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(net.params, ref.params, strict=True))
 
 
 def test_divergence_names_the_update_when_updates_are_recorded():
@@ -141,7 +142,7 @@ def test_history_records_what_it_says(toy, tmp_path):
     assert h.last["val_accuracy"] == net.accuracy(X[:10], y[:10])
     assert h.last["train_accuracy"] == net.accuracy(X, y)
     secs = h["train_seconds"]
-    assert secs[0] == 0 and all(b >= a for a, b in zip(secs, secs[1:]))
+    assert secs[0] == 0 and all(b >= a for a, b in pairwise(secs))
     assert [u["update"] for u in h.updates] == list(range(1, 16))
     assert all(u["lr"] == 1.0 and math.isfinite(u["batch_cost"]) for u in h.updates)
     h.to_csv(tmp_path / "h.csv")
@@ -186,7 +187,7 @@ def test_fit_under_array_api_backend_matches_numpy_reference_path(backend, toy):
     h_ref = sgdlab.fit(ref, X, y, fused=False, **kw)
     net = sgdlab.Network([5, 4, 3], seed=1, dtype="float64", backend=backend)
     h = sgdlab.fit(net, X, y, **kw)
-    for (W1, b1), (W2, b2) in zip(net.params, ref.params):
+    for (W1, b1), (W2, b2) in zip(net.params, ref.params, strict=True):
         np.testing.assert_allclose(to_numpy(W1), W2, rtol=1e-12)
         np.testing.assert_allclose(to_numpy(b1), b2, rtol=1e-12)
     assert h["val_accuracy"] == h_ref["val_accuracy"]
@@ -231,7 +232,7 @@ def test_bad_input_is_refused_and_nothing_is_modified(toy, make, kwargs, exc, ma
     before = net.copy_params()
     with pytest.raises(exc, match=match):
         sgdlab.fit(net, X, y, **{"epochs": 1, **kwargs})
-    assert all(np.array_equal(W, W0) and np.array_equal(b, b0) for (W, b), (W0, b0) in zip(net.params, before))
+    assert all(np.array_equal(W, W0) and np.array_equal(b, b0) for (W, b), (W0, b0) in zip(net.params, before, strict=True))
     np.testing.assert_array_equal(X, X_before)
     np.testing.assert_array_equal(y, y_before)
 

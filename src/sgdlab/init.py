@@ -42,4 +42,4 @@ def initialize(name: str, sizes, rng: np.random.Generator):
     """Float64 NumPy (W, b) for every layer of ``sizes``, drawn layer by layer from ``rng``."""
     if name not in INITIALIZERS:
         raise ValueError(f"unknown init {name!r}; valid: {', '.join(INITIALIZERS)}")
-    return [INITIALIZERS[name](rng, fi, fo) for fi, fo in zip(sizes[:-1], sizes[1:])]
+    return [INITIALIZERS[name](rng, fi, fo) for fi, fo in zip(sizes[:-1], sizes[1:], strict=True)]

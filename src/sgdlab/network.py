@@ -188,7 +188,7 @@ class Network:
                   output_activation=description["output_activation"], cost=description["cost"],
                   init="zeros", dtype=description["dtype"], backend=backend, device=device)
         net.init = description.get("init", "zeros")
-        for (W0, b0), (W, b) in zip(net.params, params):
+        for (W0, b0), (W, b) in zip(net.params, params, strict=True):
             if tuple(W.shape) != tuple(W0.shape) or tuple(b.shape) != tuple(b0.shape):
                 raise ValueError(f"parameter shapes {tuple(W.shape)}, {tuple(b.shape)} do not match the "
                                  f"architecture's {tuple(W0.shape)}, {tuple(b0.shape)}")

@@ -23,7 +23,7 @@ def plot_history(history, path, title: str | None = None) -> Path:
     for key, label in (("train_cost", "training cost"), ("val_cost", "validation cost")):
         pts = [(e, v) for e, v in zip(epochs, history[key], strict=True) if v is not None]
         if pts:
-            ax_cost.plot(*zip(*pts), marker=".", label=label, ls="-" if key.startswith("train") else "--")
+            ax_cost.plot(*zip(*pts, strict=True), marker=".", label=label, ls="-" if key.startswith("train") else "--")
     ax_cost.set(xlabel="epoch", ylabel="cost C", yscale="log", title="cost after each epoch")
     ax_cost.legend()
     if has_acc:
@@ -31,7 +31,7 @@ def plot_history(history, path, title: str | None = None) -> Path:
         for key, label in (("train_accuracy", "training accuracy"), ("val_accuracy", "validation accuracy")):
             pts = [(e, v) for e, v in zip(epochs, history[key], strict=True) if v is not None]
             if pts:
-                ax_acc.plot(*zip(*pts), marker=".", label=label, ls="-" if key.startswith("train") else "--")
+                ax_acc.plot(*zip(*pts, strict=True), marker=".", label=label, ls="-" if key.startswith("train") else "--")
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy after each epoch")
         ax_acc.legend()
     return save_figure(fig, path, title, dpi=100)
@@ -78,7 +78,7 @@ def plot_runs(runs: dict, path, accuracy: bool = True) -> Path:
                     if key != "epoch":
                         pts = [(x, y) for x, y in pts if x > 0]
                     if pts:
-                        ax.plot(*zip(*pts), marker=".", ms=3, color=f"C{i}", ls=ls, label=f"{label} ({what})")
+                        ax.plot(*zip(*pts, strict=True), marker=".", ms=3, color=f"C{i}", ls=ls, label=f"{label} ({what})")
                 ax.set(xlabel=xlabel, ylabel="cost C" if row == 0 else "validation accuracy")
                 if ax.lines and row == 0:
                     ax.set_yscale("log")

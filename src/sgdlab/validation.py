@@ -67,7 +67,7 @@ def check_network_fits(sizes, dtype: str) -> None:
     P = sum_l (n_{l-1} + 1) n_l parameters; initialising and training one needs about 4 copies
     (the float64 draw, the parameters, a gradient, the copy kept for divergence recovery).
     """
-    P = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    P = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     itemsize = 8 if dtype == "float64" else 4
     avail = available_memory()
     need = P * (8 + 3 * itemsize)

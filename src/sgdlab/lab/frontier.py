@@ -24,6 +24,7 @@ seeds (resample seeds, re-pick the best eta, refit).
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -105,7 +106,7 @@ def decide_claims(s: dict) -> list:
                 evidence=f"B_crit {lo:.3g} at cost {s['targets'][0]:.3g} → {hi:.3g} at cost {s['targets'][-1]:.3g}; "
                          f"grows in {s['p_grows']:.0%} of resamples",
                 caveat=None if s["p_grows"] >= 0.95 and all(
-                    c is not None and c[1] < c2[0] for c, c2 in zip(s["b_crit_ci"], s["b_crit_ci"][1:])) else
+                    c is not None and c[1] < c2[0] for c, c2 in pairwise(s["b_crit_ci"])) else
                 "the 95% intervals of neighbouring targets overlap")
     return [v1, v2]
 

@@ -153,7 +153,7 @@ def hvp_pairs(net, X, Y, v) -> list:
     X, T = _targets(net, X, Y)
     P = _params64(net)
     V = [(np.asarray(Vw, dtype=np.float64), np.asarray(c, dtype=np.float64)) for Vw, c in v]
-    if len(V) != len(P) or any(Vw.shape != W.shape or c.shape != b.shape for (Vw, c), (W, b) in zip(V, P)):
+    if len(V) != len(P) or any(Vw.shape != W.shape or c.shape != b.shape for (Vw, c), (W, b) in zip(V, P, strict=True)):
         raise ValueError("v must have the shapes of net.params")
     m, L = X.shape[0], len(P)
     # forward pass and its R-derivative

@@ -16,6 +16,8 @@ than a random one (test accuracy lower, two-proportion z-test at 5% on the test 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from ..plots import new_figure
@@ -86,7 +88,7 @@ def _run(data, data_dir, *, seed, out, quick, epochs, variants) -> LabResult:
                 validation=(ds.X_test, ds.y_test), callbacks=[lambda r, net=net: spreads.append(unit_spread(net))])
         scale = max(float(np.max(np.abs(W))) for W, _ in net.numpy_params())
         name = f"{init} ({dtype})"
-        growth = [b / a for a, b in zip(spreads[1:], spreads[2:]) if a > 0 and b > 0]
+        growth = [b / a for a, b in pairwise(spreads[1:]) if a > 0 and b > 0]
         curves[name] = {"epoch": h["epoch"], "unit_spread": spreads, "val_accuracy": h["val_accuracy"], "val_cost": h["val_cost"]}
         rows.append({"init": name, "after 1 epoch": spreads[1], "after last epoch": spreads[-1],
                      "relative to largest weight": spreads[-1] / scale,

@@ -89,7 +89,7 @@ def _run(data, data_dir, *, seed, out, quick, repeats, net) -> LabResult:
             ratio_se = np.where(theory > 0, stderr / theory, np.nan)
         numbers[scheme] = {"measured": measured, "stderr": stderr, "theory": theory, "ratio": ratio,
                            "ratio_stderr": ratio_se, "loglog_slope": slope, "slope_ci95": slope_ci, "slope_fitted_over_B_up_to": int(sizes[fit_mask][-1])}
-        for b, m, t, q in zip(sizes, measured, theory, ratio):
+        for b, m, t, q in zip(sizes, measured, theory, ratio, strict=True):
             if b in (1, 10, 100, 1000) or b == sizes[-1]:
                 rows.append({"sampling": scheme.replace("_", " "), "B": int(b), "measured": float(m), "theory": float(t),
                              "ratio": float(q)})
