@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sgdlab import machine
-from sgdlab.lab.parallel import measure_allreduce, measure_training
+from sgdlab import machine  # noqa: E402  (after the sys.path insert above, so the checkout is benchmarked)
+from sgdlab.lab.parallel import measure_allreduce, measure_training  # noqa: E402
 
 
 def main(argv=None) -> int:

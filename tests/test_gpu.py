@@ -49,7 +49,7 @@ def problem(n=50, d=6, k=3, seed=0):
 def reference_epoch(net, X, T, batches, etas, opt):
     """The plain chain on NumPy: gradient -> optimizer -> apply_updates; the batch cost before each update."""
     s, costs = opt.init(net.params), []
-    for b, eta in zip(batches, etas, strict=True):
+    for b, _eta in zip(batches, etas, strict=True):
         Xb, Tb = (X, T) if b is FULL_BATCH else (X[b], T[b])
         costs.append(net.cost(Xb, Tb))
         u, s = opt.update(net.gradient(Xb, Tb), s, net.params)

@@ -87,7 +87,7 @@ def test_idx_float_labels_and_a_corrupt_label_are_refused(tmp_path):
     X, y = read_idx_pair(tmp_path / "i", tmp_path / "l")
     ds = data.Dataset(X, y, X, y, "corrupt")
     with pytest.raises(ValueError, match=r"3 distinct labels range over \[0, 255\]"):
-        ds.n_classes
+        _ = ds.n_classes
 
 
 idx_files = st.builds(lambda code, dims, payload, gz: (gzip.compress if gz else bytes)(
@@ -147,7 +147,7 @@ def test_integer_target_of_a_trillion_does_not_bincount_terabytes(tmp_path, memo
     np.savez(tmp_path / "t.npz", X=X, y=np.array([0, 10**12] * 10))
     ds = data.load_file(tmp_path / "t.npz")
     with pytest.raises(ValueError, match=r"2 distinct labels range over \[0, 1000000000000\]"):
-        ds.n_classes
+        _ = ds.n_classes
 
 
 def test_float64_beyond_float32_range_is_refused_naming_range_and_dtype():

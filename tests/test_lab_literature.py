@@ -1,10 +1,13 @@
 """The lab's literature experiments: frontier, lr-batch, sharpness, gradient-norms; and the exact HVP."""
 
+import json
+
 import numpy as np
 import pytest
 
 import sgdlab
-from sgdlab.lab import hessian
+from sgdlab.lab import EXPERIMENTS, frontier, gradient_norms, hessian, lr_batch, sharpness
+from sgdlab.lab.verdict import CAVEAT, FAILS, HOLDS
 
 HIDDEN = ("sigmoid", "tanh", "relu", "identity")
 COST_OUTPUT = (("quadratic", None), ("quadratic", "identity"), ("quadratic", "tanh"), ("quadratic", "softmax"),
@@ -97,10 +100,6 @@ def test_hvp_refuses_mismatched_vectors():
 
 
 # ------------------------------------------------------------------ the four experiments, quick, end to end
-import json
-
-from sgdlab.lab import EXPERIMENTS, frontier, gradient_norms, lr_batch, sharpness
-from sgdlab.lab.verdict import CAVEAT, FAILS, HOLDS
 
 MODULES = {"frontier": frontier, "lr-batch": lr_batch, "sharpness": sharpness, "gradient-norms": gradient_norms}
 

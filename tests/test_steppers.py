@@ -73,6 +73,7 @@ def test_schedule_count_survives_a_fused_epoch(toy):
     sgdlab.fit(b, X, y, batch_size=5, lr=sched, epochs=2, stepper="reference", seed=1)
     for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True):
         np.testing.assert_allclose(W1, W2, rtol=1e-12)
+        np.testing.assert_allclose(b1, b2, rtol=1e-12)
 
 
 def test_estimator_t_is_the_optimizer_step():
@@ -117,6 +118,7 @@ def test_kernels_return_sums_and_chunks_add_up(toy):
     g = net.gradient(X, y)
     for (sW, sb), (cW, cb), (gW, gb) in zip(sums, chunked, g, strict=True):
         np.testing.assert_allclose(sW / 40, gW, rtol=1e-13)
+        np.testing.assert_allclose(sb / 40, gb, rtol=1e-13)
         np.testing.assert_allclose(cW, sW, rtol=1e-12)
         np.testing.assert_allclose(cb, sb, rtol=1e-12)
     assert float(c) / 40 == pytest.approx(net.cost(X, y), rel=1e-13) and c2 == pytest.approx(float(c), rel=1e-12)

@@ -126,7 +126,10 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     sizes = sorted({min(int(b), n) for b in (sizes or default)})
     ref_epochs = list(ref_epochs or ((0.5, 1, 2) if quick else (1, 2, 4)))
     lr0 = 3.0 if ds.n_classes else 0.1
-    make = lambda s: network_for(ds, seed=s)
+
+    def make(s):
+        return network_for(ds, seed=s)
+
     numbers = {"n": n, "seeds": seeds, "batch_sizes": sizes, "machine": describe()}
     rows = []
     with recording_load(numbers), pinned_threads(1):

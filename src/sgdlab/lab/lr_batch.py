@@ -124,7 +124,10 @@ def run(data="digits", data_dir=None, *, seed: int = 0, out=None, quick: bool = 
     sizes = sorted({min(int(b), n) for b in (sizes or ((1, 8, 64, n) if quick else (1, 4, 16, 64, 256, n)))})
     lr = 0.5 if ds.n_classes else 0.02
     rng = np.random.default_rng(seed)
-    make = lambda s: network_for(ds, seed=s)
+
+    def make(s):
+        return network_for(ds, seed=s)
+
     c_const = constant_cost(make(seed), y)
     numbers = {"n": n, "seeds": seeds, "epochs_budget": epochs, "batch_sizes": sizes, "constant_cost": c_const,
                "machine": describe()}

@@ -85,7 +85,7 @@ def _run(data, data_dir, *, seed, out, quick, epochs, variants) -> LabResult:
         net = network_for(ds, seed=seed, init=init, dtype=dtype)
         spreads = []
         h = fit(net, ds.X_train, ds.y_train, batch_size=10, lr=lr, epochs=epochs, seed=seed,
-                validation=(ds.X_test, ds.y_test), callbacks=[lambda r, net=net: spreads.append(unit_spread(net))])
+                validation=(ds.X_test, ds.y_test), callbacks=[lambda r, net=net, spreads=spreads: spreads.append(unit_spread(net))])
         scale = max(float(np.max(np.abs(W))) for W, _ in net.numpy_params())
         name = f"{init} ({dtype})"
         growth = [b / a for a, b in pairwise(spreads[1:]) if a > 0 and b > 0]

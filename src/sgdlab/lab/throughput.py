@@ -82,7 +82,7 @@ def measure(sizes, X, y, batch_sizes, updates: int, repeats: int, backend: str, 
         Xs, ys = X[:rows_used], y[:rows_used]
         net = Network(list(sizes), seed=seed, backend=backend, device=device)
 
-        def epoch():
+        def epoch(net=net, Xs=Xs, ys=ys, b=b, rows_used=rows_used):
             kw = {"method": "batch"} if b == rows_used else {"method": "minibatch", "batch_size": b}
             return fit(net, Xs, ys, lr=0.01, epochs=1, seed=seed, eval_train=False, **kw).last["train_seconds"]
 
