@@ -34,7 +34,9 @@ class Quadratic:
         d = a - y
         if output.name == "softmax":
             return a * (d - xp.sum(d * a, axis=1, keepdims=True))
-        return d * output.grad(a, xp)
+        grad = output.grad
+        assert grad is not None, f"{output.name} has no elementwise derivative"  # only softmax, handled above
+        return d * grad(a, xp)
 
 
 class CrossEntropy:

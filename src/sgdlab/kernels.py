@@ -23,6 +23,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .activations import Activation
 from .backend import dot
@@ -36,7 +37,7 @@ class Arch:
 
     activation: Activation  # hidden layers
     output_activation: Activation
-    cost: object  # a cost from sgdlab.costs (value, delta)
+    cost: Any  # a cost from sgdlab.costs (value, delta): duck-typed
 
 
 def forward(arch: Arch, params, X, xp):
@@ -54,9 +55,10 @@ def backprop(arch: Arch, params, X, T, xp):
     """(acts, deltas, z_L) with deltas[l] = dC_x/dz of layer l+1, one row per example."""
     acts, z = forward(arch, params, X, xp)
     delta = arch.cost.delta(z, acts[-1], T, arch.output_activation, xp)
-    deltas = [delta]
+    deltas, grad = [delta], arch.activation.grad
     for l in range(len(params) - 1, 0, -1):
-        delta = dot(xp, delta, params[l][0].T) * arch.activation.grad(acts[l], xp)
+        assert grad is not None, "hidden activations are elementwise"
+        delta = dot(xp, delta, params[l][0].T) * grad(acts[l], xp)
         deltas.append(delta)
     deltas.reverse()
     return acts, deltas, z

@@ -27,7 +27,7 @@ class BatchSampler:
             raise ValueError(f"unknown sampling {order!r}; valid: {', '.join(ORDERS)}")
         self.n, self.batch_size, self.order = n, batch_size, order
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.fixed = None
+        self.fixed: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Updates per epoch: ceil(n / batch_size)."""

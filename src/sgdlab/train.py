@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import array_api_compat
 import numpy as np
@@ -231,7 +232,7 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
         state.opt_state = sgd_state(state.opt_state, state.step)
     state.history.config["stepper_info"] = chosen.prepare()  # compilation, before the clock starts
     if world is not None:  # ranks that differ are refused; all start from rank 0's parameters and state
-        chosen.begin(state, config)
+        chosen.begin(state, config)  # type: ignore[attr-defined]  # only the MPI stepper runs with a world
     sampler = BatchSampler(data.n, getattr(chosen, "sample_size", m), "sequential" if method == "batch" else sampling,
                            state.rng)
     sampler.fixed = state.fixed
@@ -392,6 +393,7 @@ class _Loop:
         self.eta = etas[-1] if etas else self.eta
         if self.record_updates and block:
             u = self.update_record(epoch, sizes[-1])
+            assert costs is not None  # the stepper returns costs when record_updates
             u["batch_cost"] = costs[-1]
             self.history.updates.append(u)
             if not math.isfinite(u["batch_cost"]):
@@ -462,9 +464,9 @@ def _finite(params, xp) -> bool:
 class _TrainingData:
     """The training (and validation) data, checked once and held in the network's namespace and dtype."""
 
-    X: object
-    T: object
-    labels: object
+    X: Any  # arrays of the network's namespace (NumPy, CuPy, torch, ...) or a memory-mapped file
+    T: Any
+    labels: Any
     n: int
     on_disk: bool
     val: tuple | None = None  # (X_val, T_val, labels_val)
@@ -498,7 +500,11 @@ class _TrainingData:
 
     def evaluate_sums(self, net, which: str = "train") -> tuple:
         """(cost_sum, correct or None, rows) over the training or validation set: what ranks reduce."""
-        X, T, labels = (self.X, self.T, self.labels) if which == "train" else self.val
+        if which == "train":
+            X, T, labels = self.X, self.T, self.labels
+        else:
+            assert self.val is not None, "no validation set"
+            X, T, labels = self.val
         cost, correct = kernels.evaluate_sums(net.arch, net.params, X, T, labels, net.xp)
         return cost, correct, X.shape[0]
 

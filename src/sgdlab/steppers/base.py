@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from ..backend import is_numpy
 from ..optim import sgd_state
@@ -21,12 +22,13 @@ class StepContext:
     or the device the network lives on.
     """
 
-    net: object
-    data: object
-    opt: object
+    # duck-typed: the Network, the training-data holder and the optimizer (any backend's arrays)
+    net: Any
+    data: Any
+    opt: Any
     batch_size: int
-    comm: object = None
-    device: object = None
+    comm: Any = None
+    device: Any = None
 
     @property
     def full_batch(self) -> bool:
@@ -75,7 +77,7 @@ class Stepper:
         """A context manager entered around every block: NumPy errstate, device sync."""
         return contextlib.nullcontext()
 
-    def run(self, state, batches, etas, want_costs: bool):
+    def run(self, state, batches, etas, want_costs: bool) -> list[float] | None:
         """Make ``len(batches)`` updates, in order; advance ``state.step`` and the optimizer state.
 
         batches: index arrays into the training rows, or FULL_BATCH; etas: the learning rate of each
@@ -99,16 +101,16 @@ def advance(state, opt, k: int = 1) -> None:
         state.opt_state = sgd_state(state.opt_state, state.step)
 
 
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[Stepper]] = {}
 
 
-def register(cls: type) -> type:
+def register(cls: type[Stepper]) -> type[Stepper]:
     """Add a Stepper class to the registry under ``cls.name`` (a class decorator)."""
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def available() -> dict:
+def available() -> dict[str, type[Stepper]]:
     """The registered stepper classes by name."""
     return dict(_REGISTRY)
 

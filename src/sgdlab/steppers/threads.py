@@ -36,7 +36,8 @@ class _Threads:
     touched (a few microseconds, so that a block of one update can afford it)."""
 
     def __init__(self, n: int, libs):
-        self.n, self.libs, self.changed = n, libs, []
+        self.n, self.libs = n, libs
+        self.changed: list = []
 
     def __enter__(self):
         self.changed = []

@@ -31,6 +31,7 @@ the code that a GPU captures. ``SGDLAB_CUDA_GRAPHS=0`` turns capture off.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class TorchStep:
         self.eta_ragged = torch.zeros(1, dtype=dt, device=dev)
         self.cost_ragged = torch.zeros(1, dtype=dt, device=dev)
         self._pinned = self.device.startswith("cuda")
-        self._copied = None  # CUDA event: the last copy out of the pinned staging buffers
+        self._copied: Any = None  # CUDA event: the last copy out of the pinned staging buffers
         self._allocate(max(1, int(capacity)))
 
     # ----------------------------------------------------------------- buffers
@@ -100,7 +101,7 @@ class TorchStep:
         self.costs = torch.zeros(capacity, dtype=dt, device=dev)
         self.order_host = torch.zeros((capacity, self.m), dtype=torch.int64, pin_memory=self._pinned)
         self.etas_host = torch.zeros(capacity, dtype=dt, pin_memory=self._pinned)
-        self._graphs = {}  # captured graphs read these buffers' addresses: recapture after a reallocation
+        self._graphs: dict[tuple[bool, bool], Any] = {}  # captured graphs read these buffers' addresses: recapture after a reallocation
 
     def load_block(self, batches, etas) -> int:
         """Copy the block's m-row index matrix and its learning rates to the device; return the count
@@ -263,7 +264,7 @@ class TorchStep:
         """Make the updates of one block in order; the batch costs as a host list when asked (one sync)."""
         torch = self.torch
         self.load_block(batches, etas)
-        pieces = []  # per update: ("k", j) the row j of self.costs, or ("r", c) a ragged batch's cost tensor
+        pieces: list[tuple[str, Any]] = []  # per update: ("k", j) the row j of self.costs, or ("r", c) a ragged batch's cost tensor
         j = 0
         for idx, eta in zip(batches, etas, strict=True):
             if idx is FULL_BATCH or len(idx) == self.m:
@@ -273,7 +274,7 @@ class TorchStep:
             else:  # the ragged last batch of an epoch: the same update, eagerly, with its own index tensor
                 i = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.X.device)
                 self.eta_ragged.fill_(float(eta))
-                c = torch.zeros(1, dtype=self.X.dtype, device=self.X.device) if want_costs else None
+                c: Any = torch.zeros(1, dtype=self.X.dtype, device=self.X.device) if want_costs else None
                 self.update(self.X.index_select(0, i), self.T.index_select(0, i), self.eta_ragged,
                             c.copy_ if want_costs else None)
                 pieces.append(("r", c))
