@@ -26,7 +26,9 @@ import numpy as np
 import sgdlab
 
 N, SIZES, LR = 8000, [784, 100, 10], 0.1
-FLOPS_PER_EXAMPLE = 2 * 3 * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:], strict=True))  # forward + two backward products
+FLOPS_PER_EXAMPLE = (
+    2 * 3 * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:], strict=True))
+)  # forward + two backward products
 
 
 def median_time(run_epoch, reps: int) -> float:
@@ -39,7 +41,10 @@ def sgdlab_epoch(X, y, m, seed=0):
     method = "batch" if m == N else "stochastic" if m == 1 else "minibatch"
 
     def run():
-        return sgdlab.fit(net, X, y, method=method, batch_size=m, lr=LR, epochs=1, seed=seed, eval_train=False).last["train_seconds"]
+        return sgdlab.fit(net, X, y, method=method, batch_size=m, lr=LR, epochs=1, seed=seed, eval_train=False).last[
+            "train_seconds"
+        ]
+
     return run
 
 
@@ -151,12 +156,15 @@ def _line(r) -> str:
 
 
 def table(rows) -> str:
-    head = "| batch | updates/epoch | sgdlab s/epoch | GFLOP/s | PyTorch s/epoch | scikit-learn s/epoch | PyTorch / sgdlab | scikit-learn / sgdlab |"
+    head = ("| batch | updates/epoch | sgdlab s/epoch | GFLOP/s | PyTorch s/epoch | scikit-learn s/epoch "
+            "| PyTorch / sgdlab | scikit-learn / sgdlab |")
     lines = [head, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         t, s = r.get("torch_s"), r.get("sklearn_s")
-        lines.append(f"| {r['batch_size']} | {r['updates_per_epoch']} | {r['sgdlab_s']:.4f} | {r['sgdlab_gflops']:.1f} | "
-                     f"{_f(t)} | {_f(s)} | {_ratio(t, r['sgdlab_s'])} | {_ratio(s, r['sgdlab_s'])} |")
+        lines.append(
+            f"| {r['batch_size']} | {r['updates_per_epoch']} | {r['sgdlab_s']:.4f} | {r['sgdlab_gflops']:.1f} | "
+            f"{_f(t)} | {_f(s)} | {_ratio(t, r['sgdlab_s'])} | {_ratio(s, r['sgdlab_s'])} |"
+        )
     return "\n".join(lines)
 
 

@@ -99,7 +99,9 @@ def main(argv=None):
         print(json.dumps(child(args.child, args.dir)))
         return
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--child", "write", "--dir", str(args.dir), "--rows", str(args.rows)], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--child", "write", "--dir", str(args.dir), "--rows", str(args.rows)], check=True
+    )
     X_path = args.dir / "X.npy"
     size = X_path.stat().st_size
     print(f"wrote {X_path} ({size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -115,12 +117,17 @@ def main(argv=None):
             shutil.rmtree(args.dir)
     disk, ram = results
     dp, rp = disk["peak_after_batch_gd"], ram["peak_after_minibatch_epoch"]
-    lines = ["| data | peak RSS, ru_maxrss (MB) | VmHWM (MB) | examples/s, mini-batch SGD B=128 | epoch seconds (training) | batch-GD step (s) |",
-             "|---|---:|---:|---:|---:|---:|",
-             f"| on disk ({size / 1e9:.1f} GB .npy, open_npy) | {dp['ru_maxrss_mb']:.0f} | {dp.get('vmhwm_mb', 0):.0f} | "
-             f"{disk['examples_per_second']:,.0f} | {disk['epoch_train_seconds']:.1f} | {disk['batch_gd_step_seconds']:.1f} |",
-             f"| in RAM (np.load) | {rp['ru_maxrss_mb']:.0f} | {rp.get('vmhwm_mb', 0):.0f} | {ram['examples_per_second']:,.0f} | "
-             f"{ram['epoch_train_seconds']:.1f} | - |"]
+    lines = [
+        "| data | peak RSS, ru_maxrss (MB) | VmHWM (MB) | examples/s, mini-batch SGD B=128 | epoch seconds (training) "
+        "| batch-GD step (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| on disk ({size / 1e9:.1f} GB .npy, open_npy) | {dp['ru_maxrss_mb']:.0f} | {dp.get('vmhwm_mb', 0):.0f} | "
+        f"{disk['examples_per_second']:,.0f} | {disk['epoch_train_seconds']:.1f} | "
+        f"{disk['batch_gd_step_seconds']:.1f} |",
+        f"| in RAM (np.load) | {rp['ru_maxrss_mb']:.0f} | {rp.get('vmhwm_mb', 0):.0f} | "
+        f"{ram['examples_per_second']:,.0f} | "
+        f"{ram['epoch_train_seconds']:.1f} | - |",
+    ]
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"file_bytes": size, "rows": args.rows, "network": [D, 100, 10], "results": results,

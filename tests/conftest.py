@@ -48,5 +48,8 @@ def toy():
 
 
 def pytest_addoption(parser):
-    parser.addoption("--device", default="cpu",
-                     help="where tests/test_gpu.py runs the device code path: cpu (default, PyTorch's CPU build) or cuda")
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="where tests/test_gpu.py runs the device code path: cpu (default, PyTorch's CPU build) or cuda",
+    )

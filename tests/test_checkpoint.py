@@ -14,7 +14,10 @@ def test_save_load_round_trip(tmp_path, toy):
     path = sgdlab.save(tmp_path / "w.safetensors", net, extra={"note": "hi"})
     back = sgdlab.load(path)
     assert back.describe() == net.describe()
-    assert all(np.array_equal(W, W2) and np.array_equal(b, b2) for (W, b), (W2, b2) in zip(net.params, back.params, strict=True))
+    assert all(
+        np.array_equal(W, W2) and np.array_equal(b, b2)
+        for (W, b), (W2, b2) in zip(net.params, back.params, strict=True)
+    )
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
     meta, _ = read(path)
     assert meta["note"] == "hi" and meta["version"] == sgdlab.__version__
@@ -107,7 +110,9 @@ def test_interrupted_then_resumed_training_is_bit_identical(tmp_path, toy, kw, s
     del net, state
     net, state, _ = (load_training if stop_at == 1 else sgdlab.load_training)(tmp_path / "ck.safetensors")
     h = sgdlab.fit(net, X, y, state=state, **kw)
-    assert all(np.array_equal(W, W2) and np.array_equal(b, b2) for (W, b), (W2, b2) in zip(net.params, ref.params, strict=True))
+    assert all(
+        np.array_equal(W, W2) and np.array_equal(b, b2) for (W, b), (W2, b2) in zip(net.params, ref.params, strict=True)
+    )
     assert [r["epoch"] for r in h.epochs] == [r["epoch"] for r in h_ref.epochs]
     assert h["train_cost"] == h_ref["train_cost"] and h["updates"] == h_ref["updates"]
 

@@ -21,7 +21,8 @@ def test_help_lists_every_option():
     out = sgd("train", "--help")
     assert out.returncode == 0
     for opt in ("--data", "--data-dir", "--method", "--batch-size", "--lr", "--epochs", "--hidden", "--activation",
-                "--cost", "--init", "--momentum", "--nesterov", "--weight-decay", "--sampling", "--seed", "--quiet", "--out"):
+                "--cost", "--init", "--momentum", "--nesterov", "--weight-decay", "--sampling", "--seed", "--quiet",
+                "--out"):
         assert opt in out.stdout
     assert sgd("--help").returncode == 0
 
@@ -38,9 +39,9 @@ def test_full_run_with_out_writes_every_artifact(tmp_path):
     out = sgd("train", "--epochs", "3", "--hidden", "16,8", "--momentum", "0.5", "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "classes.json", "history.csv", "history.json",
-                                                     "history.png", "metrics.csv", "metrics.jsonl", "network.json",
-                                                     "test.json", "weights.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "classes.json", "history.csv",
+                                                     "history.json", "history.png", "metrics.csv", "metrics.jsonl",
+                                                     "network.json", "test.json", "weights.safetensors"]
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["epoch"] for ln in lines] == [0, 1, 2, 3]
     assert (run / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -50,14 +51,21 @@ def test_full_run_with_out_writes_every_artifact(tmp_path):
     net = sgdlab.load(run / "weights.safetensors")
     ds = sgdlab.data.load_digits_split(seed=0)
     test = json.loads((run / "test.json").read_text())  # the test split, evaluated once, at the end
-    assert net.accuracy(ds.X_test, ds.y_test) == pytest.approx(test["accuracy"]) == pytest.approx(hist["config"]["test"]["accuracy"])
+    assert (
+        net.accuracy(ds.X_test, ds.y_test)
+        == pytest.approx(test["accuracy"])
+        == pytest.approx(hist["config"]["test"]["accuracy"])
+    )
     assert test["n"] == 360 and test["split"] == "test"
     assert "epoch   3" in out.stdout and "validation accuracy" in out.stdout  # one line per epoch off a terminal
     assert "test" not in "".join(ln for ln in out.stdout.splitlines() if ln.startswith("epoch"))
 
 
 def test_methods_from_the_command_line():
-    for args in (["--method", "batch", "--lr", "5", "--epochs", "5"], ["--method", "stochastic", "--lr", "0.5", "--epochs", "1"]):
+    for args in (
+        ["--method", "batch", "--lr", "5", "--epochs", "5"],
+        ["--method", "stochastic", "--lr", "0.5", "--epochs", "1"],
+    ):
         assert main(["train", "--quiet", *args]) == 0
 
 
@@ -68,7 +76,10 @@ def test_target_column_scaling_and_synthetic_data(tmp_path, capsys):
     assert main(["train", "--quiet", "--data", str(tmp_path / "c.csv"), "--target", "label", "--scale", "standard",
                  "--epochs", "20", "--lr", "1"]) == 0
     assert float(re.search(r"test accuracy (\d\.\d+)", capsys.readouterr().out).group(1)) > 0.8
-    assert main(["train", "--quiet", "--data", "spirals", "--hidden", "20,20", "--activation", "tanh", "--epochs", "3"]) == 0
+    assert (
+        main(["train", "--quiet", "--data", "spirals", "--hidden", "20,20", "--activation", "tanh", "--epochs", "3"])
+        == 0
+    )
     assert capsys.readouterr().out.startswith("spirals: 2-20-20-2 network")
 
 
@@ -88,7 +99,9 @@ def test_mnist_download_from_the_command_line(tmp_path):
     write_mnist_like(src)
     # the real checksums cannot match these small files: the download must be refused, with no file left
     with _Server(src) as server:
-        out = sgd("train", "--data", "mnist", "--data-dir", str(tmp_path / "cache"), env={"SGDLAB_MNIST_MIRRORS": server.url})
+        out = sgd(
+            "train", "--data", "mnist", "--data-dir", str(tmp_path / "cache"), env={"SGDLAB_MNIST_MIRRORS": server.url}
+        )
     assert out.returncode != 0
     assert "SHA-256 mismatch" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "cache").exists()  # no file left, and no new empty --data-dir
@@ -144,7 +157,10 @@ def test_errors_from_a_real_process_have_no_traceback():
 def test_bad_data_files_from_the_command_line(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     (tmp_path / "nan.csv").write_text("1,2,0\nnan,3,1\n4,5,0\n6,7,1\n8,9,0\n1,1,1\n")
-    for name, message in (("bad.npz", "cannot read .*bad.npz as .npz"), ("nan.csv", "data row 2, column 1 holds .nan., not a number")):
+    for name, message in (
+        ("bad.npz", "cannot read .*bad.npz as .npz"),
+        ("nan.csv", "data row 2, column 1 holds .nan., not a number"),
+    ):
         out = sgd("train", "--quiet", "--data", str(tmp_path / name))
         assert out.returncode == 1 and re.search(message, out.stderr), out.stderr
     from test_data import write_mnist_like
@@ -158,7 +174,10 @@ def test_bad_data_files_from_the_command_line(tmp_path):
 
 def test_plot_evaluate_and_predict_a_run(tmp_path, capsys):
     for name, method in (("a", "minibatch"), ("b", "batch")):
-        assert main(["train", "--quiet", "--epochs", "3", "--method", method, "--lr", "3", "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(["train", "--quiet", "--epochs", "3", "--method", method, "--lr", "3", "--out", str(tmp_path / name)])
+            == 0
+        )
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "runs.png")]) == 0
     assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
@@ -181,7 +200,10 @@ def test_plot_evaluate_and_predict_a_run(tmp_path, capsys):
     assert "--proba needs outputs that are probabilities" in capsys.readouterr().err
     assert main(["train", "--quiet", "--epochs", "2", "--output-activation", "softmax", "--cost", "cross_entropy",
                  "--out", str(tmp_path / "s")]) == 0
-    assert main(["predict", str(tmp_path / "s"), str(tmp_path / "x.csv"), "--proba", "--out", str(tmp_path / "p.npy")]) == 0
+    assert (
+        main(["predict", str(tmp_path / "s"), str(tmp_path / "x.csv"), "--proba", "--out", str(tmp_path / "p.npy")])
+        == 0
+    )
     net = sgdlab.load(tmp_path / "s" / "weights.safetensors")
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), net.predict(ds.X_test[:5]), rtol=1e-6)
 
@@ -189,8 +211,10 @@ def test_plot_evaluate_and_predict_a_run(tmp_path, capsys):
 def test_plot_a_run_in_progress_and_bad_run_directories(tmp_path, capsys):
     run = tmp_path / "live"
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"epoch": 0, "updates": 0, "examples_seen": 0, "train_seconds": 0.0, "train_cost": 1.0}\n'
-                                       '{"epoch": 1, "updates": 10, "examples_seen": 100, "train_seconds": 0.1, "train_cost": 0.5}\n')
+    (run / "metrics.jsonl").write_text(
+        '{"epoch": 0, "updates": 0, "examples_seen": 0, "train_seconds": 0.0, "train_cost": 1.0}\n'
+        '{"epoch": 1, "updates": 10, "examples_seen": 100, "train_seconds": 0.1, "train_cost": 0.5}\n'
+    )
     assert main(["plot", str(run), "--out", str(tmp_path / "live.png")]) == 0
     for argv, message in ((["plot", str(tmp_path)], "not a run directory"),
                           (["evaluate", str(tmp_path)], "no weights.safetensors"),

@@ -39,7 +39,11 @@ def write_mnist_like(directory, n_train=30, n_test=10, gz=True, seed=0):
 @pytest.mark.parametrize("dtype", list(CODES))
 @pytest.mark.parametrize("gz", [True, False])
 def test_read_idx_round_trip(tmp_path, dtype, gz):
-    a = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype) if dtype is not np.uint8 else np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    a = (
+        (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
+        if dtype is not np.uint8
+        else np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    )
     raw = idx_bytes(a)
     p = tmp_path / "a.idx"
     p.write_bytes(gzip.compress(raw) if gz else raw)
@@ -222,7 +226,9 @@ def test_npz_and_csv_files(tmp_path):
     assert ds.X_train.shape == (40, 3) and np.array_equal(ds.y_test, y[40:]) and ds.n_classes == 3
     np.savez(tmp_path / "xy.npz", X=X, y=y)
     assert data.load_file(tmp_path / "xy.npz").X_test.shape == (10, 3)
-    (tmp_path / "d.csv").write_text("a,b,c,label\n" + "\n".join(",".join(map(str, [*r, t])) for r, t in zip(X, y, strict=True)))
+    (tmp_path / "d.csv").write_text(
+        "a,b,c,label\n" + "\n".join(",".join(map(str, [*r, t])) for r, t in zip(X, y, strict=True))
+    )
     ds = data.load_file(tmp_path / "d.csv")
     assert ds.X_train.shape == (40, 3) and ds.y_train.dtype == np.int64
     (tmp_path / "r.csv").write_text("\n".join(f"{a},{b},{a + 0.5 * b}" for a, b in rng.random((20, 2))))

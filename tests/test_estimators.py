@@ -81,7 +81,9 @@ def test_early_stopping_and_n_iter_no_change_have_scikit_learns_meanings():
     # tol=None: every epoch runs; a huge tol: no epoch counts as an improvement, so n_iter_no_change + 1 epochs run
     assert GDClassifier(epochs=25, tol=None, random_state=0).fit(X, y).n_iter_ == 25
     assert GDClassifier(epochs=25, tol=1e6, n_iter_no_change=4, random_state=0).fit(X, y).n_iter_ == 5
-    es = GDClassifier(epochs=200, early_stopping=True, validation_fraction=0.2, n_iter_no_change=5, random_state=0).fit(X, y)
+    es = GDClassifier(epochs=200, early_stopping=True, validation_fraction=0.2, n_iter_no_change=5, random_state=0).fit(
+        X, y
+    )
     scores = es.validation_scores_
     assert es.n_iter_ == len(scores) < 200
     best = int(np.argmax(scores))  # the first best; every later epoch is < best + tol, the last 5 of them

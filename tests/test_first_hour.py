@@ -52,7 +52,9 @@ def test_lab_names_in_the_cli_match_the_lab():
 
 
 def _sgd(*args):
-    return subprocess.run([sys.executable, "-m", "sgdlab", *args], check=False, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sgdlab", *args], check=False, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_version_and_argument_errors_are_one_line_exit_1():
@@ -211,7 +213,10 @@ def test_integer_labels_and_the_task_guess(tmp_path, capsys):
     (tmp_path / "k.csv").write_text("\n".join(f"{a},{b},{1 + int(3 * a)}" for a, b in X))  # labels 1..3
     ds = sgdlab.data.load(str(tmp_path / "k.csv"))
     assert ds.n_classes == 3 and ds.classes == (1, 2, 3) and set(ds.y_train) <= {0, 1, 2}
-    assert main(["train", "--quiet", "--data", str(tmp_path / "k.csv"), "--epochs", "2", "--out", str(tmp_path / "k")]) == 0
+    assert (
+        main(["train", "--quiet", "--data", str(tmp_path / "k.csv"), "--epochs", "2", "--out", str(tmp_path / "k")])
+        == 0
+    )
     assert json.loads((tmp_path / "k" / "network.json").read_text())["sizes"][-1] == 3
     ages = rng.integers(18, 90, 90)
     (tmp_path / "age.csv").write_text("\n".join(f"{a},{b},{t}" for (a, b), t in zip(X, ages, strict=True)))

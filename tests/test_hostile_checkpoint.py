@@ -30,7 +30,9 @@ def saved(tmp_path_factory):
     net, state = sgdlab.Network([3, 4, 2], seed=0), TrainState()
     sgdlab.fit(net, X, y, batch_size=4, momentum=0.9, sampling="shuffle_once", epochs=3, seed=1, state=state,
                callbacks=[Stop()])
-    path = save_training(tmp_path_factory.mktemp("ck") / "ck.safetensors", net, state, extra={"train_args": {"lr": 3.0}})
+    path = save_training(
+        tmp_path_factory.mktemp("ck") / "ck.safetensors", net, state, extra={"train_args": {"lr": 3.0}}
+    )
     with safe_open(path, framework="numpy") as f:
         header, tensors = json.loads(f.metadata()["sgdlab"]), {k: f.get_tensor(k) for k in f.keys()}
     return path, header, tensors
@@ -111,7 +113,9 @@ HOSTILE_HEADERS = [
 ]
 
 
-@pytest.mark.parametrize("path,value,match", HOSTILE_HEADERS, ids=[f"{'.'.join(p)}={v!r}"[:40] for p, v, _ in HOSTILE_HEADERS])
+@pytest.mark.parametrize(
+    "path,value,match", HOSTILE_HEADERS, ids=[f"{'.'.join(p)}={v!r}"[:40] for p, v, _ in HOSTILE_HEADERS]
+)
 def test_hostile_headers_are_refused_even_with_a_valid_checksum(saved, tmp_path, path, value, match):
     _, header, tensors = saved
     header = copy.deepcopy(header)
@@ -178,7 +182,11 @@ def memory_limit():
 
 def test_a_small_file_claiming_a_huge_network_allocates_nothing(saved, tmp_path, memory_limit):
     _, header, tensors = saved
-    weights = {"format": 2, "version": header["version"], "network": {**header["network"], "sizes": [64, 100000000, 10]}}
+    weights = {
+        "format": 2,
+        "version": header["version"],
+        "network": {**header["network"], "sizes": [64, 100000000, 10]},
+    }
     with pytest.raises(ValueError, match="tensor W0 has shape"):
         sgdlab.load(write(tmp_path / "big.safetensors", weights, {k: tensors[k] for k in ("W0", "b0", "W1", "b1")}))
 

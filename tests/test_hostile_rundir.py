@@ -36,14 +36,17 @@ def epochs(run):
 
 
 def same_weights(a, b):
-    return all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True))
+    return all(
+        np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True)
+    )
 
 
 def test_a_second_process_is_refused_while_a_run_holds_the_directory(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     first = subprocess.Popen([sys.executable, "-m", "sgdlab", "train", "--method", "stochastic", "--lr", "0.3",
-                              "--epochs", "200", "--quiet", "--out", str(run)], stderr=subprocess.PIPE, text=True, env=env)
+                              "--epochs", "200", "--quiet", "--out", str(run)],
+                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         t0 = time.time()
         while not (run / "metrics.jsonl").exists():
@@ -111,7 +114,8 @@ def test_sigterm_during_the_final_writes_ends_with_a_message(tmp_path):
     code = ("import os, signal, sys, sgdlab.plots as p; from sgdlab.cli import main\n"
             "real = p.plot_history\n"
             "def slow(*a, **k):\n    os.kill(os.getpid(), signal.SIGTERM); return real(*a, **k)\n"
-            f"p.plot_history = slow\nsys.exit(main(['train', '--epochs', '1', '--hidden', '8', '--quiet', '--out', {str(run)!r}]))")
+            "p.plot_history = slow\n"
+            f"sys.exit(main(['train', '--epochs', '1', '--hidden', '8', '--quiet', '--out', {str(run)!r}]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.returncode == 128 + signal.SIGTERM and "Traceback" not in out.stderr

@@ -121,7 +121,8 @@ def test_unbiased_mean_of_batch_gradients_converges_like_one_over_sqrt_k(measure
 def linear_least_squares(n=20_000, d=5, noise=0.5, seed=0):
     """x ~ N(0, I_d), y = w*.x + eps. At parameters (w, b = 0), with u = w - w*, the per-example gradient of
     the quadratic cost is g = r (x, 1) with r = u.x - eps, so in the population
-        G = (u, 0),  ||G||^2 = ||u||^2,  tr Sigma = E r^2 (||x||^2 + 1) - ||G||^2 = ||u||^2 (d + 2) + noise^2 (d + 1)."""
+        G = (u, 0),  ||G||^2 = ||u||^2,
+        tr Sigma = E r^2 (||x||^2 + 1) - ||G||^2 = ||u||^2 (d + 2) + noise^2 (d + 1)."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))
     w_true = rng.standard_normal(d)

@@ -39,7 +39,11 @@ def test_training_from_disk_equals_training_in_memory(on_disk, kw):
         h = sgdlab.fit(net, data, y, epochs=2, seed=0, **{"lr": 1.0, **kw})
         runs.append((net.params, h["train_cost"]))
     assert runs[0][1] == runs[1][1]
-    assert all(np.array_equal(a, b) for (Wa, ba), (Wb, bb) in zip(runs[0][0], runs[1][0], strict=True) for a, b in ((Wa, Wb), (ba, bb)))
+    assert all(
+        np.array_equal(a, b)
+        for (Wa, ba), (Wb, bb) in zip(runs[0][0], runs[1][0], strict=True)
+        for a, b in ((Wa, Wb), (ba, bb))
+    )
 
 
 def test_batch_gd_from_disk_accumulates_the_full_gradient_in_chunks(on_disk, monkeypatch):

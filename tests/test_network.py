@@ -198,7 +198,9 @@ def test_integer_labels_are_one_hot_targets(toy):
 
 def test_core_under_array_api_backends_matches_numpy(backend, toy):
     X, y = toy
-    ref = sgdlab.Network([5, 4, 3], activation="tanh", cost="cross_entropy", output_activation="softmax", seed=2, dtype="float64")
+    ref = sgdlab.Network(
+        [5, 4, 3], activation="tanh", cost="cross_entropy", output_activation="softmax", seed=2, dtype="float64"
+    )
     net = sgdlab.Network([5, 4, 3], activation="tanh", cost="cross_entropy", output_activation="softmax", seed=2,
                          dtype="float64", backend=backend)
     assert_grads_close(net.gradient(X, y), ref.gradient(X, y), rtol=1e-12, atol=1e-15)

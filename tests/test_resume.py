@@ -41,11 +41,15 @@ def uninterrupted(tmp_path_factory):
 
 
 def assert_same_weights(a, b):
-    assert all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True))
+    assert all(
+        np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a.params, b.params, strict=True)
+    )
 
 
 def resume(run):
-    out = subprocess.run([sys.executable, "-m", "sgdlab", "train", "--resume", str(run), "--quiet"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sgdlab", "train", "--resume", str(run), "--quiet"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     return sgdlab.load(run / "weights.safetensors")
 
@@ -77,7 +81,9 @@ def test_sigkill_at_a_random_moment_then_resume_from_last_checkpoint(tmp_path, u
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     leftovers = [p.name for p in run.iterdir() if p.name.startswith(".")]
-    assert all(name.endswith(".tmp") for name in leftovers)  # at most an unfinished temp file, never a broken checkpoint
+    assert all(
+        name.endswith(".tmp") for name in leftovers
+    )  # at most an unfinished temp file, never a broken checkpoint
     assert_same_weights(resume(run), uninterrupted)
 
 
@@ -85,7 +91,9 @@ def test_resume_can_extend_and_refuses_other_data(tmp_path):
     run = tmp_path / "run"
     base = [sys.executable, "-m", "sgdlab", "train", "--epochs", "2", "--quiet", "--out", str(run)]
     assert subprocess.run(base, capture_output=True).returncode == 0
-    out = subprocess.run([sys.executable, "-m", "sgdlab", "train", "--resume", str(run), "--quiet"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sgdlab", "train", "--resume", str(run), "--quiet"], capture_output=True, text=True
+    )
     assert out.returncode == 1 and "already has 2 epochs" in out.stderr
     out = subprocess.run([sys.executable, "-m", "sgdlab", "train", "--resume", str(run), "--epochs", "4", "--quiet"],
                          capture_output=True, text=True)

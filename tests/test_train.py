@@ -15,8 +15,8 @@ from sgdlab.backend import to_numpy
 ])
 def test_methods_use_the_examples_they_say(toy, method, bs, sizes, backend):
     X, y = toy
-    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0, backend=backend), X, y, method=method, batch_size=bs, lr=0.1, epochs=3,
-                   seed=0, record_updates=True)
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0, backend=backend), X, y, method=method, batch_size=bs, lr=0.1,
+                   epochs=3, seed=0, record_updates=True)
     per_epoch = [[u["batch_size"] for u in h.updates if u["epoch"] == e] for e in (1, 2, 3)]
     assert per_epoch == [sizes] * 3
     assert h["updates"] == [0, len(sizes), 2 * len(sizes), 3 * len(sizes)]
@@ -85,7 +85,9 @@ def hidden_unit_spread(net):
     spread = 0.0
     for l, (W, b) in enumerate(net.params[:-1]):
         W_out = net.params[l + 1][0]
-        spread = max(spread, np.max(np.abs(W - W[:, :1])), np.max(np.abs(b - b[0])), np.max(np.abs(W_out - W_out[:1, :])))
+        spread = max(
+            spread, np.max(np.abs(W - W[:, :1])), np.max(np.abs(b - b[0])), np.max(np.abs(W_out - W_out[:1, :]))
+        )
     return float(spread)
 
 
@@ -124,7 +126,10 @@ def test_divergence_stops_with_message_and_keeps_last_good_parameters():
         sgdlab.fit(net, X, Y, batch_size=5, lr=0.8, epochs=100, seed=0)
     ref = make()
     sgdlab.fit(ref, X, Y, batch_size=5, lr=0.8, epochs=1, seed=0)
-    assert all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(net.params, ref.params, strict=True))
+    assert all(
+        np.array_equal(W1, W2) and np.array_equal(b1, b2)
+        for (W1, b1), (W2, b2) in zip(net.params, ref.params, strict=True)
+    )
 
 
 def test_divergence_names_the_update_when_updates_are_recorded():
@@ -200,7 +205,8 @@ BAD = [
     (lambda X, y: (X, np.eye(3)[y] + [np.inf, 0, 0]), {}, ValueError, "Y contains NaN or infinity"),
     (lambda X, y: (X, y + 1), {}, ValueError, r"labels in \[1, 3\].*labels 0..2"),
     (lambda X, y: (X, y - 1), {}, ValueError, r"labels in \[-1, 1\]"),
-    (lambda X, y: (X, y.astype(float)), {}, ValueError, r"integer class labels of shape \(40,\) or targets of shape \(40, 3\)"),
+    (lambda X, y: (X, y.astype(float)), {}, ValueError,
+     r"integer class labels of shape \(40,\) or targets of shape \(40, 3\)"),
     (lambda X, y: (X.astype(str), y), {}, TypeError, "X must be numeric"),
     (lambda X, y: (X[:0], y[:0]), {}, ValueError, "X is empty"),
     (lambda X, y: (X[0], y), {}, ValueError, "X must be 2-D"),
@@ -232,7 +238,9 @@ def test_bad_input_is_refused_and_nothing_is_modified(toy, make, kwargs, exc, ma
     before = net.copy_params()
     with pytest.raises(exc, match=match):
         sgdlab.fit(net, X, y, **{"epochs": 1, **kwargs})
-    assert all(np.array_equal(W, W0) and np.array_equal(b, b0) for (W, b), (W0, b0) in zip(net.params, before, strict=True))
+    assert all(
+        np.array_equal(W, W0) and np.array_equal(b, b0) for (W, b), (W0, b0) in zip(net.params, before, strict=True)
+    )
     np.testing.assert_array_equal(X, X_before)
     np.testing.assert_array_equal(y, y_before)
 

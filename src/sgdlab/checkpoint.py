@@ -168,11 +168,15 @@ def _check_network(net) -> tuple[list[int], str]:
     if not isinstance(net, dict):
         raise CheckpointError("its header's 'network' must be an object")
     sizes = _need(net, "sizes", list, "network")
-    if not (2 <= len(sizes) <= 1000) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+    if not (2 <= len(sizes) <= 1000) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
+    ):
         raise CheckpointError(f"network.sizes must list 2 to 1000 positive integer layer widths; got {_short(sizes)}")
     act = _need(net, "activation", str, "network")
     if act not in HIDDEN_ACTIVATIONS:
-        raise CheckpointError(f"network.activation {act!r} is not a hidden activation; valid: {', '.join(HIDDEN_ACTIVATIONS)}")
+        raise CheckpointError(
+            f"network.activation {act!r} is not a hidden activation; valid: {', '.join(HIDDEN_ACTIVATIONS)}"
+        )
     out = _need(net, "output_activation", str, "network")
     cost = _need(net, "cost", str, "network")
     dtype = _need(net, "dtype", str, "network")
@@ -288,14 +292,18 @@ def _check_training(meta, specs, sizes, dtype, params, others) -> None:
     for k in opt:
         got_dtype, got_shape = specs[k]
         if got_dtype != _DTYPES[dtype] or tuple(got_shape) not in shapes:
-            raise CheckpointError(f"optimizer tensor {k} ({got_dtype}, shape {tuple(got_shape)}) matches no parameter's "
-                                  f"shape and dtype {dtype}")
+            raise CheckpointError(
+                f"optimizer tensor {k} ({got_dtype}, shape {tuple(got_shape)}) matches no parameter's "
+                f"shape and dtype {dtype}"
+            )
     layers = len(sizes) - 1
     for pairs in _layer_lists(meta["opt_state"], layers):
         for i, (w, b) in enumerate(pairs):
             if tuple(specs[w][1]) != params[f"W{i}"] or tuple(specs[b][1]) != params[f"b{i}"]:
-                raise CheckpointError(f"optimizer buffers {w}, {b} have shapes {tuple(specs[w][1])}, {tuple(specs[b][1])}; "
-                                      f"layer {i} needs {params[f'W{i}']}, {params[f'b{i}']}")
+                raise CheckpointError(
+                    f"optimizer buffers {w}, {b} have shapes {tuple(specs[w][1])}, {tuple(specs[b][1])}; "
+                    f"layer {i} needs {params[f'W{i}']}, {params[f'b{i}']}"
+                )
     unknown = sorted(set(others) - set(opt) - {"order", "fixed"})
     if unknown:
         raise CheckpointError(f"it holds unknown tensors {unknown}")
@@ -326,7 +334,9 @@ def _check_training(meta, specs, sizes, dtype, params, others) -> None:
         for r in history["epochs"]:
             e = r.get("epoch")
             if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= counters["epoch"] + 1:
-                raise CheckpointError(f"history record epoch {_short(e)} is not an integer in [0, {counters['epoch'] + 1}]")
+                raise CheckpointError(
+                    f"history record epoch {_short(e)} is not an integer in [0, {counters['epoch'] + 1}]"
+                )
         if "n" in config:
             n = _count(config, "n", "history.config")
     for name in ("order", "fixed"):
@@ -336,7 +346,9 @@ def _check_training(meta, specs, sizes, dtype, params, others) -> None:
         if n is None:
             raise CheckpointError(f"it holds {name!r} but its history does not record the number of examples n")
         if got_dtype != "I64" or tuple(got_shape) != (n,):
-            raise CheckpointError(f"tensor {name} must be I64 of shape ({n},); got {got_dtype} of shape {tuple(got_shape)}")
+            raise CheckpointError(
+                f"tensor {name} must be I64 of shape ({n},); got {got_dtype} of shape {tuple(got_shape)}"
+            )
     if "order" not in specs and counters["position"] != 0:
         raise CheckpointError(f"counters.position is {counters['position']} but no epoch is in progress (no 'order')")
     if "order" in specs:
@@ -344,7 +356,9 @@ def _check_training(meta, specs, sizes, dtype, params, others) -> None:
         if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= n:
             raise CheckpointError(f"history.config.batch_size must be an integer in [1, {n}]; got {_short(m)}")
         if counters["position"] > -(-n // m):
-            raise CheckpointError(f"counters.position {counters['position']} exceeds the {-(-n // m)} batches of an epoch")
+            raise CheckpointError(
+                f"counters.position {counters['position']} exceeds the {-(-n // m)} batches of an epoch"
+            )
 
 
 def _check_values(meta: dict, tensors: dict) -> None:
@@ -447,7 +461,9 @@ def load(path, backend: str = "numpy", device: str | None = None):
 def _split(obj, key: str, tensors: dict):
     """A JSON tree of ``obj`` with its arrays moved into ``tensors`` (named by their path)."""
     if isinstance(obj, (list, tuple)):
-        return {"list" if isinstance(obj, list) else "tuple": [_split(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]}
+        return {
+            "list" if isinstance(obj, list) else "tuple": [_split(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]
+        }
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, np.generic):

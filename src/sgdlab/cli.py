@@ -31,7 +31,9 @@ def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated layer widths like 30,30; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--hidden takes comma-separated layer widths like 30,30; got {text!r}"
+        ) from None
     if any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"hidden layer widths must be >= 1; got {text!r}")
     return sizes
@@ -144,20 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
                        "once at the end. Defaults per method and task where the shared ones fail: batch GD 200 epochs; "
                        "real-valued targets eta=0.1 (minibatch), 0.01 (stochastic), 0.3 (batch).",
                        formatter_class=_Help)
-    t.add_argument("--data", default="digits",
-                   help="digits (embedded), mnist, fashion-mnist, blobs, spirals, linear, or a path to a .npz/.npy/.csv file")
-    t.add_argument("--target", default="-1", help="the target column of a .npy/.npz table or .csv: index or header name")
+    t.add_argument(
+        "--data",
+        default="digits",
+        help="digits (embedded), mnist, fashion-mnist, blobs, spirals, linear, or a path to a .npz/.npy/.csv file",
+    )
+    t.add_argument(
+        "--target", default="-1", help="the target column of a .npy/.npz table or .csv: index or header name"
+    )
     t.add_argument("--scale", choices=("none", "standard", "minmax"), default="none",
                    help="feature scaling, fitted on the training split only")
-    t.add_argument("--data-dir", type=Path, default=None,
-                   help="where the MNIST IDX files are (default: $SGDLAB_DATA, else ~/.cache/sgdlab/mnist; downloaded if missing)")
+    t.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the MNIST IDX files are (default: $SGDLAB_DATA, else ~/.cache/sgdlab/mnist; downloaded if missing)",
+    )
     t.add_argument("--method", choices=METHODS, default="minibatch",
                    help="batch: exact gradient over all n; stochastic: one example per update; minibatch: m examples")
     t.add_argument("--batch-size", type=int, default=None, help="m for minibatch (default 10)")
     t.add_argument("--lr", type=float, default=None, help="learning rate eta > 0 (default 3.0; see above)")
     t.add_argument("--epochs", type=int, default=None,
                    help="passes over the training data (default 30, batch 200; with --resume, the new total)")
-    t.add_argument("--hidden", type=_hidden, default=[30], help="hidden layer widths, e.g. 30,30 ('none' for no hidden layer)")
+    t.add_argument(
+        "--hidden", type=_hidden, default=[30], help="hidden layer widths, e.g. 30,30 ('none' for no hidden layer)"
+    )
     t.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="sigmoid", help="hidden activation")
     t.add_argument("--output-activation", choices=("sigmoid", "softmax", "tanh", "relu", "identity"), default=None,
                    help="output activation (default: sigmoid; identity for real-valued targets)")
@@ -175,12 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory: checkpoint.safetensors (resumable), weights.safetensors, network.json, "
                    "history.csv/.json/.png, and metrics.csv/.jsonl written while training runs; SIGINT/SIGTERM "
                    "finish the current update, save and exit")
-    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="with --out: also save the resumable checkpoint every N epochs (default 0: only at the end or on "
-                   "a signal; a resumed run keeps its own N unless given)")
-    t.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                   help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total; "
-                   "--checkpoint-every and --data-dir may change; any other setting given must equal the saved one)")
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --out: also save the resumable checkpoint every N epochs (default 0: only at the end or on "
+        "a signal; a resumed run keeps its own N unless given)",
+    )
+    t.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR exactly where it stopped, with its saved settings (--epochs may raise the total; "
+        "--checkpoint-every and --data-dir may change; any other setting given must equal the saved one)",
+    )
     t.add_argument("--overwrite", action="store_true",
                    help="with --out: start again in a directory that already holds a run, replacing its files")
     _add_task_arg(t)
@@ -237,9 +260,13 @@ VALIDATION_SETTINGS = ("task", "validation_split", "patience", "min_delta", "mon
 
 
 def _add_device_option(p) -> None:
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
-                   help="cpu: NumPy; cuda: a GPU through PyTorch (else CuPy); auto: a GPU when one is visible, else cpu. "
-                   "Not a saved setting: a resumed run goes where --device says")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="cpu: NumPy; cuda: a GPU through PyTorch (else CuPy); auto: a GPU when one is visible, else cpu. "
+        "Not a saved setting: a resumed run goes where --device says",
+    )
 
 
 def _device_backend(device: str):
@@ -249,8 +276,9 @@ def _device_backend(device: str):
     return resolve_backend("numpy") if device == "cpu" else gpu_backend(device)
 
 
-TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs", "hidden", "activation", "output_activation",
-                  "cost", "init", "sampling", "momentum", "nesterov", "weight_decay", "dtype", "seed")
+TRAIN_SETTINGS = ("checkpoint_every", "data", "data_dir", "target", "scale", "method", "batch_size", "lr", "epochs",
+                  "hidden", "activation", "output_activation", "cost", "init", "sampling", "momentum", "nesterov",
+                  "weight_decay", "dtype", "seed")
 TRAIN_SETTINGS = VALIDATION_SETTINGS + TRAIN_SETTINGS
 
 
@@ -324,9 +352,11 @@ class RunDirectory:
             if not self.resume:
                 present = sorted(p.name for p in path.iterdir())
                 if present and not self.overwrite:
-                    raise FileExistsError(f"{path} is not empty ({', '.join(present[:4])}{', ...' if len(present) > 4 else ''}): "
-                                          f"pass --resume {path} to continue its run, or --overwrite to start again, "
-                                          "replacing its files")
+                    raise FileExistsError(
+                        f"{path} is not empty ({', '.join(present[:4])}{', ...' if len(present) > 4 else ''}): "
+                        f"pass --resume {path} to continue its run, or --overwrite to start again, "
+                        "replacing its files"
+                    )
                 for name in RUN_FILES:
                     (path / name).unlink(missing_ok=True)
         except BaseException:
@@ -391,9 +421,11 @@ def _apply_saved_settings(args, saved: dict, path: Path) -> None:
     for k, v in saved.items():
         given = normal[k]
         if explicit is not None and k in explicit and k not in RESUME_MAY_CHANGE and given != v:
-            raise ValueError(f"--{k.replace('_', '-')} {given} differs from the run's saved {v!r}; a resumed run keeps its "
-                             f"settings (only {', '.join('--' + m.replace('_', '-') for m in RESUME_MAY_CHANGE)} may "
-                             f"change): drop the option, or start a new run with --out")
+            raise ValueError(
+                f"--{k.replace('_', '-')} {given} differs from the run's saved {v!r}; a resumed run keeps its "
+                f"settings (only {', '.join('--' + m.replace('_', '-') for m in RESUME_MAY_CHANGE)} may "
+                f"change): drop the option, or start a new run with --out"
+            )
         if explicit is None or k not in explicit or k not in RESUME_MAY_CHANGE:
             setattr(args, k, Path(v) if k == "data_dir" and v is not None else v)
 
@@ -413,8 +445,10 @@ def _check_optimizer_state(opt_state, net, args, path: Path) -> None:
 
     expected = sgd(1.0, args.momentum, args.nesterov, args.weight_decay).init(net.params)
     if _tree_shape(opt_state) != _tree_shape(expected):
-        raise ValueError(f"{path}: its optimizer state does not have the structure of SGD with momentum "
-                         f"{args.momentum}, nesterov {args.nesterov}, weight decay {args.weight_decay} (its saved settings)")
+        raise ValueError(
+            f"{path}: its optimizer state does not have the structure of SGD with momentum "
+            f"{args.momentum}, nesterov {args.nesterov}, weight decay {args.weight_decay} (its saved settings)"
+        )
 
 
 def _absolute_data(settings: dict) -> dict:
@@ -561,11 +595,15 @@ def _train(args, run) -> int:
     fingerprint = _fingerprint(ds)
     if args.resume is not None:
         if meta.get("data_sha256") != fingerprint:
-            raise ValueError(f"the data of {args.data!r} differs from the data {args.resume} was trained on; cannot resume")
+            raise ValueError(
+                f"the data of {args.data!r} differs from the data {args.resume} was trained on; cannot resume"
+            )
         finishing = state.epoch >= args.epochs and not (out / "weights.safetensors").exists() \
             and given["epochs"] is None  # killed after its last checkpoint, before its final files: write them
         if state.epoch >= args.epochs and not finishing:
-            raise ValueError(f"{args.resume} already has {state.epoch} epochs; pass --epochs N > {state.epoch} to train on")
+            raise ValueError(
+                f"{args.resume} already has {state.epoch} epochs; pass --epochs N > {state.epoch} to train on"
+            )
     else:
         net = _network(args, ds, _device_backend(args.device))
         state, finishing = TrainState(), False

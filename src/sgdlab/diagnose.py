@@ -44,11 +44,13 @@ def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | 
     regression). Empty when nothing is wrong.
 
     >>> from sgdlab.train import History
-    >>> h = History(epochs=[{"epoch": 0, "train_cost": 1.29}, {"epoch": 1, "train_cost": 0.5}, {"epoch": 2, "train_cost": 0.5}])
+    >>> h = History(epochs=[{"epoch": 0, "train_cost": 1.29}, {"epoch": 1, "train_cost": 0.5},
+    ...                     {"epoch": 2, "train_cost": 0.5}])
     >>> for s in diagnose(h, y_train=[0, 1, 2, 3], y_eval=[0, 1, 2, 3] * 25, predicted=[0] * 100, lr=1000):
-    ...     print(s)
+    ...     print(s)  # doctest: +NORMALIZE_WHITESPACE
     accuracy 0.2500 is no better than chance (0.2500, always predicting the most frequent class; 100 examples)
-    likely cause: the network predicts one class for every example (saturated units): the step lr=1000 is probably too large; try a smaller --lr, or sgdlab lr-find
+    likely cause: the network predicts one class for every example (saturated units): the step lr=1000 is
+    probably too large; try a smaller --lr, or sgdlab lr-find
     """
     said = []
     poor = False

@@ -7,8 +7,8 @@ The cost after update t (the batch cost before update t + 1) is paired with eta_
 smoothed by a bias-corrected exponential moving average, a_t = beta a_{t-1} + (1 - beta) c_t,
 s_t = a_t / (1 - beta^(t+1)). Both libraries use beta = 0.98 over 100 steps: a lag of about
 1/(1 - beta) = 50 steps, half the sweep, which shifts the curve by decades of eta. Here the defaults
-are beta = 0.95 (a 20-step lag) over 300 steps, so the lag is about 0.4 of a decade. The sweep stops early when the smoothed
-cost exceeds ``diverge`` (4) times its minimum or becomes NaN/inf (Lightning's early-stop rule).
+are beta = 0.95 (a 20-step lag) over 300 steps, so the lag is about 0.4 of a decade. The sweep stops early
+when the smoothed cost exceeds ``diverge`` (4) times its minimum or becomes NaN/inf (Lightning's early-stop rule).
 The network's parameters are put back afterwards: the sweep leaves no trace.
 
 Two numbers come out:
@@ -55,7 +55,8 @@ class LRFinderResult:
 
     def summary(self) -> str:
         if self.suggestion is None:
-            return f"the sweep gave too few points ({len(self.lrs)}) for a suggestion; widen --lr-min/--lr-max or add --steps"
+            return (f"the sweep gave too few points ({len(self.lrs)}) for a suggestion; "
+                    "widen --lr-min/--lr-max or add --steps")
         end = " (the sweep stopped early: the cost blew up)" if self.stopped_early else ""
         return (f"suggested lr {self.suggestion:.3g} (steepest descent of the smoothed cost); largest stable lr "
                 f"{self.largest_stable:.3g} (before the cost turns up); {len(self.lrs)} updates from "

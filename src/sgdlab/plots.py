@@ -31,7 +31,9 @@ def plot_history(history, path, title: str | None = None) -> Path:
         for key, label in (("train_accuracy", "training accuracy"), ("val_accuracy", "validation accuracy")):
             pts = [(e, v) for e, v in zip(epochs, history[key], strict=True) if v is not None]
             if pts:
-                ax_acc.plot(*zip(*pts, strict=True), marker=".", label=label, ls="-" if key.startswith("train") else "--")
+                ax_acc.plot(
+                    *zip(*pts, strict=True), marker=".", label=label, ls="-" if key.startswith("train") else "--"
+                )
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy after each epoch")
         ax_acc.legend()
     return save_figure(fig, path, title, dpi=100)
@@ -54,7 +56,12 @@ def save_figure(fig, path, title: str | None = None, dpi: int = 90) -> Path:
     return path
 
 
-RUN_AXES = (("epoch", "epochs"), ("updates", "updates"), ("examples_seen", "examples seen"), ("train_seconds", "training seconds"))
+RUN_AXES = (
+    ("epoch", "epochs"),
+    ("updates", "updates"),
+    ("examples_seen", "examples seen"),
+    ("train_seconds", "training seconds"),
+)
 
 
 def plot_runs(runs: dict, path, accuracy: bool = True) -> Path:
@@ -78,7 +85,9 @@ def plot_runs(runs: dict, path, accuracy: bool = True) -> Path:
                     if key != "epoch":
                         pts = [(x, y) for x, y in pts if x > 0]
                     if pts:
-                        ax.plot(*zip(*pts, strict=True), marker=".", ms=3, color=f"C{i}", ls=ls, label=f"{label} ({what})")
+                        ax.plot(
+                            *zip(*pts, strict=True), marker=".", ms=3, color=f"C{i}", ls=ls, label=f"{label} ({what})"
+                        )
                 ax.set(xlabel=xlabel, ylabel="cost C" if row == 0 else "validation accuracy")
                 if ax.lines and row == 0:
                     ax.set_yscale("log")

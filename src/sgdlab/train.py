@@ -483,7 +483,11 @@ class _TrainingData:
                 raise TypeError("validation must be a pair (X_val, Y_val)")
             Xv = check_X(validation[0], net.sizes[0], name="X_val")
             Tv, labels_v = check_Y(validation[1], Xv.shape[0], net.sizes[-1], name="Y_val")
-            val = (net._place(Xv, net.dtype), net._place(Tv, net.dtype), None if labels_v is None else net._place(labels_v))
+            val = (
+                net._place(Xv, net.dtype),
+                net._place(Tv, net.dtype),
+                None if labels_v is None else net._place(labels_v),
+            )
         # copied to the network's device once, here; batches are gathered there
         X, T = net._place(X, net.dtype), net._place(T, net.dtype)
         if is_numpy(xp):

@@ -95,8 +95,10 @@ def count_classes(*label_arrays) -> int:
     distinct = np.unique(labels)
     low, high = int(distinct[0]), int(distinct[-1])
     if low < 0 or high >= distinct.size:
-        raise ValueError(f"class labels must be 0..k-1 with k the number of distinct labels; these {distinct.size} "
-                         f"distinct labels range over [{low}, {high}] (a corrupt label, or labels that need renumbering)")
+        raise ValueError(
+            f"class labels must be 0..k-1 with k the number of distinct labels; these {distinct.size} "
+            f"distinct labels range over [{low}, {high}] (a corrupt label, or labels that need renumbering)"
+        )
     return int(distinct.size)
 
 

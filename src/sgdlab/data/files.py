@@ -91,7 +91,9 @@ def encode_target(y, task: str | None, where: str):
 
 def _table(data: np.ndarray, target, header, path: Path, seed: int, task=None) -> Dataset:
     if data.ndim != 2 or data.shape[1] < 2:
-        raise ValueError(f"{path} needs a 2-D table of at least two columns (features and a target); got shape {data.shape}")
+        raise ValueError(
+            f"{path} needs a 2-D table of at least two columns (features and a target); got shape {data.shape}"
+        )
     k = _column(target, header, data.shape[1], path)
     X, y = np.delete(data, k, axis=1), data[:, k]
     if data.dtype.kind == "U":  # cells of a CSV file
@@ -156,7 +158,9 @@ def _load_npz(path: Path, seed: int, target=-1, task=None) -> Dataset:
         return split(arrays["X"].astype(np.float32), _targets(arrays["y"]), name, seed=seed)
     if len(arrays) == 1:
         return _table(next(iter(arrays.values())), target, None, path, seed, task)
-    raise ValueError(f"{path} must hold arrays X_train, y_train, X_test, y_test, or X, y, or one table; it has {sorted(arrays)}")
+    raise ValueError(
+        f"{path} must hold arrays X_train, y_train, X_test, y_test, or X, y, or one table; it has {sorted(arrays)}"
+    )
 
 
 def read_npy(path: Path) -> np.ndarray:

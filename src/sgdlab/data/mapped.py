@@ -39,7 +39,9 @@ class _Shard:
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran, dtype = read_header(f)
                 offset = f.tell()
                 size = path.stat().st_size
@@ -50,7 +52,10 @@ class _Shard:
             raise ValueError(f"{path} must hold a 2-D, C-ordered numeric array; it holds {dtype} of shape {shape}"
                              f"{' in Fortran order' if fortran else ''}")
         if offset + math.prod(shape) * dtype.itemsize > size:
-            raise ValueError(f"{path} is truncated: shape {shape} of {dtype} needs {offset + math.prod(shape) * dtype.itemsize} bytes, file has {size}")
+            raise ValueError(
+                f"{path} is truncated: shape {shape} of {dtype} needs {offset + math.prod(shape) * dtype.itemsize} "
+                f"bytes, file has {size}"
+            )
         self.path, self.shape, self.dtype = path, shape, dtype
         self.rows = np.frombuffer(self.mm, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
 

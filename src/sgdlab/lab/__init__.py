@@ -60,7 +60,9 @@ def run(name: str, **kwargs) -> LabResult:
         t0, c0 = time.perf_counter(), time.process_time()
         result = EXPERIMENTS[name](**kwargs)
         load["elapsed_seconds"] = round(time.perf_counter() - t0, 2)
-        load["cpu_seconds"] = round(time.process_time() - c0, 2)  # this process's CPU time: wall time on a quiet machine
+        load["cpu_seconds"] = round(
+            time.process_time() - c0, 2
+        )  # this process's CPU time: wall time on a quiet machine
     result.machine = {**describe(), **load}
     result.quick = bool(kwargs.get("quick", False))
     if result.json is not None:

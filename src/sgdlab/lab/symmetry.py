@@ -85,11 +85,13 @@ def _run(data, data_dir, *, seed, out, quick, epochs, variants) -> LabResult:
         net = network_for(ds, seed=seed, init=init, dtype=dtype)
         spreads = []
         h = fit(net, ds.X_train, ds.y_train, batch_size=10, lr=lr, epochs=epochs, seed=seed,
-                validation=(ds.X_test, ds.y_test), callbacks=[lambda r, net=net, spreads=spreads: spreads.append(unit_spread(net))])
+                validation=(ds.X_test, ds.y_test),
+                callbacks=[lambda r, net=net, spreads=spreads: spreads.append(unit_spread(net))])
         scale = max(float(np.max(np.abs(W))) for W, _ in net.numpy_params())
         name = f"{init} ({dtype})"
         growth = [b / a for a, b in pairwise(spreads[1:]) if a > 0 and b > 0]
-        curves[name] = {"epoch": h["epoch"], "unit_spread": spreads, "val_accuracy": h["val_accuracy"], "val_cost": h["val_cost"]}
+        curves[name] = {"epoch": h["epoch"], "unit_spread": spreads, "val_accuracy": h["val_accuracy"],
+                        "val_cost": h["val_cost"]}
         rows.append({"init": name, "after 1 epoch": spreads[1], "after last epoch": spreads[-1],
                      "relative to largest weight": spreads[-1] / scale,
                      "growth per epoch": float(np.median(growth)) if growth else None,
@@ -104,7 +106,8 @@ def _run(data, data_dir, *, seed, out, quick, epochs, variants) -> LabResult:
         fig, (ax1, ax2) = new_figure(2, size=(5.5, 4.0))
         for init, c in curves.items():
             ax1.plot(c["epoch"], c["unit_spread"], marker=".", label=init)
-            ax2.plot(c["epoch"], c["val_accuracy"] if c["val_accuracy"][0] is not None else c["val_cost"], marker=".", label=init)
+            ax2.plot(c["epoch"], c["val_accuracy"] if c["val_accuracy"][0] is not None else c["val_cost"],
+                     marker=".", label=init)
         ax1.set(yscale="symlog", xlabel="epoch", ylabel="largest difference between hidden units",
                 title="difference between hidden units")
         ax1.set_yscale("symlog", linthresh=1e-20)

@@ -66,7 +66,8 @@ def _run(data, data_dir, *, seed, out, quick, repeats, net) -> LabResult:
     G = flatten(net.gradient(X, y))
     tr = trace_sigma(net.per_example_grad_norms(X, y), G)
     sizes = geometric_grid(1, n, per_decade=3 if quick else 5)
-    rows, numbers = [], {"n": n, "repeats": R, "seed": seed, "tr_sigma": tr, "grad_norm_sq": float(G @ G), "batch_sizes": sizes}
+    rows = []
+    numbers = {"n": n, "repeats": R, "seed": seed, "tr_sigma": tr, "grad_norm_sq": float(G @ G), "batch_sizes": sizes}
     for scheme, replace in (("with_replacement", True), ("without_replacement", False)):
         measured, stderr, theory = [], [], []
         for b in sizes:
@@ -88,11 +89,12 @@ def _run(data, data_dir, *, seed, out, quick, repeats, net) -> LabResult:
             ratio = np.where(theory > 0, measured / theory, np.nan)
             ratio_se = np.where(theory > 0, stderr / theory, np.nan)
         numbers[scheme] = {"measured": measured, "stderr": stderr, "theory": theory, "ratio": ratio,
-                           "ratio_stderr": ratio_se, "loglog_slope": slope, "slope_ci95": slope_ci, "slope_fitted_over_B_up_to": int(sizes[fit_mask][-1])}
+                           "ratio_stderr": ratio_se, "loglog_slope": slope, "slope_ci95": slope_ci,
+                           "slope_fitted_over_B_up_to": int(sizes[fit_mask][-1])}
         for b, m, t, q in zip(sizes, measured, theory, ratio, strict=True):
             if b in (1, 10, 100, 1000) or b == sizes[-1]:
-                rows.append({"sampling": scheme.replace("_", " "), "B": int(b), "measured": float(m), "theory": float(t),
-                             "ratio": float(q)})
+                rows.append({"sampling": scheme.replace("_", " "), "B": int(b), "measured": float(m),
+                             "theory": float(t), "ratio": float(q)})
     w = numbers["with_replacement"]
     z = np.concatenate([np.abs(d["ratio"] - 1) / d["ratio_stderr"] for d in (w, numbers["without_replacement"])])
     z = z[np.isfinite(z)]
@@ -103,7 +105,8 @@ def _run(data, data_dir, *, seed, out, quick, repeats, net) -> LabResult:
         f"{R} repeats per B; without replacement the factor (n−B)/(n−1) takes the variance to 0 at B = n.")
     if out is not None:
         fig, (ax,) = new_figure(size=(6.5, 4.5))
-        floor = min(d["theory"][d["theory"] > 0].min() for d in (numbers["with_replacement"], numbers["without_replacement"])) / 10
+        floor = min(d["theory"][d["theory"] > 0].min()
+                    for d in (numbers["with_replacement"], numbers["without_replacement"])) / 10
         for scheme, style in (("with_replacement", "o"), ("without_replacement", "s")):
             d = numbers[scheme]
             keep = d["measured"] > floor  # B = n without replacement is G itself: rounding noise, noted below

@@ -179,7 +179,11 @@ class MPIStepper(Stepper):
             for a in range(rows.start, rows.stop, CHUNK_ROWS):
                 b = min(a + CHUNK_ROWS, rows.stop)
                 sums, c = grad_sums(net, data.X[a:b, ...], data.T[a:b, ...])
-                total = sums if total is None else [(tW + sW, tb + sb) for (tW, tb), (sW, sb) in zip(total, sums, strict=True)]
+                total = (
+                    sums
+                    if total is None
+                    else [(tW + sW, tb + sb) for (tW, tb), (sW, sb) in zip(total, sums, strict=True)]
+                )
                 cost += c
             if total is None:
                 total, cost = grad_sums(net, data.X[0:0, ...], data.T[0:0, ...])

@@ -101,7 +101,9 @@ class TorchStep:
         self.costs = torch.zeros(capacity, dtype=dt, device=dev)
         self.order_host = torch.zeros((capacity, self.m), dtype=torch.int64, pin_memory=self._pinned)
         self.etas_host = torch.zeros(capacity, dtype=dt, pin_memory=self._pinned)
-        self._graphs: dict[tuple[bool, bool], Any] = {}  # captured graphs read these buffers' addresses: recapture after a reallocation
+        self._graphs: dict[
+            tuple[bool, bool], Any
+        ] = {}  # captured graphs read these buffers' addresses: recapture after a reallocation
 
     def load_block(self, batches, etas) -> int:
         """Copy the block's m-row index matrix and its learning rates to the device; return the count
@@ -264,7 +266,9 @@ class TorchStep:
         """Make the updates of one block in order; the batch costs as a host list when asked (one sync)."""
         torch = self.torch
         self.load_block(batches, etas)
-        pieces: list[tuple[str, Any]] = []  # per update: ("k", j) the row j of self.costs, or ("r", c) a ragged batch's cost tensor
+        pieces: list[
+            tuple[str, Any]
+        ] = []  # per update: ("k", j) the row j of self.costs, or ("r", c) a ragged batch's cost tensor
         j = 0
         for idx, eta in zip(batches, etas, strict=True):
             if idx is FULL_BATCH or len(idx) == self.m:
