@@ -17,11 +17,16 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import array_api_compat
 import numpy as np
 
 BACKENDS = ("numpy", "array_api_strict", "cupy", "torch")
+
+# type aliases for annotations: arrays of any array-API namespace (NumPy, CuPy, torch, ...) are not one static type
+Array = Any
+Params = list[tuple[Array, Array]]  # [(W_1, b_1), ..., (W_L, b_L)]
 DEVICES = ("cpu", "cuda", "auto")
 GPU_INSTALL = ('pip install ".[gpu]" with a CUDA build of PyTorch (https://pytorch.org/get-started/locally/), '
                "or CuPy (pip install cupy-cuda12x)")

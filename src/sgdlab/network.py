@@ -21,12 +21,14 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import kernels
-from .activations import get_activation
-from .backend import BACKENDS, BackendUnavailable, namespace, resolve_backend, to_numpy
+from .activations import Activation, get_activation
+from .backend import BACKENDS, Array, Backend, BackendUnavailable, Params, namespace, resolve_backend, to_numpy
 from .costs import get_cost
 from .init import initialize
 from .kernels import Arch
@@ -65,8 +67,10 @@ class Network:
     [(2, 3), (3, 1)]
     """
 
-    def __init__(self, sizes, activation="sigmoid", output_activation=None, cost="quadratic",
-                 init="glorot", seed: Seed = None, dtype="float32", backend="numpy", device=None):
+    def __init__(self, sizes: Sequence[int], activation: str | Activation = "sigmoid",
+                 output_activation: str | Activation | None = None, cost: Any = "quadratic", init: str = "glorot",
+                 seed: Seed = None, dtype: str = "float32", backend: str | Backend = "numpy",
+                 device: str | None = None) -> None:
         sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
         if (not isinstance(sizes, list) or len(sizes) < 2
                 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes)):
@@ -115,31 +119,31 @@ class Network:
     def n_params(self) -> int:
         return sum(math.prod(W.shape) + math.prod(b.shape) for W, b in self.params)
 
-    def copy_params(self):
+    def copy_params(self) -> Params:
         """A deep copy of the parameters, in the same structure."""
         return [(self.xp.asarray(W, copy=True), self.xp.asarray(b, copy=True)) for W, b in self.params]
 
     # ----------------------------------------------------------------- validated public API
-    def predict(self, X):
+    def predict(self, X: Any) -> Array:
         """Output activations a_L for every row of X, shape (n, sizes[-1])."""
         X = self._inputs(X)
         arch, xp = self.arch, self.xp
         return xp.concat([kernels.forward(arch, self.params, X[rows, ...], xp)[0][-1]
                           for rows in kernels.chunks(X.shape[0])], axis=0)
 
-    def cost(self, X, Y) -> float:
+    def cost(self, X: Any, Y: Any) -> float:
         """C over the given examples, e.g. quadratic C = 1/(2n) sum_x ||y(x) - a(x)||^2."""
         X, T, _ = self._inputs(X, Y)
         return kernels.evaluate_sums(self.arch, self.params, X, T, None, self.xp)[0] / X.shape[0]
 
-    def accuracy(self, X, y) -> float:
+    def accuracy(self, X: Any, y: Any) -> float:
         """Fraction of rows whose predicted class (argmax, or a > 1/2 for one output) equals the label."""
         X, T, labels = self._inputs(X, y)
         if labels is None:
             raise ValueError("accuracy needs integer class labels y")
         return kernels.evaluate_sums(self.arch, self.params, X, T, labels, self.xp)[1] / X.shape[0]
 
-    def gradient(self, X, Y):
+    def gradient(self, X: Any, Y: Any) -> Params:
         """grad C over the given examples: a list of (dC/dW, dC/db), the shapes of ``params``.
 
         The mean of the per-example gradients grad C_x, computed by batched backprop.
@@ -149,7 +153,7 @@ class Network:
         sums, _ = kernels.grad_sums(self.arch, self.params, X, T, self.xp)
         return [(sW / m, sb / m) for sW, sb in sums]
 
-    def per_example_grad_norms(self, X, Y):
+    def per_example_grad_norms(self, X: Any, Y: Any) -> Array:
         """||grad C_x|| for every example x (all weights and biases), shape (n,).
 
         For a dense layer the per-example weight gradient is the outer product a_{l-1} delta_l^T,
@@ -181,7 +185,8 @@ class Network:
 
     # ----------------------------------------------------------------- construction from data
     @classmethod
-    def from_params(cls, description: dict, params, backend="numpy", device=None) -> Network:
+    def from_params(cls, description: dict, params: Sequence[tuple[Any, Any]], backend: str | Backend = "numpy",
+                    device: str | None = None) -> Network:
         """A network with the given architecture description and parameter arrays (host NumPy),
         placed on ``device`` of ``backend``."""
         net = cls(description["sizes"], activation=description["activation"],
@@ -199,12 +204,12 @@ class Network:
                       for W, b in params]
         return net
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict:
         """Pickle as data: the description, the backend's name and device, host copies of the parameters."""
         return {"description": self.describe(), "params": self.numpy_params(), "backend": self.backend.name,
                 "device": self.device}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict) -> None:
         """Unpickle onto the same backend and device; a GPU network unpickled where no GPU is visible
         comes back on the CPU (same backend), with a warning."""
         backend = state["backend"] if state["backend"] in BACKENDS else "numpy"
@@ -219,7 +224,7 @@ class Network:
         self.__dict__.update(Network.from_params(state["description"], state["params"], backend=backend,
                                                  device=device).__dict__)
 
-    def numpy_params(self):
+    def numpy_params(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The parameters as host NumPy arrays."""
         return [(to_numpy(W), to_numpy(b)) for W, b in self.params]
 

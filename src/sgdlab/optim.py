@@ -30,7 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .schedules import as_schedule
+from .backend import Params
+from .schedules import Schedule, as_schedule
 from .validation import check_fraction
 
 
@@ -81,7 +82,7 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def scale_by_lr(lr) -> GradientTransformation:
+def scale_by_lr(lr: float | Schedule) -> GradientTransformation:
     """u <- -eta_t u, with eta_t = schedule(t) and t the number of updates so far (the state)."""
     schedule = as_schedule(lr)
 
@@ -108,7 +109,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> GradientTransformation:
+def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0) -> GradientTransformation:
     """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay.
 
     >>> import numpy as np
@@ -129,21 +131,21 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
     return opt._replace(hyper=SGDHyper(schedule, float(momentum), bool(nesterov), float(weight_decay)))
 
 
-def sgd_step(opt_state) -> int:
+def sgd_step(opt_state: tuple) -> int:
     """The number of updates an ``sgd`` state has made (the schedule's t)."""
     return opt_state[2]
 
 
-def sgd_velocity(opt_state):
+def sgd_velocity(opt_state: tuple) -> Params | None:
     """The momentum buffers [(v_W, v_b)] of an ``sgd`` state, or None without momentum."""
     return opt_state[1] if len(opt_state[1]) else None
 
 
-def sgd_state(opt_state, step: int, velocity=None):
+def sgd_state(opt_state: tuple, step: int, velocity: Params | None = None) -> tuple:
     """An ``sgd`` state with the step count ``step`` (and momentum buffers ``velocity`` if given)."""
     return (opt_state[0], opt_state[1] if velocity is None else velocity, int(step))
 
 
-def apply_updates(params, updates):
+def apply_updates(params: Params, updates: Params) -> Params:
     """p <- p + u for every parameter: the one place parameters change (returns new arrays)."""
     return [(W + uW, b + ub) for (W, b), (uW, ub) in zip(params, updates, strict=True)]

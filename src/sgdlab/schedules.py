@@ -40,7 +40,7 @@ class NamedSchedule:
 
     kind = "schedule"
 
-    def __init__(self, **params):
+    def __init__(self, **params: float) -> None:
         self.params = params
         self.name = f"{self.kind}({', '.join(f'{k}={v:g}' for k, v in params.items())})"
         self.__name__ = self.name
@@ -59,10 +59,10 @@ class constant(NamedSchedule):
 
     kind = "constant"
 
-    def __init__(self, lr: float):
+    def __init__(self, lr: float) -> None:
         super().__init__(lr=_positive(lr, "lr"))
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         return self.params["lr"]
 
 
@@ -71,10 +71,10 @@ class inverse_time(NamedSchedule):
 
     kind = "inverse_time"
 
-    def __init__(self, lr: float, decay: float):
+    def __init__(self, lr: float, decay: float) -> None:
         super().__init__(lr=_positive(lr, "lr"), decay=_positive(decay, "decay", allow_zero=True))
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         return self.params["lr"] / (1.0 + self.params["decay"] * t)
 
 
@@ -83,10 +83,10 @@ class exponential(NamedSchedule):
 
     kind = "exponential"
 
-    def __init__(self, lr: float, rate: float, every: int):
+    def __init__(self, lr: float, rate: float, every: int) -> None:
         super().__init__(lr=_positive(lr, "lr"), rate=_positive(rate, "rate"), every=_count(every, "every"))
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         p = self.params
         return p["lr"] * p["rate"] ** (t / p["every"])
 
@@ -96,10 +96,10 @@ class step(NamedSchedule):
 
     kind = "step"
 
-    def __init__(self, lr: float, factor: float, every: int):
+    def __init__(self, lr: float, factor: float, every: int) -> None:
         super().__init__(lr=_positive(lr, "lr"), factor=_positive(factor, "factor"), every=_count(every, "every"))
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         p = self.params
         return p["lr"] * p["factor"] ** (t // p["every"])
 
@@ -113,10 +113,10 @@ class cosine(NamedSchedule):
 
     kind = "cosine"
 
-    def __init__(self, lr: float, total: int, final: float = 0.0):
+    def __init__(self, lr: float, total: int, final: float = 0.0) -> None:
         super().__init__(lr=_positive(lr, "lr"), total=_count(total, "total"), final=_positive(final, "final", True))
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         p = self.params
         return p["final"] + 0.5 * (p["lr"] - p["final"]) * (1.0 + math.cos(math.pi * min(t, p["total"]) / p["total"]))
 
@@ -126,7 +126,7 @@ def as_schedule(lr: float | Schedule) -> Schedule:
     return lr if callable(lr) else constant(lr)
 
 
-def schedule_name(lr) -> str | float:
+def schedule_name(lr: float | Schedule) -> str | float:
     """What to record for a learning rate: the number itself, or the schedule's name."""
     if isinstance(lr, constant):
         return lr.params["lr"]

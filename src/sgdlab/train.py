@@ -11,9 +11,10 @@ import csv
 import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import array_api_compat
 import numpy as np
@@ -23,9 +24,12 @@ from .backend import is_numpy, namespace
 from .optim import GradientTransformation, sgd, sgd_state
 from .rng import Seed, generator
 from .sampling import ORDERS, BatchSampler
-from .schedules import as_schedule, constant, schedule_name
+from .schedules import Schedule, as_schedule, constant, schedule_name
 from .steppers import FULL_BATCH, StepContext, select_stepper
 from .validation import check_choice, check_int, check_positive, check_X, check_Y, is_out_of_core
+
+if TYPE_CHECKING:
+    from .network import Network
 
 METHODS = ("batch", "stochastic", "minibatch")
 
@@ -83,10 +87,10 @@ class History:
         return {"config": self.config, "fields": {"epochs": EPOCH_FIELDS, "updates": UPDATE_FIELDS},
                 "epochs": self.epochs, "updates": self.updates}
 
-    def to_json(self, path) -> None:
+    def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n")
 
-    def to_csv(self, path, which: str = "epochs") -> None:
+    def to_csv(self, path: str | Path, which: str = "epochs") -> None:
         rows = self.epochs if which == "epochs" else self.updates
         names = list(EPOCH_FIELDS if which == "epochs" else UPDATE_FIELDS)
         with open(path, "w", newline="") as f:
@@ -106,7 +110,7 @@ def _json_default(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def resolve_batch_size(method: str, batch_size, n: int) -> int:
+def resolve_batch_size(method: str, batch_size: int | None, n: int) -> int:
     """The batch size each update uses: n for batch GD, 1 for SGD, m for mini-batch (default min(10, n))."""
     check_choice(method, "method", METHODS)
     if method == "batch":
@@ -122,12 +126,12 @@ def resolve_batch_size(method: str, batch_size, n: int) -> int:
     return min(10, n) if batch_size is None else check_int(batch_size, "batch_size", 1, n)
 
 
-def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, lr=None, epochs: int = 30,
-        sampling: str = "reshuffle", momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-        optimizer: GradientTransformation | None = None, seed: Seed = None, validation=None,
-        record_updates: bool = False, eval_train: bool = True, eval_every: int = 1, callbacks=(),
-        stepper: str | None = None, fused: bool | None = None, state: TrainState | None = None,
-        validation_split: float | None = None, comm=None) -> History:
+def fit(net: Network, X: Any, Y: Any, *, method: str = "minibatch", batch_size: int | None = None,
+        lr: float | Schedule | None = None, epochs: int = 30, sampling: str = "reshuffle", momentum: float = 0.0,
+        nesterov: bool = False, weight_decay: float = 0.0, optimizer: GradientTransformation | None = None,
+        seed: Seed = None, validation: tuple | None = None, record_updates: bool = False, eval_train: bool = True,
+        eval_every: int = 1, callbacks: Iterable[Any] = (), stepper: str | None = None, fused: bool | None = None,
+        state: TrainState | None = None, validation_split: float | None = None, comm: Any = None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
@@ -240,7 +244,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
     return loop.run()
 
 
-def make_optimizer(optimizer, lr, momentum=0.0, nesterov=False, weight_decay=0.0) -> GradientTransformation:
+def make_optimizer(optimizer: GradientTransformation | None, lr: float | Schedule | None, momentum: float = 0.0,
+                   nesterov: bool = False, weight_decay: float = 0.0) -> GradientTransformation:
     """``optimizer`` as given, or ``sgd(lr, momentum, nesterov, weight_decay)`` from the shortcuts."""
     if optimizer is not None:
         if not isinstance(optimizer, GradientTransformation):
@@ -539,7 +544,7 @@ class TrainState:
     order: np.ndarray | None = None  # index order of the epoch in progress (None between epochs)
     fixed: np.ndarray | None = None  # shuffle_once's permutation, once drawn
     rng: np.random.Generator | None = None  # the sampling stream
-    opt_state: object = None  # the optimizer's state (momentum buffers, step count)
+    opt_state: Any = None  # the optimizer's state (momentum buffers, step count)
     history: History | None = None
 
 

@@ -132,6 +132,7 @@ class CompiledStepper(Stepper):
             net.params = list(self.pviews)
         if self.vviews is not None:
             vel = sgd_velocity(state.opt_state)
+            assert vel is not None  # views of momentum buffers exist only with momentum
             if not all(W is vW and b is vb for (W, b), (vW, vb) in zip(vel, self.vviews, strict=True)):
                 for (W, b), (vW, vb) in zip(vel, self.vviews, strict=True):
                     vW[...], vb[...] = W, b
