@@ -172,32 +172,35 @@ def weights(run: Path) -> bytes:
     return b"".join(a.tobytes() for W, b in checkpoint.read(run / "weights.safetensors")[1] for a in (W, b))
 
 
+EPOCHS = "30"  # long enough (a few seconds) that a signal sent after epoch 0 arrives while the ranks train
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """Four epochs in one process (exact reduction): what every interrupted run must end as."""
+    """EPOCHS epochs in one process (exact reduction): what every interrupted run must end as."""
     run = tmp_path_factory.mktemp("whole") / "run"
-    p = cli(None, "--epochs", "4", "--out", str(run))
+    p = cli(None, "--epochs", EPOCHS, "--out", str(run))
     assert p.returncode == 0, p.stderr
     return weights(run)
 
 
 def test_sigterm_stops_every_rank_and_resumes_on_other_rank_counts(tmp_path, uninterrupted):
     run = tmp_path / "run"
-    job = launch(2, "--epochs", "4", "--out", str(run))
+    job = launch(2, "--epochs", EPOCHS, "--out", str(run))
     wait_for(run / "metrics.jsonl", job)  # epoch 0 recorded: the ranks are training
     time.sleep(0.3)
     os.kill(rank_pids(job)[-1], signal.SIGTERM)  # one rank only: the others learn it through the reduction
     _, err = job.communicate(timeout=60)
     assert job.returncode == 128 + signal.SIGTERM, err
     assert err.count("stopped by") == 1 and "continue with: sgdlab train --resume" in err  # rank 0 alone speaks
-    p = cli(3, "--resume", str(run), "--epochs", "4")
+    p = cli(3, "--resume", str(run), "--epochs", EPOCHS)
     assert p.returncode == 0, p.stderr
     assert weights(run) == uninterrupted
 
 
 def test_sigkill_of_one_rank_ends_the_job_and_the_checkpoint_resumes_exactly(tmp_path, uninterrupted):
     run = tmp_path / "run"
-    job = launch(2, "--epochs", "40", "--checkpoint-every", "1", "--out", str(run))
+    job = launch(2, "--epochs", "300", "--checkpoint-every", "1", "--out", str(run))
     wait_for(run / "checkpoint.safetensors", job)
     t0 = time.monotonic()
     os.kill(rank_pids(job)[-1], signal.SIGKILL)
@@ -205,9 +208,9 @@ def test_sigkill_of_one_rank_ends_the_job_and_the_checkpoint_resumes_exactly(tmp
     assert job.returncode != 0 and time.monotonic() - t0 < 30
     report = (out + err).lower()
     assert "signal 9" in report or "bad termination" in report, out + err  # MPICH's report of the lost rank
-    p = cli(2, "--resume", str(run), "--epochs", "4")
-    if "already has" in p.stderr:  # the job got past epoch 4 before the kill: nothing to resume to
-        pytest.skip("the killed job had already trained 4 epochs")
+    p = cli(2, "--resume", str(run), "--epochs", EPOCHS)
+    if "already has" in p.stderr:  # the job got past the epochs before the kill: nothing to resume to
+        pytest.skip(f"the killed job had already trained {EPOCHS} epochs")
     assert p.returncode == 0, p.stderr
     assert weights(run) == uninterrupted
 

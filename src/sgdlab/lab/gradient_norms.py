@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..backend import to_numpy
 from ..machine import describe, recording_load
 from ..plots import new_figure
@@ -39,8 +40,9 @@ SHARE_THRESHOLD = 0.10  # "a few examples carry much of the noise": top 1% carry
 def per_example_deviations(net, X, y) -> dict:
     """||g_i||^2, ||g_i - G||^2 (shape (n,) each) and G (flat), from one batched backprop (see module doc)."""
     Xb, T, _ = net._inputs(X, y)
-    acts, deltas, _ = net._backprop(Xb, T)
-    grads = net._gradient_from(acts, deltas)
+    acts, deltas, _ = kernels.backprop(net.arch, net.params, Xb, T, net.xp)
+    m = Xb.shape[0]
+    grads = [(gW / m, gb / m) for gW, gb in kernels.sums_from(acts, deltas, net.xp)]  # G = (1/n) sum_i g_i
     G = flatten(grads)
     sq = np.zeros(Xb.shape[0])
     dot = np.zeros(Xb.shape[0])
