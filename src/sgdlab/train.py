@@ -233,6 +233,8 @@ def fit(net, X, Y, *, method: str = "minibatch", batch_size: int | None = None, 
                 state.order, state.position = sampler.epoch_order(), 0
                 state.fixed = sampler.fixed
             batches = sampler.split(state.order)
+            if data.on_disk and not full:  # data on disk: read the epoch's next batches ahead, in the background
+                data.X.prefetch(batches[state.position:])
             first_update = state.step + 1
             with errstate(), blas_guard():
                 t0 = time.perf_counter()
