@@ -331,7 +331,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: n=1000, batch sizes 10 and n, one warm-up and one kept round")
     ap.add_argument("--n", type=int, default=None, help=f"examples (default {N}; 1000 with --quick)")
-    ap.add_argument("--batch-sizes", default=None, help="comma-separated; 'n' is the full batch (default 1,10,128,1024,n)")
+    ap.add_argument("--batch-sizes", default=None,
+                    help="comma-separated; 'n' is the full batch (default 1,10,128,1024,n)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument("--threads", type=int, default=1, help="threads for every library (default 1)")
     ap.add_argument("--pin", action="store_true", help="also restrict the process to --threads CPUs")
@@ -375,7 +376,8 @@ def main(argv=None) -> dict:
     result["verdicts"] = verdicts(result["rows"], peers)
     m = result["machine"]
     print(f"\n{m['cpu']}, {args.threads} thread(s); load {result['load_before']} -> {result['load_after']}")
-    print(f"float32 GEMM here, {args.threads} thread(s): {result['sgemm_gflops']['median']:.1f} GFLOP/s (median of rounds)")
+    print(f"float32 GEMM here, {args.threads} thread(s): {result['sgemm_gflops']['median']:.1f} GFLOP/s "
+          "(median of the kept rounds)")
     print(table(result["rows"], peers))
     print("\n".join(result["verdicts"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Data larger than memory: rows of .npy files on disk, read only when a batch needs them.
 
 ``open_npy(path)`` opens one 2-D .npy file, or every ``*.npy`` file of a directory (shards, in
-name order, stacked row-wise). Nothing is mapped into memory: taking a batch reads its rows
-with ``os.preadv`` straight into the batch's own array, so the process's resident memory is the
-batch and nothing else, however large the files are (a memory map would fault in a page-cache
-folio per random row and keep it resident).
+name order, stacked row-wise). Nothing is mapped into memory: taking a batch reads its rows with
+``os.pread`` (a run of neighbouring rows with one ``os.preadv``) into the batch's own array, so
+the process's resident memory holds the batch and nothing else, however large the files are (a
+memory map would fault in a page-cache folio per random row and keep it resident).
 
 How a batch is read (``take``): the batch's row indices are sorted, neighbouring rows are
 coalesced into one read, and each row lands at its place in the batch, so the batch keeps its
@@ -116,6 +116,38 @@ class _Reader:
         else:
             which = None
         run_starts = np.flatnonzero(cut) + 1
+        if order is not None and len(run_starts) == len(s) - 1:  # no neighbours (random rows): one read per row
+            self._read_rows(s, which, order, mv)
+        else:
+            self._read_runs(s, which, order, run_starts, mv)
+        if self.check_finite and not np.isfinite(out).all():
+            self._refuse(idx, out)
+        return out
+
+    def _read_rows(self, s: np.ndarray, which, order: np.ndarray, mv: memoryview) -> None:
+        """Rows ``s`` (sorted, no two neighbours) to the batch positions ``order``: the hot loop, kept bare."""
+        rb, pread = self.row_bytes, os.pread  # pread + copy measured ~10% faster here than preadv per row
+        if which is None:
+            shard = self.shards[0]
+            fds = [shard.fd] * len(s)
+            offsets = (shard.offset + s * rb).tolist()
+        else:
+            fds = [self.shards[k].fd for k in which.tolist()]
+            base = np.array([sh.offset for sh in self.shards], np.int64) - self.starts[:-1] * rb
+            offsets = (base[which] + s * rb).tolist()
+        for fd, off, d in zip(fds, offsets, (order * rb).tolist(), strict=True):
+            row = pread(fd, rb, off)
+            if len(row) == rb:
+                mv[d:d + rb] = row
+            else:
+                i = offsets.index(off)
+                k = 0 if which is None else int(which[i])
+                raise ValueError(f"{self.shards[k].path} was truncated after it was opened: reading row "
+                                 f"{int(s[i] - self.starts[k])} got fewer than {rb} bytes")
+
+    def _read_runs(self, s: np.ndarray, which, order, run_starts: np.ndarray, mv: memoryview) -> None:
+        """Runs of consecutive rows of one shard, one read each (a slice needs one per shard)."""
+        rb = self.row_bytes
         bounds_a = [0, *run_starts.tolist()]
         bounds_b = [*run_starts.tolist(), len(s)]
         rows = s.tolist()
@@ -130,9 +162,6 @@ class _Reader:
             views = [mv[p * rb:(p + 1) * rb] for p in dest[a:b]]
             for c in range(0, len(views), IOV_MAX):
                 self._read_into(shard, file_row + c, views[c:c + IOV_MAX])
-        if self.check_finite and not np.isfinite(out).all():
-            self._refuse(idx, out)
-        return out
 
     def _read_into(self, shard: _Shard, file_row: int, views: list) -> None:
         """One run of consecutive file rows into ``views`` (one buffer, or one per row)."""
