@@ -101,7 +101,7 @@ class _Reader:
         """Rows ``idx`` (global, in range) into ``out`` (C-contiguous, len(idx) rows), in the order of idx."""
         if len(idx) == 0:
             return out
-        rb, mv = self.row_bytes, memoryview(out).cast("B")
+        mv = memoryview(out).cast("B")
         if len(idx) > 1 and np.all(idx[1:] - idx[:-1] == 1):  # a slice: one read per shard
             order = None
             s = idx
