@@ -193,8 +193,12 @@ def test_a_file_cut_after_it_was_opened_gives_an_error_not_a_crash(tmp_path, on_
     m = open_npy(tmp_path / "X.npy")
     os.truncate(tmp_path / "X.npy", m._shards[0].offset + 500 * 48)  # header + 500 rows of 12 float32
     np.testing.assert_array_equal(m.take([3, 499]), X[[3, 499]])
-    with pytest.raises(ValueError, match="truncated after it was opened: reading row 700"):
+    with pytest.raises(ValueError, match="truncated after it was opened: reading row 700 came back short"):
         m.take([3, 700])
+    with pytest.raises(ValueError, match="reading row 701 came back short"):
+        m.take([702, 3, 701])  # a run of neighbours, one preadv
+    with pytest.raises(ValueError, match="reading row 400 came back short"):
+        m[400:600]  # a slice, one read
     m.close()
 
 
