@@ -326,6 +326,14 @@ def table(rows, peers) -> str:
     return "\n".join(lines)
 
 
+def _describe(threads: int) -> dict:
+    """sgdlab.machine.describe(), its BLAS entries read under the thread limit the run uses."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        return machine.describe()
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -370,7 +378,7 @@ def main(argv=None) -> dict:
                            f"(eta={LR}), n={n} float32 examples",
               "flops_per_example": flops_per_example(SIZES), "threads": threads, "peers": peers, "skipped": skipped,
               "stepper_forced": args.stepper, "rounds": {"warmup": args.warmup, "kept": repeats},
-              "machine": machine.describe(), "versions": versions}
+              "machine": _describe(args.threads), "versions": versions}
     with machine.recording_load(result):
         result.update(run(X, y, batch_sizes, peers, args.warmup + repeats, args.warmup, args.threads, args.stepper))
     result["verdicts"] = verdicts(result["rows"], peers)

@@ -3,11 +3,13 @@
 Writes a float32 data set (by default 1,370,000 MNIST-shaped rows, 4.3 GB; ``--rows`` for a
 smaller one) as .npy, then runs each configuration in a fresh child process, measured by the OS's
 own accounting (getrusage's ru_maxrss, and VmHWM from /proc/self/status as a second opinion),
-every one with the same BLAS threads (``--threads``, default 1: the second core is left to the
-background reader, and a BLAS thread fighting for a busy core would time the contention):
+with the CPU time spent per example (user + system, all threads: a measure that a busy machine
+does not inflate the way it does wall time), every one with the same BLAS threads (``--threads``,
+default 1: the second core is left to the background reader, and a BLAS thread fighting for a
+busy core would time the contention):
 
   ram            np.load, then one epoch of mini-batch SGD (B = 128, 784-100-10, reshuffle)
-  disk           the same epoch reading the rows from the file (sgdlab.data.open_npy): os.preadv of
+  disk           the same epoch reading the rows from the file (sgdlab.data.open_npy): os.pread of
                  the batch's rows, a background thread reading the next batches (fit plans them),
                  then one step of batch GD, its gradient accumulated chunk by chunk
   disk_noprefetch  the same epoch from disk with the background reader off (each batch read on demand)
@@ -74,6 +76,12 @@ def peak_rss_mb() -> dict:
     return out
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all its threads (the reader's included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def drop_from_page_cache(path: Path) -> None:
     """Ask the OS to forget the file's cached pages (clean pages of a file we may read: no root needed)."""
     fd = os.open(path, os.O_RDONLY)
@@ -121,9 +129,11 @@ def child(mode: str, directory: Path, threads: int) -> dict:
     load_s = time.perf_counter() - t0
     net = sgdlab.Network([D, 100, 10], seed=0)
     sampling = "chunk_shuffle" if mode == "disk_chunk" else "reshuffle"
+    cpu0 = cpu_seconds()
     h = sgdlab.fit(net, X, y, batch_size=B, lr=0.5, epochs=1, seed=0, eval_train=False, sampling=sampling)
     out = {"mode": mode, "rows": len(y), "sampling": sampling, "load_seconds": load_s,
            "epoch_train_seconds": h.last["train_seconds"], "examples_per_second": len(y) / h.last["train_seconds"],
+           "cpu_us_per_example": (cpu_seconds() - cpu0) / len(y) * 1e6,
            "params_sha256": digest(net), "peak_after_minibatch_epoch": peak_rss_mb()}
     if mode == "disk":
         t0 = time.perf_counter()
@@ -212,13 +222,15 @@ def table(runs: dict, eps: dict, size: int) -> list[str]:
     names = {"disk": f"on disk ({size / 1e9:.1f} GB .npy, open_npy, prefetch)",
              "disk_noprefetch": "on disk, no prefetch thread", "disk_chunk": "on disk, sampling=chunk_shuffle",
              "ram": "in RAM (np.load)"}
-    lines = ["| data | peak RSS, ru_maxrss (MB) | VmHWM (MB) | examples/s, B=128 | of in-RAM | epoch s (training) "
-             "| batch-GD step (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| data | peak RSS, ru_maxrss (MB) | VmHWM (MB) | examples/s, B=128 | of in-RAM | CPU µs/example "
+             "| epoch s (training) | batch-GD step (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for m in ("disk", "disk_noprefetch", "disk_chunk", "ram"):
         rs = runs[m]
         rss, hwm = peak(rs, "peak_after_batch_gd" if m == "disk" else "peak_after_minibatch_epoch")
         gd = f"{statistics.median(r['batch_gd_step_seconds'] for r in rs):.1f}" if m == "disk" else "-"
+        cpu = [r["cpu_us_per_example"] for r in rs if "cpu_us_per_example" in r]
         lines.append(f"| {names[m]} | {rss:.0f} | {hwm:.0f} | {eps[m]:,.0f} | {eps[m] / eps['ram']:.2f} | "
+                     f"{statistics.median(cpu) if cpu else float('nan'):.1f} | "
                      f"{statistics.median(r['epoch_train_seconds'] for r in rs):.1f} | {gd} |")
     return lines
 
