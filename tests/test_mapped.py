@@ -75,13 +75,15 @@ def test_prefetched_batches_are_the_planned_rows_and_other_reads_pass_by(on_disk
         assert m._prefetcher is None
 
 
+@pytest.mark.timeout(60)  # a reader that stopped must not leave take() waiting for it
 def test_a_bad_planned_batch_raises_where_it_is_taken(on_disk):
     _, _, path, _ = on_disk
     with open_npy(path) as m:
-        m.prefetch([np.arange(3), np.array([0, 5000])])
+        m.prefetch([np.arange(3), np.array([0, 5000]), np.arange(4)])
         m.take(np.arange(3))
         with pytest.raises(IndexError, match="out of range"):
             m.take(np.array([0, 5000]))
+        np.testing.assert_array_equal(m.take(np.arange(4)), np.load(path)[:4])  # the reader stopped: read now
 
 
 @pytest.mark.parametrize("kw", [{"batch_size": 10}, {"method": "stochastic", "lr": 0.3},

@@ -225,6 +225,7 @@ class _Prefetcher:
         item = self.ready.get()
         self.next += 1
         if isinstance(item, BaseException):
+            self.next = len(self.batches)  # the reader stopped there: later batches are read on the spot
             raise item
         return item
 
