@@ -12,7 +12,8 @@ busy core would time the contention):
   disk           the same epoch reading the rows from the file (sgdlab.data.open_npy): os.pread of
                  the batch's rows, a background thread reading the next batches (fit plans them),
                  then one step of batch GD, its gradient accumulated chunk by chunk
-  disk_noprefetch  the same epoch from disk with the background reader off (each batch read on demand)
+  disk_noprefetch  the same epoch from disk with the background reader off (open_npy(prefetch_depth=0):
+                 each batch read when it is taken)
   disk_chunk     the epoch from disk with sampling="chunk_shuffle" (NOT a uniform permutation)
   cold           rows/s of reading the first batches of an epoch right after the file was dropped
                  from the page cache (posix_fadvise DONTNEED), for "reshuffle" and "chunk_shuffle"
@@ -104,7 +105,7 @@ def child(mode: str, directory: Path, threads: int) -> dict:
     from threadpoolctl import threadpool_limits
 
     import sgdlab
-    from sgdlab.data import mapped, open_npy
+    from sgdlab.data import open_npy
     from sgdlab.sampling import BatchSampler
 
     threadpool_limits(threads)  # the same BLAS threads for every configuration
@@ -122,10 +123,9 @@ def child(mode: str, directory: Path, threads: int) -> dict:
             out[f"{order}_rows_per_second"] = COLD_BATCHES * B / (time.perf_counter() - t0)
         X.close()
         return out
-    if mode == "disk_noprefetch":
-        mapped.MappedRows.prefetch = lambda self, batches, depth=4: None
     t0 = time.perf_counter()
-    X = np.load(directory / "X.npy") if mode == "ram" else open_npy(directory / "X.npy")
+    X = np.load(directory / "X.npy") if mode == "ram" else \
+        open_npy(directory / "X.npy", prefetch_depth=0 if mode == "disk_noprefetch" else 4)
     load_s = time.perf_counter() - t0
     net = sgdlab.Network([D, 100, 10], seed=0)
     sampling = "chunk_shuffle" if mode == "disk_chunk" else "reshuffle"

@@ -73,6 +73,12 @@ def test_prefetched_batches_are_the_planned_rows_and_other_reads_pass_by(on_disk
         assert m._prefetcher.next == 1
         m.prefetch(None)
         assert m._prefetcher is None
+    with open_npy(shards, prefetch_depth=0) as m:  # the background reader off: plans are ignored
+        m.prefetch(batches)
+        assert m._prefetcher is None
+        np.testing.assert_array_equal(m.take(batches[0]), X[batches[0]])
+    with pytest.raises(ValueError, match="prefetch_depth must be an integer >= 0"):
+        open_npy(shards, prefetch_depth=-1)
 
 
 @pytest.mark.timeout(60)  # a reader that stopped must not leave take() waiting for it

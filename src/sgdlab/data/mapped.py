@@ -241,7 +241,11 @@ class MappedRows:
     ``prefetch(batches)`` and ``close()`` (also as a context manager).
     """
 
-    def __init__(self, paths):
+    def __init__(self, paths, prefetch_depth: int = 4):
+        if isinstance(prefetch_depth, bool) or not isinstance(prefetch_depth, int) or prefetch_depth < 0:
+            raise ValueError(f"prefetch_depth must be an integer >= 0 (0: no background reader); "
+                             f"got {prefetch_depth!r}")
+        self.prefetch_depth = prefetch_depth
         self._shards = [_Shard(Path(p)) for p in paths]
         if not self._shards:
             raise ValueError("no .npy files to open")
@@ -275,19 +279,22 @@ class MappedRows:
         idx = _as_rows(idx, self.shape[0])
         return self._reader.read(idx, np.empty((len(idx), self.shape[1]), self.dtype))
 
-    def prefetch(self, batches, depth: int = 4) -> None:
+    def prefetch(self, batches, depth: int | None = None) -> None:
         """Plan the next ``take`` calls: a background thread reads ``batches`` (index arrays, in the
-        order they will be taken), at most ``depth`` batches ahead. ``None`` (or an empty list)
+        order they will be taken), at most ``depth`` batches ahead (default ``prefetch_depth``,
+        set by ``open_npy``; 0 turns the background reader off). ``None`` (or an empty list)
         cancels the plan. A new plan replaces the previous one.
 
         A training loop calls it once per epoch with the epoch's batches (``fit`` does, for data
-        on disk); the rows returned are the same bytes as without a plan.
+        on disk); the rows returned are the same bytes as without a plan. The reader pays when a
+        core is free for it; on a machine with no idle core it costs more CPU than it hides.
         """
         self._stop_prefetch()
-        if batches is None or len(batches) == 0:
+        depth = self.prefetch_depth if depth is None else int(depth)
+        if batches is None or len(batches) == 0 or depth <= 0:
             return
         prepare = functools.partial(_as_rows, n=self.shape[0])
-        self._prefetcher = _Prefetcher(self._reader, prepare, list(batches), self.shape[1], max(1, int(depth)))
+        self._prefetcher = _Prefetcher(self._reader, prepare, list(batches), self.shape[1], depth)
 
     def _stop_prefetch(self) -> None:
         if self._prefetcher is not None:
@@ -333,17 +340,19 @@ class MappedRows:
             yield self[a:min(a + rows, self.shape[0])]
 
 
-def open_npy(path) -> MappedRows:
+def open_npy(path, prefetch_depth: int = 4) -> MappedRows:
     """Open one .npy file, or every *.npy file in a directory (shards, stacked in name order).
 
     Rows are read on demand (see ``MappedRows``); nothing is loaded or mapped when it opens.
+    ``prefetch_depth``: batches a background thread may read ahead once a plan is known
+    (``MappedRows.prefetch``); 0 reads every batch when it is taken.
     """
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
         if not files:
             raise ValueError(f"directory {path} holds no .npy shards")
-        return MappedRows(files)
+        return MappedRows(files, prefetch_depth)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
-    return MappedRows([path])
+    return MappedRows([path], prefetch_depth)
