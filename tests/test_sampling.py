@@ -56,7 +56,8 @@ def test_unknown_sampling_is_refused():
         chunk_shuffled_order(5, np.random.default_rng(0), chunk_rows=0)
 
 
-@pytest.mark.parametrize("n,m,chunk,buf", [(100, 7, 8, 3), (64, 8, 4, 2), (10, 3, 16, 4), (1, 1, 4, 2), (1000, 128, 10, 1)])
+@pytest.mark.parametrize("n,m,chunk,buf", [(100, 7, 8, 3), (64, 8, 4, 2), (10, 3, 16, 4), (1, 1, 4, 2),
+                                           (1000, 128, 10, 1)])
 def test_chunk_shuffle_covers_every_example_exactly_once_per_epoch(n, m, chunk, buf):
     s = BatchSampler(n, m, "chunk_shuffle", np.random.default_rng(0), chunk_rows=chunk, buffer_chunks=buf)
     orders = set()
