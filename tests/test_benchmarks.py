@@ -45,3 +45,16 @@ def test_bench_epoch_refuses_unknown_peers(tmp_path):
     bench = load("bench_epoch")
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--peers", "sgdlab,caffe", "--out", str(tmp_path / "x.json")])
+
+
+def test_bench_out_of_core_smallest_configuration_end_to_end(tmp_path):
+    bench = load("bench_out_of_core")
+    out = tmp_path / "ooc.json"
+    record = bench.main(["--rows", "3000", "--dir", str(tmp_path / "data"), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == 3000 and saved["same_parameters_disk_and_ram"] is True
+    assert set(saved["runs"]) == {"ram", "disk", "disk_noprefetch", "disk_chunk"}
+    assert all(r[0]["rows"] == 3000 and r[0]["cpu_us_per_example"] > 0 for r in saved["runs"].values())
+    assert saved["cold"]["reshuffle_rows_per_second"] > 0 and "load_before" in saved
+    assert not (tmp_path / "data").exists()  # the data set is deleted unless --keep
+    assert record["fraction_of_ram"]["ram"] == 1.0
