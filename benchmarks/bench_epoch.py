@@ -91,7 +91,8 @@ def sgdlab_peer(X, y, m, stepper=None):
         t0 = time.perf_counter()
         h = sgdlab.fit(net, X, y, lr=LR, epochs=1, seed=next(seeds), **method_for(m, len(X)), **kw)
         info["wall"] = time.perf_counter() - t0
-        info["how"] = {k: v for k, v in h.config.items() if k in ("stepper", "fused", "threads", "blas_threads")}
+        info["how"] = {k: v for k, v in h.config.items()
+                       if k in ("stepper", "stepper_info", "fused", "threads", "blas_threads")}
         return h.last["train_seconds"]
     run.info = info
     return run
