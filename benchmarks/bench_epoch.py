@@ -1,21 +1,48 @@
-"""Seconds per epoch of mini-batch SGD: sgdlab against PyTorch CPU eager and scikit-learn, in one run.
+"""Seconds per epoch of mini-batch SGD: sgdlab against PyTorch eager, scikit-learn and JAX, in one run.
 
 784-100-10 sigmoid network, quadratic cost, plain SGD (eta = 0.1), 8,000 MNIST-shaped float32
 examples, batch sizes 1, 10, 128, 1024 and n (full batch). Every peer does the same work per
-update: gather the batch by a shuffled index, forward, backward, w <- w - (eta/m) sum grad.
-Each time is the median of several timed epochs after one warm-up epoch; evaluation excluded.
+update: gather the batch by a shuffled index, forward, backward (no gradient for the input),
+w <- w - (eta/m) sum grad. The peers:
 
-    python benchmarks/bench_epoch.py [--quick] [--out benchmarks/results/bench_epoch.json]
+  sgdlab        ``sgdlab.fit`` as a user calls it, with its default choice of how updates are made
+                (``--stepper NAME`` forces one, where ``fit`` takes ``stepper=``); the time is
+                fit's own training clock (``train_seconds``), evaluation off; the wall time of the
+                whole call (input checks included) is kept in the JSON
+  torch         PyTorch eager: autograd, parameters updated in place
+  sklearn       scikit-learn's MLPClassifier.partial_fit (one epoch; logistic hidden layer, but
+                softmax and cross-entropy at the output: it offers no quadratic cost; same products)
+  jax_step      JAX, one ``jit``-compiled update per batch, the epoch looped in Python
+  jax_epoch     JAX, the whole epoch one ``jit``-compiled ``lax.fori_loop``
+JAX is optional (skipped when it is not installed), as are PyTorch and scikit-learn.
 
-Prints a table and writes JSON. Ratios > 1 mean sgdlab is faster.
+Honest timing: the peers run interleaved, round by round (each round times one epoch of every
+peer at every batch size, the peers' order rotating), so a change in the machine's load hits all
+of them alike; the first ``--warmup`` round(s) (compilation, caches) are dropped, and at least
+5 rounds are kept (batch 1 included). Every library gets the same number of threads
+(``--threads``, default 1): threadpoolctl for the BLAS of NumPy/SciPy/scikit-learn (and sgdlab),
+``torch.set_num_threads``, and XLA flags for JAX (single-threaded Eigen when threads = 1; XLA has
+no flag for another count, and JSON then says so). ``--pin`` also restricts the process to that
+many CPUs (sched_setaffinity), which binds every library whatever it decides inside.
+
+FLOPs are counted exactly from the layer sizes (``flops_per_example``): 319,600 per example for
+784-100-10, the multiply-adds of the matrix products (x2). The machine's float32 GEMM rate is
+measured in the same run, on the same threads, once per round, and each peer's GFLOP/s is also
+given as a fraction of it. The CPU, threads, BLAS and the load average before and after go into
+the JSON (``sgdlab.machine``).
+
+    python benchmarks/bench_epoch.py [--quick] [--threads 1] [--repeats 5] [--peers sgdlab,torch,...]
+        [--stepper NAME] [--out benchmarks/results/bench_epoch.json]
+
+Prints a table (median, min-max over the kept rounds) and writes JSON. Ratios > 1: sgdlab faster.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -24,45 +51,69 @@ from pathlib import Path
 import numpy as np
 
 import sgdlab
+from sgdlab import machine
 
-N, SIZES, LR = 8000, [784, 100, 10], 0.1
-FLOPS_PER_EXAMPLE = (
-    2 * 3 * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:], strict=True))
-)  # forward + two backward products
-
-
-def median_time(run_epoch, reps: int) -> float:
-    run_epoch()  # warm-up
-    return statistics.median(run_epoch() for _ in range(reps))
+N, SIZES, LR = 8000, (784, 100, 10), 0.1
+PEERS = ("sgdlab", "torch", "sklearn", "jax_step", "jax_epoch")
 
 
-def sgdlab_epoch(X, y, m, seed=0):
-    net = sgdlab.Network(SIZES, seed=seed)
-    method = "batch" if m == N else "stochastic" if m == 1 else "minibatch"
+def flops_per_example(sizes) -> int:
+    """Floating-point operations of one example's forward and backward pass, products only.
+
+    Forward, each layer l: a_{l-1} W_l, 2 n_{l-1} n_l. Backward: the weight gradient
+    a_{l-1}^T delta_l, 2 n_{l-1} n_l for every layer; the error sent back, delta_l W_l^T,
+    2 n_{l-1} n_l for every layer but the first (no gradient is taken for the input). Biases,
+    activations and the update are O(n_l) and left out.
+
+    >>> flops_per_example((784, 100, 10))  # 2 * (78,400 + 1,000) * 2 + 2 * 1,000
+    319600
+    """
+    layers = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    return 2 * sum(layers) + 2 * sum(layers) + 2 * sum(layers[1:])
+
+
+def method_for(m: int, n: int) -> dict:
+    return {"method": "batch"} if m == n else {"method": "stochastic"} if m == 1 else \
+        {"method": "minibatch", "batch_size": m}
+
+
+# ----------------------------------------------------------------------------- the peers
+def sgdlab_peer(X, y, m, stepper=None):
+    params = inspect.signature(sgdlab.fit).parameters
+    kw = {"eval_train": False} if "eval_train" in params else {}
+    if stepper is not None:
+        kw["stepper"] = stepper
+    net = sgdlab.Network(list(SIZES), seed=0)
+    seeds = iter(range(10**9))
+    info = {}
 
     def run():
-        return sgdlab.fit(net, X, y, method=method, batch_size=m, lr=LR, epochs=1, seed=seed, eval_train=False).last[
-            "train_seconds"
-        ]
-
+        t0 = time.perf_counter()
+        h = sgdlab.fit(net, X, y, lr=LR, epochs=1, seed=next(seeds), **method_for(m, len(X)), **kw)
+        info["wall"] = time.perf_counter() - t0
+        info["how"] = {k: v for k, v in h.config.items()
+                       if k in ("stepper", "stepper_info", "fused", "threads", "blas_threads")}
+        return h.last["train_seconds"]
+    run.info = info
     return run
 
 
-def torch_epoch(X, y, m):
+def torch_peer(X, y, m):
     import torch
 
-    Xt, Yt = torch.from_numpy(X), torch.nn.functional.one_hot(torch.from_numpy(y), 10).float()
+    n = len(X)
+    Xt, Yt = torch.from_numpy(X), torch.nn.functional.one_hot(torch.from_numpy(y), SIZES[-1]).float()
     g = torch.Generator().manual_seed(0)
-    W1 = (torch.randn(784, 100, generator=g) / 28).requires_grad_()
-    b1 = torch.zeros(100, requires_grad=True)
-    W2 = (torch.randn(100, 10, generator=g) / 10).requires_grad_()
-    b2 = torch.zeros(10, requires_grad=True)
+    W1 = (torch.randn(SIZES[0], SIZES[1], generator=g) / SIZES[0] ** 0.5).requires_grad_()
+    b1 = torch.zeros(SIZES[1], requires_grad=True)
+    W2 = (torch.randn(SIZES[1], SIZES[2], generator=g) / SIZES[1] ** 0.5).requires_grad_()
+    b2 = torch.zeros(SIZES[2], requires_grad=True)
     params = [W1, b1, W2, b2]
 
     def run():
         t0 = time.perf_counter()
-        perm = torch.randperm(N, generator=g)
-        for k in range(0, N, m):
+        perm = torch.randperm(n, generator=g)
+        for k in range(0, n, m):
             idx = perm[k:k + m]
             xb, yb = Xt[idx], Yt[idx]
             a = torch.sigmoid(torch.sigmoid(xb @ W1 + b1) @ W2 + b2)
@@ -75,13 +126,13 @@ def torch_epoch(X, y, m):
     return run
 
 
-def sklearn_epoch(X, y, m):
+def sklearn_peer(X, y, m):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(100,), activation="logistic", solver="sgd", batch_size=m,
+    clf = MLPClassifier(hidden_layer_sizes=(SIZES[1],), activation="logistic", solver="sgd", batch_size=m,
                         learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False, alpha=0.0, random_state=0)
-    classes = np.arange(10)
+    classes = np.arange(SIZES[-1])
 
     def run():
         t0 = time.perf_counter()
@@ -92,12 +143,98 @@ def sklearn_epoch(X, y, m):
     return run
 
 
-def peak_gflops() -> float:
-    """float32 GEMM throughput of NumPy's BLAS on this machine: the roof to compare against."""
-    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
-    np.dot(a, a)
-    t = min(_timed(lambda: np.dot(a, a)) for _ in range(5))
-    return 2 * 2048 ** 3 / t / 1e9
+def _jax_parts(X, y):
+    import jax
+    import jax.numpy as jnp
+
+    def loss(p, xb, yb):
+        (W1, b1), (W2, b2) = p
+        a = jax.nn.sigmoid(jax.nn.sigmoid(xb @ W1 + b1) @ W2 + b2)
+        return 0.5 * jnp.sum((a - yb) ** 2) / xb.shape[0]
+
+    def step(p, X, Y, idx):  # the gradient is taken for the parameters only, never for X
+        g = jax.grad(loss)(p, X[idx], Y[idx])
+        return jax.tree_util.tree_map(lambda w, gw: w - LR * gw, p, g)
+
+    rng = np.random.default_rng(0)
+    p = [(jnp.asarray(rng.standard_normal((a, b), dtype=np.float32) / np.float32(a ** 0.5)), jnp.zeros(b, jnp.float32))
+         for a, b in zip(SIZES[:-1], SIZES[1:], strict=True)]
+    Xj, Yj = jnp.asarray(X), jnp.asarray(np.eye(SIZES[-1], dtype=np.float32)[y])
+    return jax, jnp, step, p, Xj, Yj, rng
+
+
+def jax_step_peer(X, y, m):
+    jax, jnp, step, p, Xj, Yj, rng = _jax_parts(X, y)
+    step = jax.jit(step)
+    n, state = len(X), {"p": p}
+
+    def run():
+        t0 = time.perf_counter()
+        perm = rng.permutation(n)
+        q = state["p"]
+        for k in range(0, n, m):
+            q = step(q, Xj, Yj, perm[k:k + m])
+        jax.block_until_ready(q)
+        state["p"] = q
+        return time.perf_counter() - t0
+    return run
+
+
+def jax_epoch_peer(X, y, m):
+    jax, jnp, step, p, Xj, Yj, rng = _jax_parts(X, y)
+    n = len(X)
+    full = n // m
+
+    @jax.jit
+    def epoch(q, X, Y, perm):
+        q = jax.lax.fori_loop(0, full, lambda k, q: step(q, X, Y, jax.lax.dynamic_slice(perm, (k * m,), (m,))), q)
+        return step(q, X, Y, perm[full * m:]) if n % m else q
+
+    state = {"p": p}
+
+    def run():
+        t0 = time.perf_counter()
+        q = epoch(state["p"], Xj, Yj, jnp.asarray(rng.permutation(n).astype(np.int32)))
+        jax.block_until_ready(q)
+        state["p"] = q
+        return time.perf_counter() - t0
+    return run
+
+
+FACTORIES = {"sgdlab": sgdlab_peer, "torch": torch_peer, "sklearn": sklearn_peer,
+             "jax_step": jax_step_peer, "jax_epoch": jax_epoch_peer}
+MODULES = {"torch": "torch", "sklearn": "sklearn", "jax_step": "jax", "jax_epoch": "jax"}
+
+
+# ----------------------------------------------------------------------------- threads and the roof
+def limit_threads(threads: int, pin: bool) -> dict:
+    """Give every library ``threads`` threads; returns what was done, for the JSON."""
+    done = {"threads": threads, "pinned_cpus": None}
+    if pin and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))[:threads]
+        os.sched_setaffinity(0, cpus)
+        done["pinned_cpus"] = cpus
+    if threads == 1:  # read when JAX is first imported; XLA has no flag for other thread counts
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+        done["jax"] = "XLA_FLAGS=" + flags
+    else:
+        done["jax"] = "XLA's own thread pool (no XLA flag sets a thread count other than 1)"
+    done["jax_already_imported"] = "jax" in __import__("sys").modules
+    return done
+
+
+def sgemm_gflops(threads: int, size: int = 1024, tries: int = 3) -> float:
+    """Best float32 GEMM rate of NumPy's BLAS here over a few tries: 2 size^3 / seconds."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    c = np.empty_like(a)
+    with threadpool_limits(threads):
+        np.matmul(a, b, out=c)
+        best = min(_timed(lambda: np.matmul(a, b, out=c)) for _ in range(tries))
+    return 2 * size ** 3 / best / 1e9
 
 
 def _timed(f) -> float:
@@ -106,74 +243,156 @@ def _timed(f) -> float:
     return time.perf_counter() - t0
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_epoch.json")
-    ap.add_argument("--batch-sizes", default=f"1,10,128,1024,{N}")
-    args = ap.parse_args(argv)
-    rng = np.random.default_rng(0)
-    X, y = rng.random((N, 784), dtype=np.float32), rng.integers(0, 10, N)
-    try:
-        import torch
+# ----------------------------------------------------------------------------- the run
+def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, stepper=None, log=print) -> dict:
+    """Time one epoch of every peer at every batch size, ``rounds`` times, interleaved."""
+    from threadpoolctl import threadpool_limits
 
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
-    try:
-        import sklearn
+    n = len(X)
+    with threadpool_limits(threads):
+        if "torch" in peers:
+            import torch
 
-        sklearn_version = sklearn.__version__
-    except ImportError:
-        sklearn_version = None
+            torch.set_num_threads(threads)
+        runs = {(m, p): (sgdlab_peer(X, y, m, stepper) if p == "sgdlab" else FACTORIES[p](X, y, m))
+                for m in batch_sizes for p in peers}
+        times = {key: [] for key in runs}
+        gemm = []
+        for r in range(rounds):
+            order = peers[r % len(peers):] + peers[:r % len(peers)]
+            gemm.append(sgemm_gflops(threads))
+            for m in batch_sizes:
+                for p in order:
+                    times[m, p].append(runs[m, p]())
+            kept = "warm-up" if r < warmup else f"kept {r - warmup + 1}/{rounds - warmup}"
+            log(f"round {r + 1}/{rounds} ({kept}): sgemm {gemm[-1]:.1f} GFLOP/s; " +
+                ", ".join(f"B={m} " + " ".join(f"{p}={times[m, p][-1]:.4f}" for p in peers) for m in batch_sizes))
+    flops = flops_per_example(SIZES) * n
+    roof = statistics.median(gemm[warmup:])
     rows = []
-    for m in (int(s) for s in args.batch_sizes.split(",")):
-        reps = 1 if args.quick else (2 if m == 1 else 5)
-        row = {"batch_size": m, "updates_per_epoch": -(-N // m), "sgdlab_s": median_time(sgdlab_epoch(X, y, m), reps)}
-        if torch_version:
-            row["torch_s"] = median_time(torch_epoch(X, y, m), reps)
-        if sklearn_version:
-            row["sklearn_s"] = median_time(sklearn_epoch(X, y, m), reps)
-        row["sgdlab_gflops"] = FLOPS_PER_EXAMPLE * N / row["sgdlab_s"] / 1e9
+    for m in batch_sizes:
+        row = {"batch_size": m, "updates_per_epoch": -(-n // m)}
+        for p in peers:
+            t = times[m, p][warmup:]
+            med = statistics.median(t)
+            row[p] = {"median_s": med, "min_s": min(t), "max_s": max(t), "all_s": t,
+                      "gflops": flops / med / 1e9, "fraction_of_sgemm": flops / med / 1e9 / roof}
+            if p == "sgdlab":
+                row[p]["fit_wall_s_last"] = runs[m, p].info.get("wall")
+                row[p]["how"] = runs[m, p].info.get("how")
         rows.append(row)
-        print(_line(row), flush=True)
-    peak = peak_gflops()
-    result = {"benchmark": "seconds per epoch, 784-100-10 sigmoid, quadratic cost, plain SGD, n=8000 float32",
-              "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                          "numpy": np.__version__, "torch": torch_version, "sklearn": sklearn_version,
-                          "sgdlab": sgdlab.__version__, "blas_sgemm_peak_gflops": round(peak, 1)},
-              "rows": rows}
-    print(f"\nfloat32 GEMM roof of NumPy's BLAS here: {peak:.0f} GFLOP/s")
-    print(table(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    return result
+    return {"rows": rows, "sgemm_gflops": {"median": roof, "per_round": gemm[warmup:], "warmup": gemm[:warmup]},
+            "flops_per_epoch": flops}
 
 
-def _line(r) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
+def verdicts(rows, peers) -> list[str]:
+    """The issue's speed targets, each read off the measured medians by the rule it states."""
+    out = []
+    others = [p for p in peers if p != "sgdlab"]
+    if "sgdlab" not in peers:
+        return out
+    behind = [(r["batch_size"], p, r[p]["median_s"] / r["sgdlab"]["median_s"]) for r in rows for p in others
+              if r[p]["median_s"] < r["sgdlab"]["median_s"]]
+    out.append("sgdlab ahead of every peer at every batch size: " + ("yes" if not behind else
+               "no; behind " + ", ".join(f"{p} at B={m} ({x:.2f}x)" for m, p, x in behind)))
+    by = {r["batch_size"]: r for r in rows}
+    if 1 in by:
+        r = by[1]
+        if "torch" in peers:
+            x = r["torch"]["median_s"] / r["sgdlab"]["median_s"]
+            out.append(f"batch 1, PyTorch eager / sgdlab = {x:.1f}x (target >= 20x: {'met' if x >= 20 else 'not met'})")
+        if "jax_epoch" in peers:
+            x = r["jax_epoch"]["median_s"] / r["sgdlab"]["median_s"]
+            out.append(f"batch 1, JAX whole-epoch jit / sgdlab = {x:.2f}x (target > 1x, aim 1.5x: "
+                       f"{'met' if x >= 1.5 else 'ahead, aim not met' if x > 1 else 'not met'})")
+    n = max(by)
+    f = by[n]["sgdlab"]["fraction_of_sgemm"]
+    out.append(f"full batch (B={n}): sgdlab at {f:.0%} of the float32 GEMM rate with exact FLOPs "
+               f"(target >= 85%: {'met' if f >= 0.85 else 'not met'})")
+    return out
 
 
-def table(rows) -> str:
-    head = ("| batch | updates/epoch | sgdlab s/epoch | GFLOP/s | PyTorch s/epoch | scikit-learn s/epoch "
-            "| PyTorch / sgdlab | scikit-learn / sgdlab |")
-    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def table(rows, peers) -> str:
+    head = "| batch | updates/epoch | " + " | ".join(f"{p} s/epoch (min-max)" for p in peers) + \
+        " | sgdlab GFLOP/s | sgdlab / GEMM | " + " | ".join(f"{p} / sgdlab" for p in peers if p != "sgdlab") + " |"
+    n_ratio = len([p for p in peers if p != "sgdlab"])
+    lines = [head, "|" + "---:|" * (2 + len(peers) + 2 + n_ratio)]
     for r in rows:
-        t, s = r.get("torch_s"), r.get("sklearn_s")
-        lines.append(
-            f"| {r['batch_size']} | {r['updates_per_epoch']} | {r['sgdlab_s']:.4f} | {r['sgdlab_gflops']:.1f} | "
-            f"{_f(t)} | {_f(s)} | {_ratio(t, r['sgdlab_s'])} | {_ratio(s, r['sgdlab_s'])} |"
-        )
+        cells = [str(r["batch_size"]), str(r["updates_per_epoch"])]
+        cells += [f"{r[p]['median_s']:.4f} ({r[p]['min_s']:.4f}-{r[p]['max_s']:.4f})" for p in peers]
+        s = r.get("sgdlab")
+        cells += [f"{s['gflops']:.1f}", f"{s['fraction_of_sgemm']:.0%}"] if s else ["-", "-"]
+        cells += [f"{r[p]['median_s'] / s['median_s']:.1f}x" if s else "-" for p in peers if p != "sgdlab"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _f(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
+def _describe(threads: int) -> dict:
+    """sgdlab.machine.describe(), its BLAS entries read under the thread limit the run uses."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        return machine.describe()
 
 
-def _ratio(peer, ours) -> str:
-    return "-" if peer is None else f"{peer / ours:.1f}x"
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: n=1000, batch sizes 10 and n, one warm-up and one kept round")
+    ap.add_argument("--n", type=int, default=None, help=f"examples (default {N}; 1000 with --quick)")
+    ap.add_argument("--batch-sizes", default=None,
+                    help="comma-separated; 'n' is the full batch (default 1,10,128,1024,n)")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
+    ap.add_argument("--threads", type=int, default=1, help="threads for every library (default 1)")
+    ap.add_argument("--pin", action="store_true", help="also restrict the process to --threads CPUs")
+    ap.add_argument("--repeats", type=int, default=None, help="kept rounds (default 5; 1 with --quick)")
+    ap.add_argument("--warmup", type=int, default=1, help="rounds dropped first (default 1)")
+    ap.add_argument("--stepper", default=None, help="force sgdlab.fit's stepper by name (if fit takes stepper=)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_epoch.json")
+    args = ap.parse_args(argv)
+    n = args.n or (1000 if args.quick else N)
+    sizes = args.batch_sizes or ("10,n" if args.quick else "1,10,128,1024,n")
+    batch_sizes = [n if s.strip() == "n" else min(int(s), n) for s in sizes.split(",")]
+    repeats = args.repeats or (1 if args.quick else 5)
+    if args.stepper is not None and "stepper" not in inspect.signature(sgdlab.fit).parameters:
+        ap.error("this sgdlab.fit takes no stepper= argument")
+    threads = limit_threads(args.threads, args.pin)
+    peers, skipped = [], {}
+    for p in args.peers.split(","):
+        p = p.strip()
+        if p not in PEERS:
+            ap.error(f"unknown peer {p!r}; valid: {', '.join(PEERS)}")
+        try:
+            if p in MODULES:
+                __import__(MODULES[p])
+            peers.append(p)
+        except ImportError as e:
+            skipped[p] = f"not installed ({e})"
+    rng = np.random.default_rng(0)
+    X, y = rng.random((n, SIZES[0]), dtype=np.float32), rng.integers(0, SIZES[-1], n)
+    versions = {"sgdlab": sgdlab.__version__, "numpy": np.__version__}
+    for p in peers:
+        mod = MODULES.get(p)
+        if mod:
+            versions[mod] = __import__(mod).__version__
+    result = {"benchmark": f"seconds per epoch, {'-'.join(map(str, SIZES))} sigmoid, quadratic cost, plain SGD "
+                           f"(eta={LR}), n={n} float32 examples",
+              "flops_per_example": flops_per_example(SIZES), "threads": threads, "peers": peers, "skipped": skipped,
+              "stepper_forced": args.stepper, "rounds": {"warmup": args.warmup, "kept": repeats},
+              "machine": _describe(args.threads), "versions": versions}
+    with machine.recording_load(result):
+        result.update(run(X, y, batch_sizes, peers, args.warmup + repeats, args.warmup, args.threads, args.stepper))
+    result["verdicts"] = verdicts(result["rows"], peers)
+    m = result["machine"]
+    print(f"\n{m['cpu']}, {args.threads} thread(s); load {result['load_before']} -> {result['load_after']}")
+    print(f"float32 GEMM here, {args.threads} thread(s): {result['sgemm_gflops']['median']:.1f} GFLOP/s "
+          "(median of the kept rounds)")
+    print(table(result["rows"], peers))
+    print("\n".join(result["verdicts"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def _all_finite(x, xp) -> bool:
 def check_X(X, n_features: int, name: str = "X"):
     """A 2-D finite numeric array with ``n_features`` columns and at least one row.
 
-    Data on disk (``sgdlab.data.MappedRows``) is checked chunk by chunk and never loaded whole.
+    Data on disk (``sgdlab.data.MappedRows``) is never loaded whole, nor scanned here: its rows are
+    checked for NaN and infinity as they are read.
     """
     on_disk = is_out_of_core(X)
     if not on_disk:
@@ -123,12 +124,7 @@ def check_X(X, n_features: int, name: str = "X"):
         raise ValueError(f"{name} is empty: it has 0 examples")
     if X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features but the network's input layer has {n_features}")
-    if on_disk:
-        rows = 8192
-        for i, chunk in enumerate(X.chunks(rows)):
-            if not np.all(np.isfinite(chunk)):
-                raise ValueError(f"{name} contains NaN or infinity (in rows {i * rows}..{i * rows + len(chunk) - 1})")
-    elif not _all_finite(X, namespace(X)):
+    if not on_disk and not _all_finite(X, namespace(X)):
         raise ValueError(f"{name} contains NaN or infinity")
     return X
 

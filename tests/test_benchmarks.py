@@ -1,0 +1,60 @@
+"""The benchmarks run end to end (their smallest configurations); timings are never asserted."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flop_count_is_exact():
+    bench = load("bench_epoch")
+    assert bench.flops_per_example((784, 100, 10)) == 319_600  # forward 158,800 + weights 158,800 + errors 2,000
+    assert bench.flops_per_example((2, 3)) == 2 * 6 + 2 * 6  # one layer: no error is sent back to the input
+    assert bench.flops_per_example((4, 5, 6, 7)) == 4 * (20 + 30 + 42) + 2 * (30 + 42)
+
+
+def test_bench_epoch_quick_smallest_configuration_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "")  # the benchmark sets JAX's thread flags; keep them out of other tests
+    bench = load("bench_epoch")
+    out = tmp_path / "epoch.json"
+    result = bench.main(["--quick", "--n", "64", "--batch-sizes", "n", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["flops_per_example"] == 319_600 and saved["rounds"] == {"warmup": 1, "kept": 1}
+    assert "sgdlab" in saved["peers"] and set(saved["peers"]) | set(saved["skipped"]) == set(bench.PEERS)
+    (row,) = saved["rows"]
+    assert row["batch_size"] == 64 and row["updates_per_epoch"] == 1
+    for p in saved["peers"]:
+        assert row[p]["median_s"] > 0 and len(row[p]["all_s"]) == 1 and row[p]["gflops"] > 0
+    assert saved["sgemm_gflops"]["median"] > 0 and saved["threads"]["threads"] == 1
+    assert saved["load_before"] is None or len(saved["load_before"]) == 3
+    assert saved["machine"]["cpu"] and any(v.startswith("full batch (B=64)") for v in saved["verdicts"])
+    assert result["rows"][0]["sgdlab"]["median_s"] == row["sgdlab"]["median_s"]
+
+
+def test_bench_epoch_refuses_unknown_peers(tmp_path):
+    bench = load("bench_epoch")
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--peers", "sgdlab,caffe", "--out", str(tmp_path / "x.json")])
+
+
+def test_bench_out_of_core_smallest_configuration_end_to_end(tmp_path):
+    bench = load("bench_out_of_core")
+    out = tmp_path / "ooc.json"
+    record = bench.main(["--rows", "3000", "--dir", str(tmp_path / "data"), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == 3000 and saved["same_parameters_disk_and_ram"] is True
+    assert set(saved["runs"]) == {"ram", "disk", "disk_noprefetch", "disk_chunk"}
+    assert all(r[0]["rows"] == 3000 and r[0]["cpu_us_per_example"] > 0 for r in saved["runs"].values())
+    assert saved["cold"]["reshuffle_rows_per_second"] > 0 and "load_before" in saved
+    assert not (tmp_path / "data").exists()  # the data set is deleted unless --keep
+    assert record["fraction_of_ram"]["ram"] == 1.0
