@@ -11,7 +11,10 @@ import pytest
 
 import sgdlab
 
-ARGS = ["train", "--method", "stochastic", "--lr", "0.3", "--epochs", "60", "--seed", "3", "--quiet", "--hidden", "20"]
+# long enough (a few seconds with the compiled stepper) that a signal or a kill lands while it trains
+EPOCHS = 400
+ARGS = ["train", "--method", "stochastic", "--lr", "0.3", "--epochs", str(EPOCHS), "--seed", "3", "--quiet",
+        "--hidden", "20"]
 
 
 def start(*extra):
@@ -67,7 +70,7 @@ def test_signal_finishes_the_update_saves_and_resumes_bit_identically(tmp_path, 
     from sgdlab.checkpoint import load_training
 
     _, state, _ = load_training(run / "checkpoint.safetensors")
-    assert 0 < state.step < 60 * 1438  # stopped mid-run (mid-epoch, most likely)
+    assert 0 < state.step < EPOCHS * 1438  # stopped mid-run (mid-epoch, most likely)
     assert_same_weights(resume(run), uninterrupted)
 
 
