@@ -1,4 +1,5 @@
 import os
+import resource
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +54,16 @@ def pytest_addoption(parser):
         default="cpu",
         help="where tests/test_gpu.py runs the device code path: cpu (default, PyTorch's CPU build) or cuda",
     )
+
+
+@pytest.fixture
+def memory_limit():
+    """An address-space limit 1 GiB above what the process maps now: an unbounded allocation fails the test."""
+    with open("/proc/self/status") as f:
+        used = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + 2**30, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -2,7 +2,6 @@
 
 import gzip
 import io
-import resource
 import struct
 import subprocess
 import sys
@@ -17,19 +16,6 @@ from hypothesis import strategies as st
 import sgdlab
 from sgdlab import data
 from sgdlab.data import read_idx, read_idx_pair
-
-
-@pytest.fixture
-def memory_limit():
-    """An address-space limit 1 GiB above what the process maps now: an unbounded allocation fails the test."""
-    with open("/proc/self/status") as f:
-        used = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmSize:"))
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (used + 2**30, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def idx(code, shape, payload=b""):
