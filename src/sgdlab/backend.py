@@ -12,10 +12,7 @@ refuses, naming what to install, a library or device that is not there.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -90,40 +87,6 @@ def to_numpy(x) -> np.ndarray:
 def dot(xp: ModuleType, a, b):
     """Matrix product ``a @ b``; on NumPy, ``np.dot``, whose per-call cost is lowest for small shapes."""
     return np.dot(a, b) if xp is np else xp.matmul(a, b)
-
-
-@functools.cache
-def _scipy_private_blas():
-    """threadpoolctl's controllers of BLAS libraries that SciPy ships for itself beside NumPy's.
-
-    Wheels from PyPI bundle one OpenBLAS in numpy.libs and another in scipy.libs; where both
-    libraries are one (conda, system BLAS) there is nothing to separate and this is empty.
-    """
-    import scipy
-    from threadpoolctl import ThreadpoolController
-
-    scipy_dir = Path(scipy.__file__).parent
-    return [lc for lc in ThreadpoolController().lib_controllers
-            if lc.user_api == "blas" and (Path(lc.filepath).parent.name == "scipy.libs"
-                                          or Path(lc.filepath).is_relative_to(scipy_dir))]
-
-
-@contextlib.contextmanager
-def scipy_blas_single_threaded():
-    """Run SciPy's private BLAS on one thread for the duration (NumPy's keeps its threads).
-
-    Two OpenBLAS thread pools in one process spin-wait against each other on the same cores:
-    alternating NumPy products with SciPy gemm calls made mini-batch steps 100x slower here.
-    """
-    libs = _scipy_private_blas()
-    before = [lc.num_threads for lc in libs]
-    for lc in libs:
-        lc.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lc, n in zip(libs, before, strict=True):
-            lc.set_num_threads(n)
 
 
 # ----------------------------------------------------------------- backend = namespace + device

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from pathlib import Path
 
 MULTI_THREAD_MIN_MACS = 1024 * 784 * 100
 """Below this many multiply-adds per product, one BLAS thread (2 threads first won at batch ~1024 for 784x100)."""
@@ -29,6 +30,21 @@ def _controller():
 @functools.cache
 def _blas_libs():
     return [lc for lc in _controller().lib_controllers if lc.user_api == "blas"]
+
+
+@functools.cache
+def _scipy_private_blas():
+    """threadpoolctl's controllers of BLAS libraries that SciPy ships for itself beside NumPy's.
+
+    Wheels from PyPI bundle one OpenBLAS in numpy.libs and another in scipy.libs; where both
+    libraries are one (conda, system BLAS) there is nothing to separate and this is empty.
+    """
+    import scipy
+
+    scipy_dir = Path(scipy.__file__).parent
+    return [lc for lc in _controller().lib_controllers
+            if lc.user_api == "blas" and (Path(lc.filepath).parent.name == "scipy.libs"
+                                          or Path(lc.filepath).is_relative_to(scipy_dir))]
 
 
 class _Threads:
@@ -63,8 +79,6 @@ def blas_threads(sizes, rows: int):
     """A context manager: one BLAS thread for small products, the libraries' defaults for large ones."""
     if largest_product(sizes, rows) < MULTI_THREAD_MIN_MACS:
         return _Threads(1, _blas_libs())
-    from ..backend import _scipy_private_blas
-
     return _Threads(1, _scipy_private_blas())
 
 
