@@ -68,22 +68,23 @@ def require_mpi():
     return MPI
 
 
-def launched_size() -> int:
-    """How many processes the launcher (mpiexec, srun) started for this job; 1 outside a launcher."""
-    for name in _SIZE_VARIABLES:
+def _launcher_number(names, outside: int) -> int:
+    """The first of the launcher's environment variables ``names`` that holds a number, else ``outside``."""
+    for name in names:
         value = os.environ.get(name)
         if value and value.isdigit():
             return int(value)
-    return 1
+    return outside
+
+
+def launched_size() -> int:
+    """How many processes the launcher (mpiexec, srun) started for this job; 1 outside a launcher."""
+    return _launcher_number(_SIZE_VARIABLES, 1)
 
 
 def launched_rank() -> int:
     """This process's rank as the launcher (mpiexec, srun) numbered it; 0 outside a launcher."""
-    for name in _RANK_VARIABLES:
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 0
+    return _launcher_number(_RANK_VARIABLES, 0)
 
 
 def check_reduction(reduction: str) -> str:
