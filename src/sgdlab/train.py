@@ -396,10 +396,10 @@ class _Loop:
         state.seen += sum(sizes)
         state.position += len(block)
         self.eta = etas[-1] if etas else self.eta
-        if self.record_updates and block:
-            u = self.update_record(epoch, sizes[-1])
-            assert costs is not None  # the stepper returns costs when record_updates
-            u["batch_cost"] = costs[-1]
+        u = self.update_record(epoch, sizes[-1]) if block else None  # the block's last update
+        if u is not None and costs is not None:  # costs come when records or hooks ask for them
+            u["batch_cost"] = float(costs[-1])
+        if self.record_updates and u is not None:
             self.history.updates.append(u)
             if not math.isfinite(u["batch_cost"]):
                 self.diverged(f"at update {state.step} (epoch {epoch})", u["batch_cost"])
@@ -409,10 +409,7 @@ class _Loop:
                              f"(update {state.step + 1}); "
                              f"it must be finite and > 0. {self.kept()}")
         due = [hook for k, hook in self.hooks.update if state.step % k == 0]
-        if due and block:
-            u = self.update_record(epoch, sizes[-1])
-            if self.hooks.want_costs and costs is not None:
-                u["batch_cost"] = float(costs[-1])
+        if due and u is not None:
             try:
                 for hook in due:
                     hook(u)
