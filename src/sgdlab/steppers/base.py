@@ -94,6 +94,15 @@ class Stepper:
         return (self.data.X, self.data.T) if idx is FULL_BATCH else self.data.batch(idx)
 
 
+def needs_numpy_sgd(ctx) -> str | None:
+    """Why a stepper that applies the SGD update itself on NumPy arrays cannot run here, or None."""
+    if not ctx.numpy:
+        return "it needs the NumPy backend"
+    if ctx.hyper is None:
+        return "it needs an optimizer made by sgdlab.optim.sgd (it applies the SGD update itself)"
+    return None
+
+
 def advance(state, opt, k: int = 1) -> None:
     """Count ``k`` updates made: ``state.step`` and, for ``sgd``, the optimizer state's step (one count)."""
     state.step += k

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from ..optim import sgd_state, sgd_velocity
-from .base import FULL_BATCH, Stepper, advance, register
+from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
 
 COMPILED_MAX_BATCH = 8
 """Largest batch automatic selection runs compiled on sparse inputs (at least half zeros, e.g. MNIST)."""
@@ -77,10 +77,8 @@ class CompiledStepper(Stepper):
 
     @classmethod
     def unsupported(cls, ctx):
-        if not ctx.numpy:
-            return "it needs the NumPy backend"
-        if ctx.hyper is None:
-            return "it needs an optimizer made by sgdlab.optim.sgd (it applies the SGD update itself)"
+        if (why := needs_numpy_sgd(ctx)) is not None:
+            return why
         if not numba_available():
             return "numba is not installed (pip install numba)"
         return None

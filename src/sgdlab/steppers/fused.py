@@ -16,7 +16,7 @@ import contextlib
 import numpy as np
 
 from .. import kernels
-from .base import Stepper, advance, register
+from .base import Stepper, advance, needs_numpy_sgd, register
 from .threads import blas_threads
 
 FUSED_MAX_BATCH = 32
@@ -35,10 +35,8 @@ class FusedStepper(Stepper):
 
     @classmethod
     def unsupported(cls, ctx):
-        if not ctx.numpy:
-            return "it needs the NumPy backend"
-        if ctx.hyper is None:
-            return "it needs an optimizer made by sgdlab.optim.sgd (it applies the SGD update itself)"
+        if (why := needs_numpy_sgd(ctx)) is not None:
+            return why
         if ctx.hyper.momentum != 0:
             return "it makes plain SGD updates only (momentum=0)"
         return None
