@@ -52,24 +52,10 @@ import numpy as np
 
 import sgdlab
 from sgdlab import machine
+from sgdlab.lab.throughput import flops_per_example  # the one FLOP count (bench_gpu and the lab use it too)
 
 N, SIZES, LR = 8000, (784, 100, 10), 0.1
 PEERS = ("sgdlab", "torch", "sklearn", "jax_step", "jax_epoch")
-
-
-def flops_per_example(sizes) -> int:
-    """Floating-point operations of one example's forward and backward pass, products only.
-
-    Forward, each layer l: a_{l-1} W_l, 2 n_{l-1} n_l. Backward: the weight gradient
-    a_{l-1}^T delta_l, 2 n_{l-1} n_l for every layer; the error sent back, delta_l W_l^T,
-    2 n_{l-1} n_l for every layer but the first (no gradient is taken for the input). Biases,
-    activations and the update are O(n_l) and left out.
-
-    >>> flops_per_example((784, 100, 10))  # 2 * (78,400 + 1,000) * 2 + 2 * 1,000
-    319600
-    """
-    layers = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-    return 2 * sum(layers) + 2 * sum(layers) + 2 * sum(layers[1:])
 
 
 def method_for(m: int, n: int) -> dict:
