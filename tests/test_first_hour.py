@@ -16,9 +16,10 @@ from sgdlab.callbacks import EarlyStopping, ProgressBar, ReduceLROnPlateau
 from sgdlab.cli import LAB_EXPERIMENTS, main
 from sgdlab.data.dataset import split_validation
 
-# what `import sgdlab` and `sgdlab --help` must not load. SciPy is not listed: sgdlab.optim imports
-# scipy.linalg.blas (its fused BLAS step) and sgdlab.activations scipy.special (expit) at import time.
-HEAVY = ("sklearn", "matplotlib", "pandas", "tqdm", "pooch", "requests", "torch", "numba", "jax", "mpi4py", "cupy",
+# what `import sgdlab` and `sgdlab --help` must not load (SciPy included: the fused step's BLAS and
+# the sigmoid's expit are imported on first use)
+HEAVY = ("sklearn", "scipy", "matplotlib", "pandas", "tqdm", "pooch", "requests", "torch", "numba", "jax", "mpi4py",
+         "cupy",
          "sgdlab.lab", "sgdlab.estimators", "sgdlab.plots", "sgdlab.lr_find", "sgdlab.data.digits",
          "sgdlab.data.synthetic", "sgdlab.data.scaling")
 

@@ -12,11 +12,11 @@ forward pass already holds, so backprop needs no stored pre-activations:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
 from .backend import is_numpy
 
@@ -31,9 +31,17 @@ class Activation:
         return self.fn(z, xp)
 
 
+@functools.cache
+def _expit():
+    """SciPy's logistic function, imported on first use so that ``import sgdlab`` does not load SciPy."""
+    from scipy.special import expit
+
+    return expit
+
+
 def _sigmoid(z, xp):
     if is_numpy(xp):
-        return expit(z)  # one pass, no overflow warning
+        return _expit()(z)  # one pass, no overflow warning
     return 0.5 * (xp.tanh(0.5 * z) + 1.0)  # = 1/(1+e^{-z}), overflow-free
 
 
