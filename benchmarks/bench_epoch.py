@@ -21,9 +21,12 @@ peer at every batch size, the peers' order rotating), so a change in the machine
 of them alike; the first ``--warmup`` round(s) (compilation, caches) are dropped, and at least
 5 rounds are kept (batch 1 included). Every library gets the same number of threads
 (``--threads``, default 1): threadpoolctl for the BLAS of NumPy/SciPy/scikit-learn (and sgdlab),
-``torch.set_num_threads``, and XLA flags for JAX (single-threaded Eigen when threads = 1; XLA has
-no flag for another count, and JSON then says so). ``--pin`` also restricts the process to that
-many CPUs (sched_setaffinity), which binds every library whatever it decides inside.
+``torch.set_num_threads``, and XLA flags for JAX. Flags are not enough: JAX 0.10's CPU runtime
+ignores ``--xla_cpu_multi_thread_eigen=false`` and ran a 1024^3 product on both cores of a 2-core
+machine (24.8 ms of CPU in 12.9 ms of wall time), so by default the process is also pinned to
+``--threads`` CPUs (sched_setaffinity), which binds every library whatever it decides inside
+(``--no-pin`` turns that off). Each peer's CPU seconds per wall second are measured in every
+round and reported (column "CPU/wall"), so the thread counts are checked, not assumed.
 
 FLOPs are counted exactly from the layer sizes (``flops_per_example``): 319,600 per example for
 784-100-10, the multiply-adds of the matrix products (x2). The machine's float32 GEMM rate is
@@ -229,6 +232,13 @@ def _timed(f) -> float:
     return time.perf_counter() - t0
 
 
+def _timed_cpu(f) -> tuple[float, float]:
+    """(what f returns: its own timing, process CPU seconds per wall second during the call)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    seconds = f()
+    return seconds, (time.process_time() - c0) / (time.perf_counter() - t0)
+
+
 # ----------------------------------------------------------------------------- the run
 def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, stepper=None, log=print) -> dict:
     """Time one epoch of every peer at every batch size, ``rounds`` times, interleaved."""
@@ -243,13 +253,16 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
         runs = {(m, p): (sgdlab_peer(X, y, m, stepper) if p == "sgdlab" else FACTORIES[p](X, y, m))
                 for m in batch_sizes for p in peers}
         times = {key: [] for key in runs}
+        cpu = {key: [] for key in runs}
         gemm = []
         for r in range(rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
             gemm.append(sgemm_gflops(threads))
             for m in batch_sizes:
                 for p in order:
-                    times[m, p].append(runs[m, p]())
+                    seconds, load = _timed_cpu(runs[m, p])
+                    times[m, p].append(seconds)
+                    cpu[m, p].append(load)
             kept = "warm-up" if r < warmup else f"kept {r - warmup + 1}/{rounds - warmup}"
             log(f"round {r + 1}/{rounds} ({kept}): sgemm {gemm[-1]:.1f} GFLOP/s; " +
                 ", ".join(f"B={m} " + " ".join(f"{p}={times[m, p][-1]:.4f}" for p in peers) for m in batch_sizes))
@@ -262,7 +275,8 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
             t = times[m, p][warmup:]
             med = statistics.median(t)
             row[p] = {"median_s": med, "min_s": min(t), "max_s": max(t), "all_s": t,
-                      "gflops": flops / med / 1e9, "fraction_of_sgemm": flops / med / 1e9 / roof}
+                      "gflops": flops / med / 1e9, "fraction_of_sgemm": flops / med / 1e9 / roof,
+                      "cpu_per_wall": statistics.median(cpu[m, p][warmup:])}
             if p == "sgdlab":
                 row[p]["fit_wall_s_last"] = runs[m, p].info.get("wall")
                 row[p]["how"] = runs[m, p].info.get("how")
@@ -300,15 +314,17 @@ def verdicts(rows, peers) -> list[str]:
 
 def table(rows, peers) -> str:
     head = "| batch | updates/epoch | " + " | ".join(f"{p} s/epoch (min-max)" for p in peers) + \
-        " | sgdlab GFLOP/s | sgdlab / GEMM | " + " | ".join(f"{p} / sgdlab" for p in peers if p != "sgdlab") + " |"
+        " | sgdlab GFLOP/s | sgdlab / GEMM | " + " | ".join(f"{p} / sgdlab" for p in peers if p != "sgdlab") + \
+        " | CPU/wall (" + ", ".join(peers) + ") |"
     n_ratio = len([p for p in peers if p != "sgdlab"])
-    lines = [head, "|" + "---:|" * (2 + len(peers) + 2 + n_ratio)]
+    lines = [head, "|" + "---:|" * (2 + len(peers) + 2 + n_ratio + 1)]
     for r in rows:
         cells = [str(r["batch_size"]), str(r["updates_per_epoch"])]
         cells += [f"{r[p]['median_s']:.4f} ({r[p]['min_s']:.4f}-{r[p]['max_s']:.4f})" for p in peers]
         s = r.get("sgdlab")
         cells += [f"{s['gflops']:.1f}", f"{s['fraction_of_sgemm']:.0%}"] if s else ["-", "-"]
         cells += [f"{r[p]['median_s'] / s['median_s']:.1f}x" if s else "-" for p in peers if p != "sgdlab"]
+        cells.append(" ".join(f"{r[p]['cpu_per_wall']:.2f}" for p in peers))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -330,7 +346,8 @@ def main(argv=None) -> dict:
                     help="comma-separated; 'n' is the full batch (default 1,10,128,1024,n)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument("--threads", type=int, default=1, help="threads for every library (default 1)")
-    ap.add_argument("--pin", action="store_true", help="also restrict the process to --threads CPUs")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                    help="restrict the process to --threads CPUs (default on: XLA ignores its thread flags)")
     ap.add_argument("--repeats", type=int, default=None, help="kept rounds (default 5; 1 with --quick)")
     ap.add_argument("--warmup", type=int, default=1, help="rounds dropped first (default 1)")
     ap.add_argument("--stepper", default=None, help="force sgdlab.fit's stepper by name (if fit takes stepper=)")

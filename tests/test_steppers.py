@@ -359,6 +359,63 @@ def test_compiled_resumed_mid_epoch_is_bit_identical_and_agrees_with_reference(t
     assert_close(resumed, ref, TOL[dtype])
 
 
+def sparse_toy(toy):
+    """toy with about 40% of its inputs zero, so the compiled kernel's zero-input skips are exercised."""
+    X, y = toy
+    X = X.copy()
+    X[np.random.default_rng(5).random(X.shape) < 0.4] = 0.0
+    return X, y
+
+
+@pytest.mark.parametrize("sizes", [[5, 3], [5, 6, 3], [5, 6, 4, 3]], ids=["no-hidden", "one-hidden", "two-hidden"])
+@pytest.mark.parametrize("opt", OPTS, ids=["sgd", "momentum-schedule", "nesterov-decay", "decay"])
+@pytest.mark.parametrize("dtype,batch_size", [("float64", 1), ("float64", 3), ("float32", 1), ("float32", 7)])
+def test_compiled_blocks_of_whole_epochs_agree_with_reference(toy, sizes, opt, dtype, batch_size):
+    """Without per-update records each block is an epoch, so the first layer's update is made in one pass
+    with the next update's products (the path record_updates=True never takes); 40 % 3 and 40 % 7 leave a
+    short last batch, and zero inputs are skipped."""
+    pytest.importorskip("numba")
+    X, y = sparse_toy(toy)
+    nets = {}
+    for stepper in ("reference", "compiled"):
+        nets[stepper] = sgdlab.Network(sizes, seed=7, dtype=dtype)
+        sgdlab.fit(nets[stepper], X, y, batch_size=batch_size, epochs=3, seed=2, stepper=stepper, **opt)
+    assert_close(nets["compiled"].params, nets["reference"].params, TOL[dtype])
+
+
+class Interrupt(sgdlab.Callback):
+    """Stops training at update ``at``; the loop comes back every ``every`` updates (blocks of that length)."""
+
+    def __init__(self, at, every):
+        self.at, self.update_interval = at, every
+
+    def on_update_end(self, r):
+        if r["update"] == self.at:
+            raise sgdlab.StopTraining
+
+
+@pytest.mark.parametrize("batch_size,opt", [(1, dict(lr=0.1)), (1, dict(lr=0.05, momentum=0.9)),
+                                            (3, dict(lr=0.1)), (3, dict(lr=0.1, weight_decay=0.01))])
+def test_compiled_long_blocks_resume_bit_identically(toy, batch_size, opt):
+    """An update's arithmetic does not depend on where its block starts or ends, also when a block
+    spans many updates (the first layer's pass then also makes the next update's products)."""
+    pytest.importorskip("numba")
+    X, y = sparse_toy(toy)
+
+    def run(stop=None):
+        net, state = sgdlab.Network([5, 6, 3], seed=1, dtype="float32"), sgdlab.TrainState()
+        if stop:
+            sgdlab.fit(net, X, y, batch_size=batch_size, epochs=3, seed=4, stepper="compiled", state=state,
+                       callbacks=[Interrupt(*stop)], **opt)
+            assert state.step == stop[0] and state.position > 0
+        sgdlab.fit(net, X, y, batch_size=batch_size, epochs=3, seed=4, stepper="compiled", state=state, **opt)
+        return net.numpy_params()
+
+    whole = run()
+    assert params_equal(whole, run(stop=(9, 3)))
+    assert params_equal(whole, run(stop=(7, 7)))
+
+
 def test_switching_between_all_steppers_with_momentum_and_a_schedule(toy):
     """reference -> compiled -> reference (momentum and Nesterov) and fused -> reference -> compiled (plain),
     every update checked against a reference-only run (float64, rounding-level tolerance as above)."""

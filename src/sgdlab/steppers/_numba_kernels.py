@@ -12,14 +12,13 @@ njit = functools.partial(numba.njit, cache=True, nogil=True)
 
 @njit
 def activate(z, lo, hi, code):
+    one = z.dtype.type(1.0)  # arithmetic in the array's own precision
     if code == 0:  # sigmoid, without overflow: e^{-|z|} <= 1
         for j in range(lo, hi):
             v = z[j]
-            if v >= 0:
-                z[j] = 1.0 / (1.0 + np.exp(-v))
-            else:
-                e = np.exp(v)
-                z[j] = e / (1.0 + e)
+            e = np.exp(-abs(v))
+            s = one / (one + e)
+            z[j] = s if v >= 0 else e * s
     elif code == 1:
         for j in range(lo, hi):
             z[j] = np.tanh(z[j])
@@ -55,45 +54,43 @@ def slope(a, code):
 def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out, cost, nesterov,
           A, Z, D, acc, costs, want_costs):
     """Make len(etas) updates. P/V: flat params/velocity; H = [mu, lam] in the params' dtype;
-    A, Z, D: (max batch, units) workspaces for activations, output logits and deltas."""
+    A, Z, D: (max batch, units) workspaces for activations, output logits and deltas.
+
+    The first layer's weights are the largest array and are read twice per update, by the update and
+    by the next update's forward pass. Both are made in one pass over its rows: row i is updated,
+    then (still in cache) multiplied into the next batch's products. The arithmetic, and its order for
+    every element, is that of updating all rows first and then starting the next forward pass."""
     L = sizes.shape[0] - 1
     mu, lam = H[0], H[1]
     k_out = sizes[L]
     oo = uoff[L - 1]  # column offset of the output layer in A and D
-    for u in range(etas.shape[0]):
+    n_up = etas.shape[0]
+    local = np.arange(A.shape[0])  # rows of the workspaces
+    want_z = want_costs and cost == 1  # the cross-entropy's value is computed from the logits
+    ahead = False  # the first layer's products for this update were made during the previous one
+    for u in range(n_up):
         r0, r1 = starts[u], starts[u + 1]
         m = r1 - r0
         eta = etas[u]
         total = 0.0
         # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l); A[r] holds row r's layers side by side.
-        # One row: z += a_i W_i over the inputs. Several: the same, each row W_i read once for all rows.
+        # z += a_i W_i over the inputs i, each row W_i read once for all rows; zero inputs skipped (exact).
         for l in range(L):
             fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
             W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
-            A[:m, o:o + fo] = 0.0
-            if m == 1:
-                a_in = X[idx[r0]] if l == 0 else A[0, uoff[l - 1]:uoff[l - 1] + fi]
-                z = A[0, o:o + fo]
+            if l > 0 or not ahead:
+                A[:m, o:o + fo] = 0.0
                 for i in range(fi):
-                    ai = a_in[i]
-                    if ai != 0:  # exact: a zero input adds nothing (sparse inputs such as MNIST pixels)
-                        for j in range(fo):
-                            z[j] += ai * W[i, j]
-            else:
-                for i in range(fi):
-                    w = W[i]
                     for r in range(m):
                         ai = X[idx[r0 + r], i] if l == 0 else A[r, uoff[l - 1] + i]
                         if ai != 0:
-                            z = A[r, o:o + fo]
                             for j in range(fo):
-                                z[j] += ai * w[j]
+                                A[r, o + j] += ai * W[i, j]
             for r in range(m):
-                z = A[r, o:o + fo]
                 for j in range(fo):
-                    z[j] += b[j]
-                if l == L - 1:
-                    Z[r, :] = z
+                    A[r, o + j] += b[j]
+                if l == L - 1 and want_z:  # the logits, for the costs that are computed from them
+                    Z[r, :] = A[r, o:o + fo]
                 activate(A[r], o, o + fo, out if l == L - 1 else hidden)
         for r in range(m):
             # the output error delta_L and the cost of this row
@@ -113,73 +110,33 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
                     a = A[r, oo + j]
                     D[r, oo + j] = (a - y[j]) * slope(a, out)
             if want_costs:
-                if cost == 0:
-                    for j in range(k_out):
-                        d = A[r, oo + j] - y[j]
-                        total += 0.5 * d * d
-                elif out == 4:  # logsumexp(z) sum_k y_k - sum_k y_k z_k
-                    mx = Z[r, 0]
-                    for j in range(1, k_out):
-                        mx = max(mx, Z[r, j])
-                    se, sy, syz = 0.0, 0.0, 0.0
-                    for j in range(k_out):
-                        se += np.exp(Z[r, j] - mx)
-                        sy += y[j]
-                        syz += y[j] * Z[r, j]
-                    total += (mx + np.log(se)) * sy - syz
-                else:  # sum_j softplus(z_j) - y_j z_j
-                    for j in range(k_out):
-                        z = Z[r, j]
-                        total += max(z, 0.0) + np.log1p(np.exp(-abs(z))) - y[j] * z
+                total += row_cost(A[r], Z[r], y, oo, k_out, out, cost)
             # backward: delta_{l-1} = (W_l delta_l) * f'(a_{l-1})
             for l in range(L - 1, 0, -1):
                 fi, fo, o, oi = sizes[l], sizes[l + 1], uoff[l], uoff[l - 1]
                 W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
-                d, d_in, a_in = D[r, o:o + fo], D[r, oi:oi + fi], A[r, oi:oi + fi]
                 for i in range(fi):
                     s = 0.0
                     for j in range(fo):
-                        s += W[i, j] * d[j]
-                    d_in[i] = s * slope(a_in[i], hidden)
+                        s += W[i, j] * D[r, o + j]
+                    D[r, oi + i] = s * slope(A[r, oi + i], hidden)
         if want_costs:
             costs[u] = total / m
-        # the update of every layer, from the deltas of all m rows
+        # the updates, from the deltas of all m rows: the last layer first, so that the first layer's
+        # pass can overwrite its activations with the next batch's products
         fm = P.dtype.type(m)
-        plain = mu == 0 and lam == 0
-        for l in range(L):
+        ahead = u + 1 < n_up
+        for l in range(L - 1, -1, -1):
             fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
             W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
-            acc_l = acc[:fo]
-            for i in range(fi):
-                if m == 1 and plain:  # W_i <- W_i - (eta a_i / 1) delta: one pass, nothing to add for a_i = 0
-                    ai = X[idx[r0], i] if l == 0 else A[0, uoff[l - 1] + i]
-                    if ai != 0:
-                        c = eta * ai
-                        d = D[0, o:o + fo]
-                        for j in range(fo):
-                            W[i, j] -= c * d[j]
-                    continue
-                acc_l[:] = 0.0
-                for r in range(m):
-                    ai = X[idx[r0 + r], i] if l == 0 else A[r, uoff[l - 1] + i]
-                    if ai != 0:
-                        d = D[r, o:o + fo]
-                        for j in range(fo):
-                            acc_l[j] += ai * d[j]
-                if mu != 0:
-                    vW = V[offW[l] + i * fo:offW[l] + (i + 1) * fo]
-                    for j in range(fo):
-                        g = acc_l[j] / fm + lam * W[i, j]
-                        v = mu * vW[j] + g
-                        vW[j] = v
-                        W[i, j] -= eta * (g + mu * v if nesterov else v)
-                elif lam != 0:
-                    for j in range(fo):
-                        W[i, j] -= eta * (acc_l[j] / fm + lam * W[i, j])
-                else:
-                    c = eta / fm
-                    for j in range(fo):
-                        W[i, j] -= c * acc_l[j]
+            VW = V[offW[l]:offW[l] + fi * fo].reshape((fi, fo)) if mu != 0 else W
+            if l > 0:  # inputs: the activations of the layer below, rows 0..m-1 of A
+                update_layer(W, VW, A, local, uoff[l - 1], m, D, o, X, idx, 0, A, acc, eta, fm, mu, lam, nesterov)
+            else:  # inputs: the batch's rows of X; and the next batch's products (into A, which is free now)
+                mn = starts[u + 2] - starts[u + 1] if ahead else 0
+                A[:mn, :fo] = 0.0
+                update_layer(W, VW, X, idx[r0:r1], 0, m, D, o, X, idx[r1:r1 + mn], mn, A, acc, eta, fm, mu, lam,
+                             nesterov)
             b = P[offb[l]:offb[l] + fo]
             for j in range(fo):
                 s = D[0, o + j]
@@ -192,3 +149,89 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
                     g = g + mu * v if nesterov else v
                 b[j] -= eta * g
 
+
+@njit
+def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm, mu, lam, nesterov):
+    """One layer's update from its m inputs a_ri = S[rows[r], so + i] and deltas D[r, do:do + fo], with the
+    formulas of ``optim.sgd`` (VW: the weights' velocity, momentum only); then, for the first layer, the
+    next batch's products z_r = x_r W with the updated rows, x_r = N[next_rows[r]], into A[:mn, :fo]: one
+    pass over W's rows, each updated and then used while it is in cache (the order of the arithmetic for
+    every element is that of updating all rows first and then starting the next forward pass)."""
+    fi, fo = W.shape
+    if m == 1 and mu == 0 and lam == 0 and mn <= 1:  # plain SGD, one example: w_i <- w_i - (eta a_i) delta
+        x, d, z = S[rows[0], so:so + fi], D[0, do:do + fo], A[0, :fo]
+        if mn == 1:
+            sgd_row_pass(W, x, N[next_rows[0]], d, z, eta)
+            return
+        for i in range(fi):
+            c = eta * x[i]
+            if c != 0:
+                for j in range(fo):
+                    W[i, j] -= c * d[j]
+        return
+    for i in range(fi):
+        w = W[i]
+        for j in range(fo):
+            acc[j] = 0.0
+        for r in range(m):
+            ai = S[rows[r], so + i]
+            if ai != 0:
+                d = D[r, do:do + fo]
+                for j in range(fo):
+                    acc[j] += ai * d[j]
+        if mu != 0:
+            for j in range(fo):
+                g = acc[j] / fm + lam * w[j]
+                v = mu * VW[i, j] + g
+                VW[i, j] = v
+                w[j] -= eta * (g + mu * v if nesterov else v)
+        elif lam != 0:
+            for j in range(fo):
+                w[j] -= eta * (acc[j] / fm + lam * w[j])
+        else:
+            c = eta / fm
+            for j in range(fo):
+                w[j] -= c * acc[j]
+        for r in range(mn):  # the next batch's products with the updated row
+            xn = N[next_rows[r], i]
+            if xn != 0:
+                for j in range(fo):
+                    A[r, j] += xn * w[j]
+
+
+@njit
+def sgd_row_pass(W, x, xn, d, z, eta):
+    """W <- W - eta x d^T, then z = xn W with the new W, in one pass over W's rows."""
+    fi, fo = W.shape
+    for i in range(fi):
+        c, a = eta * x[i], xn[i]
+        if c == 0 and a == 0:  # a zero input (sparse data): nothing to update or to add
+            continue
+        for j in range(fo):
+            v = W[i, j] - c * d[j]
+            W[i, j] = v
+            z[j] += a * v
+
+
+@njit
+def row_cost(a_row, z, y, oo, k_out, out, cost):
+    """C_x of one row from its outputs a_row[oo:oo + k_out] and logits z (as in ``sgdlab.costs``)."""
+    total = 0.0
+    if cost == 0:
+        for j in range(k_out):
+            d = a_row[oo + j] - y[j]
+            total += 0.5 * d * d
+    elif out == 4:  # logsumexp(z) sum_k y_k - sum_k y_k z_k
+        mx = z[0]
+        for j in range(1, k_out):
+            mx = max(mx, z[j])
+        se, sy, syz = 0.0, 0.0, 0.0
+        for j in range(k_out):
+            se += np.exp(z[j] - mx)
+            sy += y[j]
+            syz += y[j] * z[j]
+        total += (mx + np.log(se)) * sy - syz
+    else:  # sum_j softplus(z_j) - y_j z_j
+        for j in range(k_out):
+            total += max(z[j], 0.0) + np.log1p(np.exp(-abs(z[j]))) - y[j] * z[j]
+    return total
