@@ -499,3 +499,70 @@ def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, m
         h = sgdlab.fit(net, data, y, batch_size=2, epochs=2, seed=1, momentum=0.5, stepper="compiled")
         runs.append((net.numpy_params(), h["train_cost"]))
     assert params_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+
+
+# ----------------------------------------------------------------- the buffered stepper (big batches)
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: "-".join(a.values()) or "default")
+@pytest.mark.parametrize("opt", [dict(lr=0.1), dict(lr=schedules.inverse_time(0.05, 0.1), weight_decay=0.05)],
+                         ids=["sgd", "schedule-decay"])
+@pytest.mark.parametrize("dtype,batch_size,big_arrays", [("float64", 16, False), ("float32", 40, False),
+                                                          ("float64", 16, True)])
+def test_buffered_agrees_with_reference(toy, arch, opt, dtype, batch_size, big_arrays, monkeypatch):
+    """Same updates as the reference chain, to rounding: batches of 16 (40 % 16 leaves a short last batch
+    in the same buffers) and the full batch; big_arrays forces the in-place activations' big-array forms."""
+    from sgdlab import activations
+
+    if big_arrays:
+        monkeypatch.setattr(activations, "INPLACE_SIGMOID_MIN", 0)
+    ref, h_ref = trained(toy, "reference", dtype, arch, opt, batch_size)
+    net, h = trained(toy, "buffered", dtype, arch, opt, batch_size)
+    assert h.config["stepper"] == "buffered"
+    np.testing.assert_allclose([u["batch_cost"] for u in h.updates], [u["batch_cost"] for u in h_ref.updates],
+                               rtol=TOL[dtype], atol=TOL[dtype])
+    assert_close(net.params, ref.params, TOL[dtype])
+
+
+def test_buffered_is_chosen_above_the_fused_range_and_allocates_no_batch_per_update():
+    import tracemalloc
+
+    from sgdlab.steppers.fused import FUSED_MAX_BATCH
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((512, 20)), rng.integers(0, 3, 512)
+    net = sgdlab.Network([20, 200, 3], seed=0)
+    m = 4 * FUSED_MAX_BATCH
+    h = sgdlab.fit(net, X, y, batch_size=m, epochs=1, eval_train=False)
+    assert h.config["stepper"] == "buffered"
+    assert sgdlab.fit(net, X, y, batch_size=m, epochs=1, momentum=0.9).config["stepper"] == "reference"
+    batch_array = m * 200 * 4  # one float32 (m, 200) intermediate
+
+    class PeakAfterFirstEpoch(sgdlab.Callback):
+        def on_epoch_end(self, r):
+            if r["epoch"] == 1:  # the buffers exist now: measure the second epoch's updates alone
+                tracemalloc.reset_peak()
+                self.base = tracemalloc.get_traced_memory()[0]
+
+    for stepper, small in (("buffered", True), ("reference", False)):
+        tracemalloc.start()
+        probe = PeakAfterFirstEpoch()
+        sgdlab.fit(net, X, y, batch_size=m, epochs=2, eval_train=False, stepper=stepper, callbacks=[probe])
+        peak = tracemalloc.get_traced_memory()[1] - probe.base
+        tracemalloc.stop()
+        assert (peak < batch_array) == small, (stepper, peak)
+
+
+def test_sigmoid_in_place_matches_expit_and_saturates_without_warnings():
+    import warnings
+
+    from scipy.special import expit
+
+    from sgdlab.activations import ACTIVATIONS, INPLACE_SIGMOID_MIN
+
+    z = np.concatenate([np.linspace(-120, 120, INPLACE_SIGMOID_MIN), [-1e30, 1e30, 0.0]]).astype(np.float32)
+    a = z.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ACTIVATIONS["sigmoid"].fn_inplace(a)
+    want = expit(z)
+    np.testing.assert_allclose(a, want, rtol=4 * np.finfo(np.float32).eps, atol=0)  # a few roundings apart
+    assert a[-3] == 0.0 and a[-2] == 1.0 and a[-1] == 0.5

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .activations import Activation
 from .backend import dot
 
@@ -60,6 +62,46 @@ def backprop(arch: Arch, params, X, T, xp):
         assert grad is not None, "hidden activations are elementwise"
         delta = dot(xp, delta, params[l][0].T) * grad(acts[l], xp)
         deltas.append(delta)
+    deltas.reverse()
+    return acts, deltas, z
+
+
+def buffer(work: dict, key, rows: int, cols: int, dtype):
+    """Rows 0..rows-1 of a (>= rows, cols) array kept in ``work`` under ``key``, grown when too small."""
+    b = work.get(key)
+    if b is None or b.shape[0] < rows or b.shape[1] != cols or b.dtype != dtype:
+        b = work[key] = np.empty((rows, cols), dtype)
+    return b[:rows]
+
+
+def backprop_into(arch: Arch, params, X, T, work: dict):
+    """``backprop`` on NumPy arrays, its big intermediates written into the buffers of ``work`` (a dict
+    the caller keeps from one update to the next) with the activations' in-place forms: the same
+    formulas without a fresh array per step. On big batches the fresh arrays cost more than the
+    arithmetic (each 8000x100 float32 temporary is new memory to fault in). Returns (acts, deltas, z_L)
+    like ``backprop``; the arrays are overwritten by the next call."""
+    m, last, dtype = X.shape[0], len(params) - 1, params[0][0].dtype
+    acts, a = [X], X
+    for l, (W, b) in enumerate(params):
+        z = buffer(work, ("z", l), m, W.shape[1], dtype)
+        np.matmul(a, W, out=z)
+        z += b
+        if l < last and arch.activation.fn_inplace is not None:
+            arch.activation.fn_inplace(z)  # z is not needed again: f' comes from a
+            a = z
+        else:  # the output layer keeps z_L for the cost
+            a = (arch.output_activation if l == last else arch.activation).fn(z, np)
+        acts.append(a)
+    delta = arch.cost.delta(z, a, T, arch.output_activation, np)
+    deltas = [delta]
+    times_grad = arch.activation.times_grad
+    assert times_grad is not None, "hidden activations are elementwise"
+    for l in range(last, 0, -1):
+        d = buffer(work, ("d", l), m, params[l][0].shape[0], dtype)
+        np.matmul(delta, params[l][0].T, out=d)
+        times_grad(d, acts[l], buffer(work, ("tmp", l), m, d.shape[1], dtype))
+        delta = d
+        deltas.append(d)
     deltas.reverse()
     return acts, deltas, z
 

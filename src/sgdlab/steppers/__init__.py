@@ -25,7 +25,7 @@ Context (``StepContext``), built by ``fit`` once:
 
 Stepper protocol (subclass ``Stepper``, decorate with ``@register``):
     ``name``: the registry key and ``fit(..., stepper=name)``; ``priority``: automatic selection
-    tries lower numbers first (chunked 10, compiled 40, fused 50, reference 1000).
+    tries lower numbers first (chunked 10, compiled 40, fused 50, buffered 60, reference 1000).
     ``unsupported(ctx) -> str | None`` (classmethod): why it cannot run ``ctx``, None when it can.
     ``preferred(ctx) -> bool`` (classmethod): whether automatic selection should take it.
     ``__init__(ctx)``; ``prepare() -> dict``: one-off work before the clock starts (compilation,
@@ -53,7 +53,8 @@ Momentum buffers live in ``state.opt_state`` (``optim.sgd_velocity``), in the pa
 Selection: ``select_stepper(ctx, name=None)`` forces ``name`` (a clear ValueError when it cannot
 run the context) or takes the first registered stepper by priority that supports and prefers it.
 Registered: ``reference`` (array API; any optimizer), ``fused`` (NumPy BLAS gemm, SGD without
-momentum, batches <= ``fused.FUSED_MAX_BATCH``), ``chunked`` (full batch over data on disk),
+momentum, batches <= ``fused.FUSED_MAX_BATCH``), ``buffered`` (NumPy, SGD without momentum, bigger
+batches: every intermediate in a reused buffer), ``chunked`` (full batch over data on disk),
 ``compiled`` (numba; see ``steppers.compiled``). GPU and MPI steppers register themselves the
 same way from their own modules (imported here when present).
 """
@@ -62,7 +63,7 @@ from __future__ import annotations
 
 # register the built-in steppers; mpi imports mpi4py only when run, and torch_step (the PyTorch/GPU stepper)
 # imports torch only when it runs
-from . import chunked, fused, mpi, reference, torch_step  # noqa: F401
+from . import buffered, chunked, fused, mpi, reference, torch_step  # noqa: F401
 from .base import FULL_BATCH, StepContext, Stepper, advance, available, register, select_stepper
 
 try:  # the compiled stepper registers itself; numba is imported lazily when it runs

@@ -66,6 +66,8 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
     oo = uoff[L - 1]  # column offset of the output layer in A and D
     n_up = etas.shape[0]
     local = np.arange(A.shape[0])  # rows of the workspaces
+    G = np.empty((2, A.shape[0], X.shape[1]), X.dtype)  # this batch's and the next batch's inputs, gathered
+    cur, gathered = 0, False
     want_z = want_costs and cost == 1  # the cross-entropy's value is computed from the logits
     ahead = False  # the first layer's products for this update were made during the previous one
     for u in range(n_up):
@@ -135,8 +137,16 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
             else:  # inputs: the batch's rows of X; and the next batch's products (into A, which is free now)
                 mn = starts[u + 2] - starts[u + 1] if ahead else 0
                 A[:mn, :fo] = 0.0
-                update_layer(W, VW, X, idx[r0:r1], 0, m, D, o, X, idx[r1:r1 + mn], mn, A, acc, eta, fm, mu, lam,
-                             nesterov)
+                if mu == 0 and lam == 0 and (m > 1 or mn > 1):  # plain SGD on batches: rows gathered
+                    if not gathered:
+                        gather(X, idx[r0:r1], G[cur])
+                    gather(X, idx[r1:r1 + mn], G[1 - cur])
+                    batch_row_pass(W, G[cur], m, D, eta / fm, G[1 - cur], mn, A, acc)
+                    cur, gathered = 1 - cur, True
+                else:
+                    update_layer(W, VW, X, idx[r0:r1], 0, m, D, o, X, idx[r1:r1 + mn], mn, A, acc, eta, fm, mu,
+                                 lam, nesterov)
+                    gathered = False
             b = P[offb[l]:offb[l] + fo]
             for j in range(fo):
                 s = D[0, o + j]
@@ -197,6 +207,49 @@ def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm
             if xn != 0:
                 for j in range(fo):
                     A[r, j] += xn * w[j]
+
+
+@njit
+def gather(X, rows, out):
+    """out[:len(rows)] = X[rows]."""
+    for r in range(rows.shape[0]):
+        out[r, :] = X[rows[r]]
+
+
+@njit
+def batch_row_pass(W, Xb, m, D, c, Xn, mn, A, acc):
+    """Plain SGD on a batch, W <- W - c Xb[:m]^T D[:m, :fo] with c = eta/m, then the next batch's
+    products A[:mn, :fo] = Xn[:mn] W with the new W, in one pass over W's rows (as ``update_layer``).
+
+    The gradient's sums run over r in the plain order, four terms per statement so that a partial sum
+    stays in a register instead of going to memory and back: the same roundings as one term at a time.
+    A zero input adds nothing: four rows' zeros (an input unused by the batch, as MNIST's border
+    pixels are) are skipped together."""
+    fi, fo = W.shape
+    zero = W.dtype.type(0)
+    for i in range(fi):
+        for j in range(fo):
+            acc[j] = zero
+        r = 0
+        while r + 4 <= m:
+            a0, a1, a2, a3 = Xb[r, i], Xb[r + 1, i], Xb[r + 2, i], Xb[r + 3, i]
+            if a0 != 0 or a1 != 0 or a2 != 0 or a3 != 0:
+                for j in range(fo):
+                    acc[j] = (((acc[j] + a0 * D[r, j]) + a1 * D[r + 1, j]) + a2 * D[r + 2, j]) + a3 * D[r + 3, j]
+            r += 4
+        while r < m:
+            a0 = Xb[r, i]
+            if a0 != 0:
+                for j in range(fo):
+                    acc[j] += a0 * D[r, j]
+            r += 1
+        for j in range(fo):
+            W[i, j] -= c * acc[j]
+        for r in range(mn):  # the next batch's products with the updated row, while it is in cache
+            x0 = Xn[r, i]
+            if x0 != 0:
+                for j in range(fo):
+                    A[r, j] += x0 * W[i, j]
 
 
 @njit

@@ -6,6 +6,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..backend import is_numpy
 from ..optim import sgd_state
 
@@ -92,6 +94,21 @@ class Stepper:
     def rows(self, idx):
         """(X_b, T_b) for one batch."""
         return (self.data.X, self.data.T) if idx is FULL_BATCH else self.data.batch(idx)
+
+
+def rows_into(data, idx, work: dict):
+    """(X_b, T_b) for one batch of in-memory NumPy data, gathered into buffers kept in ``work`` (no new
+    array per update); other data (on disk, other namespaces, the full batch) as ``data.batch``."""
+    if idx is FULL_BATCH:
+        return data.X, data.T
+    if data.on_disk or not isinstance(data.X, np.ndarray):
+        return data.batch(idx)
+    from ..kernels import buffer
+
+    X = buffer(work, "X", len(idx), data.X.shape[1], data.X.dtype)
+    T = buffer(work, "T", len(idx), data.T.shape[1], data.T.dtype)
+    # the sampler's indices are in range; mode="raise" would copy through a temporary (NumPy's docs)
+    return data.X.take(idx, axis=0, out=X, mode="clip"), data.T.take(idx, axis=0, out=T, mode="clip")
 
 
 def needs_numpy_sgd(ctx) -> str | None:

@@ -37,9 +37,9 @@ import numpy as np
 from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
 
-COMPILED_MAX_BATCH = 8
+COMPILED_MAX_BATCH = 12
 """Largest batch automatic selection runs compiled on sparse inputs (at least half zeros, e.g. MNIST)."""
-COMPILED_MAX_BATCH_DENSE = 2
+COMPILED_MAX_BATCH_DENSE = 6
 """... and on dense inputs. Measured crossovers with the fused path, 784-100-10, one thread (README):
 the compiled kernel skips zero inputs exactly, BLAS does not, so the crossover depends on sparsity."""
 

@@ -22,6 +22,10 @@ MULTI_THREAD_MIN_MACS = 1024 * 784 * 100
 
 @functools.cache
 def _controller():
+    """threadpoolctl's view of the BLAS libraries, taken once: SciPy's private OpenBLAS is loaded first
+    (by importing scipy.linalg, which the fused stepper and the sigmoid need anyway), or a library
+    loaded after the scan would run uncontrolled on its default threads."""
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

@@ -1,0 +1,78 @@
+"""The buffered stepper: plain SGD (no momentum) on NumPy for big batches, with no array allocated per update.
+
+    W <- (1 - eta lam) W - (eta/m) a_{l-1}^T delta_l,    b <- b - (eta/m) sum_rows delta_l
+
+the update of the reference chain (``optim.sgd``) up to rounding, as the fused stepper makes it
+(a test proves they agree), with every intermediate in a buffer
+kept from one update to the next: the batch's rows are gathered into one (``np.take(out=)``), the
+backward pass writes into others (``kernels.backprop_into``), the gradient products go into
+gradient buffers (``np.matmul(out=)``, NumPy's BLAS and its threads) and the update is made in
+place. On a big batch a fresh array is new memory for the kernel to fault in, page by page, and
+the reference path makes a dozen per update: at 8,000 x 784-100-10 rows they cost more than all
+the elementwise arithmetic (README, "Speed"). Automatic selection takes this stepper above
+``fused.FUSED_MAX_BATCH`` rows, where the fused path's in-place gemm stops paying.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from .base import Stepper, advance, needs_numpy_sgd, register, rows_into
+from .fused import FUSED_MAX_BATCH
+from .threads import blas_threads
+
+
+@register
+class BufferedStepper(Stepper):
+    name = "buffered"
+    priority = 60
+
+    @classmethod
+    def unsupported(cls, ctx):
+        if (why := needs_numpy_sgd(ctx)) is not None:
+            return why
+        if ctx.hyper.momentum != 0:
+            return "it makes plain SGD updates only (momentum=0)"
+        return None
+
+    @classmethod
+    def preferred(cls, ctx):
+        return ctx.batch_size > FUSED_MAX_BATCH
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.work: dict = {}
+
+    def session(self):
+        return blas_threads(self.net.sizes, self.ctx.batch_size)
+
+    def guard(self):
+        return np.errstate(all="ignore")  # overflow: NaN cost
+
+    def run(self, state, batches, etas, want_costs):
+        net, arch, lam, work = self.net, self.net.arch, self.ctx.hyper.weight_decay, self.work
+        costs = [] if want_costs else None
+        for idx, eta in zip(batches, etas, strict=True):
+            X, T = rows_into(self.data, idx, work)
+            acts, deltas, z = kernels.backprop_into(arch, net.params, X, T, work)
+            m = X.shape[0]
+            if want_costs:  # before the update, from this forward pass
+                costs.append(float(kernels.cost_sum(arch, acts, z, T, np)) / m)
+            params = []
+            for l, ((W, b), a, d) in enumerate(zip(net.params, acts[:-1], deltas, strict=True)):
+                G = kernels.buffer(work, ("G", l), W.shape[0], W.shape[1], W.dtype)
+                np.matmul(a.T, d, out=G)  # sum over the rows of a_{l-1}^T delta_l
+                G *= eta / m
+                gb = d.sum(axis=0)
+                gb *= eta / m
+                if not (W.flags.writeable and b.flags.writeable):  # handed in read-only: copies, updated
+                    W, b = W.copy(), b.copy()
+                if lam:
+                    W *= 1.0 - eta * lam
+                W -= G
+                b -= gb
+                params.append((W, b))
+            net.params = params
+            advance(state, self.opt)
+        return costs
