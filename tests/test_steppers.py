@@ -520,6 +520,12 @@ def test_buffered_agrees_with_reference(toy, arch, opt, dtype, batch_size, big_a
     np.testing.assert_allclose([u["batch_cost"] for u in h.updates], [u["batch_cost"] for u in h_ref.updates],
                                rtol=TOL[dtype], atol=TOL[dtype])
     assert_close(net.params, ref.params, TOL[dtype])
+    # and in blocks of whole epochs (no per-update records), where an update follows another in one call
+    nets = {}
+    for name in ("reference", "buffered"):
+        nets[name] = sgdlab.Network([5, 6, 4, 3], seed=7, dtype=dtype, **arch)
+        sgdlab.fit(nets[name], toy[0], toy[1], batch_size=batch_size, epochs=3, seed=2, stepper=name, **opt)
+    assert_close(nets["buffered"].params, nets["reference"].params, TOL[dtype])
 
 
 def test_buffered_is_chosen_above_the_fused_range_and_allocates_no_batch_per_update():

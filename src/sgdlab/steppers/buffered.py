@@ -60,8 +60,8 @@ class BufferedStepper(Stepper):
             if want_costs:  # before the update, from this forward pass
                 costs.append(float(kernels.cost_sum(arch, acts, z, T, np)) / m)
             params = []
-            for l, ((W, b), a, d) in enumerate(zip(net.params, acts[:-1], deltas, strict=True)):
-                G = kernels.buffer(work, ("G", l), W.shape[0], W.shape[1], W.dtype)
+            for layer, ((W, b), a, d) in enumerate(zip(net.params, acts[:-1], deltas, strict=True)):
+                G = kernels.buffer(work, ("G", layer), W.shape[0], W.shape[1], W.dtype)
                 np.matmul(a.T, d, out=G)  # sum over the rows of a_{l-1}^T delta_l
                 G *= eta / m
                 gb = d.sum(axis=0)
