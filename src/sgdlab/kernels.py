@@ -45,10 +45,15 @@ class Arch:
 def forward(arch: Arch, params, X, xp):
     """Activations [a_0 = X, a_1, ..., a_L] and the output pre-activation z_L."""
     acts, a, last = [X], X, len(params) - 1
+    inplace = arch.activation.fn_inplace if xp is np else None
     for l, (W, b) in enumerate(params):
         z = dot(xp, a, W)
         z += b
-        a = (arch.output_activation if l == last else arch.activation).fn(z, xp)
+        if l < last and inplace is not None:  # a hidden layer's z is this function's own: overwrite it
+            inplace(z)
+            a = z
+        else:
+            a = (arch.output_activation if l == last else arch.activation).fn(z, xp)
         acts.append(a)
     return acts, z
 
