@@ -18,37 +18,20 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .base import Stepper, advance, needs_numpy_sgd, register, rows_into
-from .fused import FUSED_MAX_BATCH
-from .threads import blas_threads
+from .base import advance, register, rows_into
+from .fused import FUSED_MAX_BATCH, FusedStepper
 
 
 @register
-class BufferedStepper(Stepper):
+class BufferedStepper(FusedStepper):
+    """The fused stepper's preconditions, buffers, threads and guard; its own update (see above)."""
+
     name = "buffered"
     priority = 60
 
     @classmethod
-    def unsupported(cls, ctx):
-        if (why := needs_numpy_sgd(ctx)) is not None:
-            return why
-        if ctx.hyper.momentum != 0:
-            return "it makes plain SGD updates only (momentum=0)"
-        return None
-
-    @classmethod
     def preferred(cls, ctx):
         return ctx.batch_size > FUSED_MAX_BATCH
-
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.work: dict = {}
-
-    def session(self):
-        return blas_threads(self.net.sizes, self.ctx.batch_size)
-
-    def guard(self):
-        return np.errstate(all="ignore")  # overflow: NaN cost
 
     def run(self, state, batches, etas, want_costs):
         net, arch, lam, work = self.net, self.net.arch, self.ctx.hyper.weight_decay, self.work
