@@ -359,7 +359,15 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (1 if args.quick else 5)
     if args.stepper is not None and "stepper" not in inspect.signature(sgdlab.fit).parameters:
         ap.error("this sgdlab.fit takes no stepper= argument")
-    threads = limit_threads(args.threads, args.pin)
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        return _main(args, ap, n, batch_sizes, repeats, limit_threads(args.threads, args.pin))
+    finally:  # a caller in the same process (a test) gets its CPUs back
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+
+def _main(args, ap, n, batch_sizes, repeats, threads) -> dict:
     peers, skipped = [], {}
     for p in args.peers.split(","):
         p = p.strip()

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def test_bench_epoch_quick_smallest_configuration_end_to_end(tmp_path, monkeypat
     monkeypatch.setenv("XLA_FLAGS", "")  # the benchmark sets JAX's thread flags; keep them out of other tests
     bench = load("bench_epoch")
     out = tmp_path / "epoch.json"
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     result = bench.main(["--quick", "--n", "64", "--batch-sizes", "n", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["flops_per_example"] == 319_600 and saved["rounds"] == {"warmup": 1, "kept": 1}
@@ -36,6 +38,9 @@ def test_bench_epoch_quick_smallest_configuration_end_to_end(tmp_path, monkeypat
     for p in saved["peers"]:
         assert row[p]["median_s"] > 0 and len(row[p]["all_s"]) == 1 and row[p]["gflops"] > 0
     assert saved["sgemm_gflops"]["median"] > 0 and saved["threads"]["threads"] == 1
+    if hasattr(os, "sched_getaffinity"):  # pinned to one CPU while it ran, and given the CPUs back after
+        assert len(saved["threads"]["pinned_cpus"]) == 1 and os.sched_getaffinity(0) == cpus
+    assert all(row[p]["cpu_per_wall"] < 1.5 for p in saved["peers"])  # pinned to one CPU: at most ~1 CPU s per s
     assert saved["load_before"] is None or len(saved["load_before"]) == 3
     assert saved["machine"]["cpu"] and any(v.startswith("full batch (B=64)") for v in saved["verdicts"])
     assert result["rows"][0]["sgdlab"]["median_s"] == row["sgdlab"]["median_s"]
