@@ -277,7 +277,7 @@ def test_update_callbacks_see_every_update_and_can_stop_training(toy):
     assert h.last["train_cost"] == pytest.approx(probe.costs[-1])  # the network stopped where the probe saw it
 
 
-# ----------------------------------------------------------------- mean_batch_cost and when the training set is evaluated
+# ----------------------------------------------------------------- mean_batch_cost; when the training set is evaluated
 @pytest.mark.parametrize("stepper", ["reference", "fused", "compiled"])
 @pytest.mark.parametrize("bs", [1, 7])
 def test_mean_batch_cost_is_each_batchs_cost_before_its_update_weighted_by_its_size(toy, stepper, bs):
@@ -319,7 +319,8 @@ def test_update_records_carry_the_running_mean_that_ends_as_the_epochs(toy):
                    record_updates=True)
     for epoch in (1, 2):
         ups = [u for u in h.updates if u["epoch"] == epoch]
-        running = np.cumsum([u["batch_cost"] * u["batch_size"] for u in ups]) / np.cumsum([u["batch_size"] for u in ups])
+        sizes = np.cumsum([u["batch_size"] for u in ups])
+        running = np.cumsum([u["batch_cost"] * u["batch_size"] for u in ups]) / sizes
         np.testing.assert_allclose([u["mean_batch_cost"] for u in ups], running, rtol=1e-12)
         assert ups[-1]["mean_batch_cost"] == h.epochs[epoch]["mean_batch_cost"]
         assert [u["batch_size"] for u in ups] == [7] * 5 + [5]

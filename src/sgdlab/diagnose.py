@@ -17,7 +17,9 @@ Every sentence comes from the numbers by a rule stated here:
   every epoch; else the costs of the first rule). Each sentence names the series it read:
   1. a value above the start at some epoch, or one class predicted for every example (saturated
      units): the step is too large;
-  2. the value fell in every epoch: still falling, so too few epochs or a step too small;
+  2. the value fell in every epoch (only read from a series recorded after every epoch: two
+     evaluations, before and after training, say nothing about the epochs between): still
+     falling, so too few epochs or a step too small;
   3. otherwise the cost stopped at a poor value: a step too small or too large; lr-find tells which.
 """
 
@@ -92,11 +94,11 @@ def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | 
         said.append(f"likely cause: the network predicts one class for every example (saturated units): {step} is "
                     "probably too large; try a smaller --lr, or sgdlab lr-find")
         return said
-    series, what, start = trend(records, costs, key)
+    series, what, start, every_epoch = trend(records, costs, key)
     if len(series) >= 2 and any(c > series[0] for c in series[1:]):
         said.append(f"likely cause: {what} rose above {start}: {step} is too large; try a "
                     "smaller --lr, or sgdlab lr-find")
-    elif len(series) >= 2 and all(b < a for a, b in itertools.pairwise(series)):
+    elif every_epoch and len(series) >= 2 and all(b < a for a, b in itertools.pairwise(series)):
         said.append(f"likely cause: {what} was still falling at the end: too few epochs or {step} too small; "
                     "try more --epochs or a larger --lr (sgdlab lr-find suggests one)")
     else:
@@ -105,9 +107,9 @@ def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | 
     return said
 
 
-def trend(records: list, costs: list, key: str) -> tuple[list, str, str]:
+def trend(records: list, costs: list, key: str) -> tuple[list, str, str, bool]:
     """(the epoch series the likely-cause rules read, the words that name it, the words that name its
-    first value): see the module docstring.
+    first value, whether it was recorded after every epoch): see the module docstring.
 
     >>> trend([{"epoch": 0, "train_cost": 2.0}, {"epoch": 1, "mean_batch_cost": 1.5},
     ...        {"epoch": 2, "mean_batch_cost": 1.2, "train_cost": 1.1}], [2.0, 1.1], "train_cost")[:2]
@@ -115,13 +117,13 @@ def trend(records: list, costs: list, key: str) -> tuple[list, str, str]:
     """
     later = [r for r in records if r.get("epoch", 0) > 0]
     if later and all(r.get("train_cost") is not None for r in records):
-        return [r["train_cost"] for r in records], "the training cost", "its value before training"
+        return [r["train_cost"] for r in records], "the training cost", "its value before training", True
     if later and all(r.get("mean_batch_cost") is not None for r in later):
         what = "the mean batch cost (C over each batch before its update, averaged over the epoch)"
         series = [r["mean_batch_cost"] for r in later]
         if records[0].get("epoch") == 0 and records[0].get("train_cost") is not None:
-            return [records[0]["train_cost"], *series], what, "the training cost before training"
-        return series, what, "its value in the first epoch"
+            return [records[0]["train_cost"], *series], what, "the training cost before training", True
+        return series, what, "its value in the first epoch", True
     if later and all(r.get("val_cost") is not None for r in records):
-        return [r["val_cost"] for r in records], "the validation cost", "its value before training"
-    return costs, ("the training cost" if key == "train_cost" else "the validation cost"), "its first value"
+        return [r["val_cost"] for r in records], "the validation cost", "its value before training", True
+    return costs, ("the training cost" if key == "train_cost" else "the validation cost"), "its first value", False
