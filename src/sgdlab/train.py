@@ -602,12 +602,12 @@ class TrainState:
     order: np.ndarray | None = None  # index order of the epoch in progress (None between epochs)
     fixed: np.ndarray | None = None  # shuffle_once's permutation, once drawn
     rng: np.random.Generator | None = None  # the sampling stream
+    opt_state: Any = None  # the optimizer's state (momentum buffers, step count)
+    history: History | None = None
     # the epoch in progress so far: sum of (batch cost before the update x batch size), None where it was lost
     # (resumed from a checkpoint that did not keep it), and the examples of its updates
     batch_cost_sum: float | None = 0.0
     batch_cost_examples: int = 0
-    opt_state: Any = None  # the optimizer's state (momentum buffers, step count)
-    history: History | None = None
 
 
 class StopTraining(Exception):
@@ -621,10 +621,10 @@ class Callback:
     gets each epoch record (epoch 0 included); ``on_update_end(record)`` gets {update, epoch,
     examples_seen, train_seconds, lr, batch_size, batch_cost, mean_batch_cost} (``UPDATE_FIELDS``)
     after every ``update_interval``-th update (counted by the step counter), with the network
-    already updated; ``on_train_end(history)`` closes a run
-    that ended normally or by ``StopTraining``. A hook is called only where a subclass overrides it:
-    without an ``on_update_end`` of its own a callback costs the updates nothing (Keras does the
-    same). The training clock is stopped while callbacks run. Raise ``StopTraining`` to end
+    already updated; ``on_train_end(history)`` closes a run that ended normally or by
+    ``StopTraining``. A hook is called only where a subclass overrides it: without an
+    ``on_update_end`` of its own a callback costs the updates nothing (Keras does the same). The
+    training clock is stopped while callbacks run. Raise ``StopTraining`` to end
     training; the epoch in progress then gets its record.
     """
 
