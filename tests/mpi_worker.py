@@ -27,12 +27,15 @@ def toy_data(n: int = 203):
     return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
 
 
+HISTORIES: dict = {}  # the History of the last train() per (method, reduction)
+
+
 def train(comm, method: str, reduction: str | None, *, X=None, y=None, lr=0.5, epochs=3, sync_every=2, **kw):
     X, y = toy_data() if X is None else (X, y)
     net = sgdlab.Network([X.shape[1], 7, 3], seed=0)
     world = None if reduction is None else World(comm, reduction=reduction, sync_every=sync_every)
     plain = {"stepper": "reference"} if world is None else {}  # the reference path is what the MPI stepper matches
-    sgdlab.fit(
+    HISTORIES[method, reduction] = sgdlab.fit(
         net,
         X,
         y,
@@ -62,6 +65,8 @@ def main(scenario: str, out: str) -> None:
         if scenario in ("one-process", "exact"):
             for method in METHODS:
                 result[f"exact-{method}"] = gather(comm, parameter_digest(train(comm, method, "exact")))
+                result[f"mean-batch-cost-exact-{method}"] = gather(
+                    comm, HISTORIES[method, "exact"]["mean_batch_cost"])
             # the same rows from a .npy file on disk (sgdlab.data.open_npy): each rank reads only its rows
             X, y = toy_data()
             path = f"{out}.rank{rank}.npy"
@@ -71,6 +76,7 @@ def main(scenario: str, out: str) -> None:
             if comm is None:
                 for method in METHODS:
                     result[f"plain-{method}"] = [parameter_digest(train(None, method, None))]
+                    result[f"mean-batch-cost-plain-{method}"] = [HISTORIES[method, None]["mean_batch_cost"]]
                     result[f"allreduce-{method}"] = [parameter_digest(train(None, method, "allreduce"))]
         elif scenario == "allreduce":
             for method in ("minibatch", "batch"):
@@ -79,6 +85,7 @@ def main(scenario: str, out: str) -> None:
                 result[f"params-{method}"] = [
                     np.concatenate([np.ravel(a) for p in net.numpy_params() for a in p]).tolist()
                 ]
+                result[f"mean-batch-cost-{method}"] = gather(comm, HISTORIES[method, "allreduce"]["mean_batch_cost"])
         elif scenario.startswith("mnist:"):
             folder = scenario.split(":", 1)[1]
             X, y = sgdlab.data.read_idx_pair(

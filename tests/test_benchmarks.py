@@ -63,3 +63,21 @@ def test_bench_out_of_core_smallest_configuration_end_to_end(tmp_path):
     assert saved["cold"]["reshuffle_rows_per_second"] > 0 and "load_before" in saved
     assert not (tmp_path / "data").exists()  # the data set is deleted unless --keep
     assert record["fraction_of_ram"]["ram"] == 1.0
+
+
+def test_bench_eval_cost_smallest_configuration_end_to_end(tmp_path):
+    """Both trees (here this one twice), every mode, in fresh processes; the default evaluates the training set
+    at the ends only, in the tree that has mean_batch_cost."""
+    bench = load("bench_eval_cost")
+    out = tmp_path / "eval.json"
+    record = bench.main(["--before", str(BENCH.parent / "src"), "--rounds", "1", "--epochs", "3", "--n", "64",
+                         "--batch-sizes", "1,64", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["summary"] == record["summary"] and saved["machine"]["cpu"]
+    assert sorted(saved["summary"]) == sorted(f"{tree}/{m}/{mode}" for m in (1, 64) for tree, modes in
+                                              (("before", ("default", "no_eval", "no_eval_costs")),
+                                               ("after", ("default", "no_eval", "no_eval_nocosts"))) for mode in modes)
+    (before, after) = sorted(saved["runs"], key=lambda r: r["tree"] != "before")
+    assert after["results"]["64/default"]["train_cost_epochs"] == [0, 3] and after["results"]["64/default"][
+        "mean_batch_cost"]
+    assert len(after["load_before"]) == 3 and all(c["epoch_wall_s"]["median"] > 0 for c in saved["summary"].values())

@@ -115,6 +115,60 @@ def test_interrupted_then_resumed_training_is_bit_identical(tmp_path, toy, kw, s
     )
     assert [r["epoch"] for r in h.epochs] == [r["epoch"] for r in h_ref.epochs]
     assert h["train_cost"] == h_ref["train_cost"] and h["updates"] == h_ref["updates"]
+    # every record but the clock, the interrupted epoch's mean_batch_cost included (its running sum is saved)
+    assert _untimed(h.epochs) == _untimed(h_ref.epochs) and all("mean_batch_cost" in r for r in h.epochs[1:])
+
+
+def _untimed(records):
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+
+def _as_before_0_3(path):
+    """Rewrite a training checkpoint as sgdlab 0.2 wrote it: no running batch-cost sum among its counters."""
+    from sgdlab import checkpoint
+
+    meta, tensors = checkpoint._read(path)
+    for k in ("batch_cost_sum", "batch_cost_examples"):
+        del meta["counters"][k]
+    checkpoint._write(path, tensors, {k: v for k, v in meta.items() if k not in ("format", "version")})
+
+
+@pytest.mark.parametrize("stop_at", [4, 8])
+def test_a_checkpoint_without_the_running_sum_resumes_with_no_mean_batch_cost_for_that_epoch(tmp_path, toy, stop_at):
+    """Older files lack the epoch's running sum. Saved mid-epoch (update 4 of 8 in epoch 1), the epoch it
+    completes gets no mean_batch_cost (a sum over half its updates would be wrong), the next epochs do;
+    saved between epochs (update 8), nothing was lost. The parameters are the same either way."""
+    from sgdlab.train import TrainState
+
+    X, y = toy
+    kw = {"batch_size": 5, "lr": 1.0, "epochs": 3, "seed": 3}
+    h_ref = sgdlab.fit(sgdlab.Network([5, 6, 3], seed=2), X, y, **kw)
+
+    class StopAt(sgdlab.Callback):
+        def on_update_end(self, r):
+            if r["update"] == stop_at:
+                raise sgdlab.StopTraining
+
+    net, state = sgdlab.Network([5, 6, 3], seed=2), TrainState()
+    h = sgdlab.fit(net, X, y, state=state, callbacks=[StopAt()], **kw)
+    if stop_at == 4:  # the interrupted epoch's record has the mean over the updates it made
+        assert h.last["partial"] and h.last["mean_batch_cost"] == pytest.approx(
+            np.mean(_batch_costs(X, y, kw, 4)), rel=1e-12)
+    sgdlab.save(tmp_path / "ck.safetensors", net, state=state)
+    _as_before_0_3(tmp_path / "ck.safetensors")
+    net, state, _ = sgdlab.load_training(tmp_path / "ck.safetensors")
+    assert state.batch_cost_sum == (None if stop_at == 4 else 0.0)
+    h = sgdlab.fit(net, X, y, state=state, **kw)
+    lost = [1] if stop_at == 4 else []
+    assert [r["epoch"] for r in h.epochs if "mean_batch_cost" not in r] == [0, *lost]
+    assert [r.get("mean_batch_cost") for r in h.epochs[2:]] == [r["mean_batch_cost"] for r in h_ref.epochs[2:]]
+    assert h["train_cost"] == h_ref["train_cost"]
+
+
+def _batch_costs(X, y, kw, k):
+    """The first k batch costs of the run ``kw`` describes, as fit records them per update."""
+    h = sgdlab.fit(sgdlab.Network([5, 6, 3], seed=2), X, y, record_updates=True, **{**kw, "epochs": 1})
+    return [u["batch_cost"] for u in h.updates[:k]]
 
 
 def test_tampered_tensors_fail_the_checksum(tmp_path):

@@ -231,3 +231,83 @@ def test_predict_refuses_bad_input(tmp_path, capsys):
     (tmp_path / "t.txt").write_text("1")
     assert main(["predict", str(tmp_path / "r"), str(tmp_path / "t.txt")]) == 1
     assert "use .npy or .csv" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- what each printed and plotted cost is
+def test_epoch_lines_name_the_mean_batch_cost_and_print_the_exact_train_cost_where_evaluated(tmp_path, capsys):
+    import csv
+
+    assert main(["train", "--epochs", "3", "--hidden", "10", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "mean batch cost: C over each batch before its update, averaged over the epoch; train cost: C over " \
+           "the whole training set after the epoch (exact)" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("epoch")]
+    assert ["mean batch cost" in ln for ln in lines] == [False, True, True, True]
+    assert ["train cost" in ln for ln in lines] == [True, False, False, True]  # the default: the ends only
+    assert all("validation cost" in ln for ln in lines)  # the validation set still every epoch
+    hist = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert hist["config"]["eval_train"] == "ends" and "mean_batch_cost" in hist["fields"]["epochs"]
+    printed = [float(re.search(r"mean batch cost (\S+)", ln).group(1)) for ln in lines[1:]]
+    assert printed == pytest.approx([r["mean_batch_cost"] for r in hist["epochs"][1:]], abs=6e-6)
+    rows = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    assert rows[0]["mean_batch_cost"] == "" and rows[1]["train_cost"] == ""
+    assert float(rows[2]["mean_batch_cost"]) == pytest.approx(hist["epochs"][2]["mean_batch_cost"])
+
+    assert main(["train", "--epochs", "3", "--hidden", "10", "--eval-train", "every"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch")]
+    assert ["train cost" in ln for ln in lines] == [True] * 4
+    assert main(["train", "--epochs", "3", "--hidden", "10", "--eval-train", "never", "--out", str(tmp_path / "n")]) \
+        == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch")]
+    assert not any("train cost" in ln for ln in lines)
+    assert json.loads((tmp_path / "n" / "history.json").read_text())["config"]["eval_train"] == "never"
+
+
+def test_monitor_mean_batch_cost_and_the_exact_train_cost(tmp_path, capsys):
+    from sgdlab.callbacks import EarlyStopping
+
+    args = ["train", "--quiet", "--hidden", "10", "--epochs", "30"]
+    # nothing improves by 10: the first record with a mean batch cost (epoch 1) is the best, epoch 2 stops it
+    assert main([*args, "--monitor", "mean_batch_cost", "--patience", "1", "--min-delta", "10",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert "2 of 30 epochs (stopped early)" in capsys.readouterr().out
+    hist = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert [r["epoch"] for r in hist["epochs"]] == [0, 1, 2] and "train_cost" not in hist["epochs"][-1]
+    # watching the exact train cost implies evaluating it every epoch (epoch 0 is the best: stops after epoch 1)
+    assert main([*args, "--monitor", "train_cost", "--patience", "1", "--min-delta", "10",
+                 "--out", str(tmp_path / "t")]) == 0
+    hist = json.loads((tmp_path / "t" / "history.json").read_text())
+    assert [r["epoch"] for r in hist["epochs"] if "train_cost" in r] == [0, 1]
+    assert hist["config"]["eval_train"] == "every"
+    capsys.readouterr()
+    assert main([*args, "--monitor", "train_cost", "--patience", "2", "--eval-train", "ends"]) == 1
+    assert "--monitor train_cost needs the training set evaluated after every epoch: --eval-train every, not ends" \
+        in capsys.readouterr().err
+    X, y = sgdlab.data.load_digits_split(seed=0)[:2]
+    with pytest.raises(ValueError, match=r"cannot monitor 'train_cost': epoch 1's record does not have it \(it "
+                                         r"needs fit\(eval_train=True\)"):
+        sgdlab.fit(sgdlab.Network([64, 10, 10], seed=0), X, y, epochs=3, callbacks=[EarlyStopping("train_cost")])
+
+
+def test_history_plot_draws_each_cost_as_its_own_line(tmp_path, monkeypatch):
+    """The exact training cost (two evaluations by default: markers only, never a line through epochs it did
+    not see), the mean batch cost (dotted, from epoch 1) and the validation cost (dashed) are three series."""
+    from sgdlab import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, title=None, dpi=90: figures.append(fig) or path)
+    X, y = sgdlab.data.load_digits_split(seed=0)[:2]
+    h = sgdlab.fit(sgdlab.Network([64, 10, 10], seed=0), X, y, epochs=4, seed=0, validation_split=0.1)
+    plots.plot_history(h, tmp_path / "h.png")
+    lines = {ln.get_label(): ln for ln in figures[-1].axes[0].get_lines()}
+    assert set(lines) == {"training cost after the epoch (exact)", "mean batch cost during the epoch",
+                          "validation cost after the epoch"}
+    train, mean, val = (lines[k] for k in ("training cost after the epoch (exact)", "mean batch cost during the epoch",
+                                           "validation cost after the epoch"))
+    assert list(train.get_xdata()) == [0, 4] and train.get_linestyle() == "None"
+    assert list(mean.get_xdata()) == [1, 2, 3, 4] and mean.get_linestyle() == ":"
+    assert list(mean.get_ydata()) == h["mean_batch_cost"][1:]
+    assert list(val.get_xdata()) == [0, 1, 2, 3, 4] and val.get_linestyle() == "--"
+    plots.plot_runs({"a": h.epochs}, tmp_path / "r.png")
+    labels = {ln.get_label(): ln.get_linestyle() for ln in figures[-1].axes[0].get_lines()}
+    assert labels == {"a (training)": "None", "a (mean batch cost)": ":", "a (validation)": "--"}

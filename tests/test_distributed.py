@@ -69,6 +69,13 @@ def test_exact_reduction_is_bit_identical_to_one_process(ranks, one_process, tmp
             assert digests[0] == one_process[f"exact-{method}"][0], method
     # batch GD reading its rows from a file on disk ends exactly where the in-memory run does
     assert got["exact-batch-on-disk"] == [one_process["exact-batch"][0]] * ranks
+    # each epoch's mean batch cost is the global batches', the same on every rank and bit for bit the one
+    # process's; local SGD's batch costs are each rank's own example's: it records none
+    for method in ("minibatch", "batch"):
+        costs = got[f"mean-batch-cost-exact-{method}"]
+        assert costs == [one_process[f"mean-batch-cost-exact-{method}"][0]] * ranks, method
+        assert costs[0][0] is None and all(c is not None and c > 0 for c in costs[0][1:])
+    assert got["mean-batch-cost-exact-stochastic"] == [[None] * 4] * ranks
 
 
 def test_one_rank_is_the_plain_algorithm(one_process):
@@ -78,13 +85,19 @@ def test_one_rank_is_the_plain_algorithm(one_process):
         assert one_process[f"allreduce-{method}"] == one_process[f"plain-{method}"], method
     # the micro-shard sum of exact mode is a different (fixed) order of additions
     assert one_process["exact-minibatch"] != one_process["plain-minibatch"]
+    # on one rank local SGD is plain SGD: its batch costs are the batches' and make the mean batch cost
+    for method in ("minibatch", "batch", "stochastic"):
+        got = one_process[f"mean-batch-cost-exact-{method}"][0]
+        plain = one_process[f"mean-batch-cost-plain-{method}"][0]
+        assert got[0] is None and plain[0] is None and None not in got[1:]
+        np.testing.assert_allclose(got[1:], plain[1:], rtol=1e-6)
 
 
 def test_allreduce_agrees_with_one_process_and_ranks_agree(tmp_path, one_process):
     got = worker(2, "allreduce", tmp_path)
     import sgdlab
 
-    from mpi_worker import train
+    from mpi_worker import HISTORIES, train
 
     for method in ("minibatch", "batch"):
         assert len(set(got[f"allreduce-{method}"])) == 1
@@ -92,6 +105,9 @@ def test_allreduce_agrees_with_one_process_and_ranks_agree(tmp_path, one_process
         flat = np.concatenate([np.ravel(a) for p in ref.numpy_params() for a in p])
         diff = np.max(np.abs(np.asarray(got[f"params-{method}"][0], np.float32) - flat))
         assert diff < FAST_BOUND, (method, diff)
+        costs = got[f"mean-batch-cost-{method}"]
+        assert len(costs) == 2 and costs[0] == costs[1]  # the global batch cost: equal on every rank
+        np.testing.assert_allclose(costs[0][1:], HISTORIES[method, None]["mean_batch_cost"][1:], rtol=1e-5)
     assert sgdlab  # imported for the worker's path
 
 

@@ -68,6 +68,7 @@ def test_partial_fit_carries_schedule_step_and_momentum_across_calls():
     for _ in range(3):
         inc.partial_fit(X, y, classes=[0, 1, 2])
     assert inc.t_ == whole.t_ == 3 * 15 and inc.n_iter_ == 3
+    assert len(inc.loss_curve_) == 3 and inc.loss_curve_ == pytest.approx(whole.loss_curve_, rel=1e-12)
     np.testing.assert_array_equal(inc.predict_proba(X), whole.predict_proba(X))  # three epochs either way
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         GDClassifier().partial_fit(X, y)
@@ -98,3 +99,39 @@ def test_early_stopping_and_n_iter_no_change_have_scikit_learns_meanings():
         GDClassifier(early_stopping=True, validation_fraction=1.0).fit(X, y)
     with pytest.raises(ValueError, match="n_iter_no_change must be an int >= 1"):
         GDClassifier(n_iter_no_change=0).fit(X, y)
+
+
+def test_loss_curve_is_scikit_learns_mean_of_the_epochs_batch_losses():
+    """loss_curve_[k] is epoch k+1's mean over its updates of the batch cost before each update (scikit-learn's
+    accumulated_loss / n); for batch GD that is the exact cost before the epoch's one update."""
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    est = GDClassifier(epochs=6, tol=None, random_state=0).fit(X, y)
+    assert est.loss_curve_ == [r["mean_batch_cost"] for r in est.history_.epochs[1:]] and len(est.loss_curve_) == 6
+    b = GDClassifier(method="batch", lr=0.5, epochs=3, tol=None, random_state=0).fit(X, y)
+    start = GDClassifier(method="batch", lr=0.5, epochs=3, tol=None, random_state=0)
+    start._start(X, 3)  # the same initial weights, untrained
+    assert b.loss_curve_[0] == pytest.approx(float(start.net_.cost(X, y)), rel=1e-12)
+    assert b.loss_curve_[0] == pytest.approx(b.history_.epochs[0]["train_cost"], rel=1e-12)
+
+
+def test_tol_and_n_iter_no_change_read_the_loss_curve():
+    """The stopping epoch predicted from an unstopped run's loss_curve_ by scikit-learn's rule (no improvement:
+    loss > best - tol; n_iter_no_change of them in a row stop) is where the stopped run ends."""
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    kw = {"lr": 0.5, "random_state": 0}
+    curve = GDClassifier(epochs=300, tol=None, **kw).fit(X, y).loss_curve_
+    tol, patience = 1e-3, 3
+    best, count, stop = None, 0, None
+    for k, loss in enumerate(curve):
+        worse = best is not None and loss > best - tol
+        best = loss if best is None or loss < best else best
+        count = count + 1 if worse else 0
+        if count >= patience:
+            stop = k + 1
+            break
+    assert stop is not None and 5 < stop < 300
+    est = GDClassifier(epochs=300, tol=tol, n_iter_no_change=patience, **kw).fit(X, y)
+    assert est.n_iter_ == stop and est.loss_curve_ == curve[:stop] and est.best_loss_ == min(curve[:stop])
+

@@ -116,7 +116,12 @@ def test_progress_bar_moves_within_the_first_epoch():
     first = [(n, post) for e, n, post in seen if e == 1]
     assert first[0][0] == 10 and len(first) >= per_epoch // 10  # from the 10th update, every 10 updates
     assert [n for n, _ in first] == sorted(n for n, _ in first) and first[-1][0] <= per_epoch
-    assert "ex/s=" in first[-1][1] and "cost=" in first[-1][1]
+    assert "ex/s=" in first[-1][1] and "mean batch cost=" in first[-1][1]
+    # the running mean over every update so far, not over the 14 the bar was shown (updates 10, 20, ..., 140)
+    n, shown = first[-1]
+    ups = sgdlab.fit(sgdlab.Network([64, 10, 10], seed=0), X, y, epochs=1, seed=0, record_updates=True).updates[:n]
+    mean = sum(u["batch_cost"] * u["batch_size"] for u in ups) / sum(u["batch_size"] for u in ups)
+    assert n == 140 and f"mean batch cost={mean:.4f}" in shown
     assert "epoch 1/2" in stream.getvalue() and "epoch 2/2" in stream.getvalue()
 
 
@@ -257,3 +262,28 @@ def test_lr_find_from_python_and_the_command_line(tmp_path, capsys):
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((tmp_path / "lr.json").read_text())
     assert saved["suggestion"] == pytest.approx(float(re.search(r"suggested lr ([\d.e+-]+)", out).group(1)), rel=1e-2)
+
+
+def test_diagnose_names_the_series_it_reads_under_the_default_evaluation():
+    """By default the exact training cost exists before and after training only: "barely moved" compares those
+    two; "still falling" and "rose" read the mean batch cost of every epoch, and say so."""
+    from sgdlab.diagnose import diagnose
+    from sgdlab.train import History
+
+    mean = "the mean batch cost (C over each batch before its update, averaged over the epoch)"
+    falling = History(epochs=[{"epoch": 0, "train_cost": 1.0}, {"epoch": 1, "mean_batch_cost": 0.999},
+                              {"epoch": 2, "mean_batch_cost": 0.998, "train_cost": 0.997}])
+    said = diagnose(falling, lr=1e-5)
+    assert said[0] == "the cost barely moved (1 before training, 0.997 after)"
+    assert said[1].startswith(f"likely cause: {mean} was still falling at the end: too few epochs or the step")
+    rising = History(epochs=[{"epoch": 0, "train_cost": 1.0}, {"epoch": 1, "mean_batch_cost": 1.2},
+                             {"epoch": 2, "mean_batch_cost": 1.1, "train_cost": 1.005}])
+    assert diagnose(rising, lr=9.0)[1].startswith(f"likely cause: {mean} rose above the training cost before "
+                                                  "training: the step lr=9 is too large")
+    # two exact evaluations say nothing about the epochs between them: no "fell in every epoch" from them
+    ends_only = History(epochs=[{"epoch": 0, "train_cost": 1.0}, {"epoch": 1}, {"epoch": 2, "train_cost": 0.997}])
+    assert diagnose(ends_only, lr=1e-5)[1].startswith("likely cause: the cost stopped at a poor value")
+    every = History(epochs=[{"epoch": e, "train_cost": 1.0 - e / 1000, **({"mean_batch_cost": 2.0} if e else {})}
+                            for e in range(3)])
+    assert diagnose(every, lr=1e-5)[1].startswith("likely cause: the training cost was still falling")
+

@@ -116,12 +116,14 @@ def test_fit_with_the_torch_stepper_matches_the_numpy_reference(device, momentum
     X, y, _ = problem(n=60)
     ref = Network([6, 5, 3], seed=5, dtype="float64")
     net = Network([6, 5, 3], seed=5, dtype="float64", backend="torch", device=device)
-    kw = {"batch_size": 16, "lr": 0.7, "momentum": momentum, "epochs": 2, "seed": 0, "record_updates": True}
+    kw = {"batch_size": 16, "lr": 0.7, "momentum": momentum, "epochs": 2, "seed": 0, "record_updates": True,
+          "eval_train": True}
     h_ref = fit(ref, X, y, stepper="reference", **kw)
     h = fit(net, X, y, **kw)
     assert h.config["stepper"] == "torch"
     assert_params_close(net.params, ref.params, 1e-12)
     np.testing.assert_allclose(h["train_cost"], h_ref["train_cost"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h["mean_batch_cost"][1:], h_ref["mean_batch_cost"][1:], rtol=0, atol=1e-12)
     np.testing.assert_allclose([u["batch_cost"] for u in h.updates], [u["batch_cost"] for u in h_ref.updates],
                                rtol=0, atol=1e-12)
     assert [u["update"] for u in h.updates] == list(range(1, 9))  # 4 batches (3 of 16, 1 of 12) x 2 epochs

@@ -50,6 +50,7 @@ def test_the_unmodified_checkpoint_loads(saved, tmp_path):
     path, header, tensors = saved
     net, state, meta = load_training(write(tmp_path / "ok.safetensors", header, tensors))
     assert state.position == 5 and state.order is not None and state.fixed is not None and len(state.opt_state[1]) == 2
+    assert state.batch_cost_examples == 5 * 4 and state.batch_cost_sum > 0  # the epoch in progress's running sum
 
 
 def test_an_edited_header_fails_the_checksum(saved, tmp_path):
@@ -95,6 +96,13 @@ HOSTILE_HEADERS = [
     (("counters", "position"), 99, "exceeds the 8 batches"),
     (("counters", "seen"), KeyError, "counters lacks 'seen'"),
     (("counters",), [1, 2], "counters must be an object"),
+    (("counters", "batch_cost_sum"), "1.5", "counters.batch_cost_sum must be an integer or a number or null"),
+    (("counters", "batch_cost_sum"), True, "counters.batch_cost_sum must be"),
+    (("counters", "batch_cost_sum"), float("inf"), "batch_cost_sum must be a finite number or null"),
+    (("counters", "batch_cost_examples"), KeyError, "counters lacks 'batch_cost_examples'"),
+    (("counters", "batch_cost_examples"), -1, "counters.batch_cost_examples must be >= 0"),
+    (("counters", "batch_cost_examples"), 10 ** 6, "is not the examples of the epoch in progress"),
+    (("counters", "batch_cost_now"), 1, r"counters has unknown keys \['batch_cost_now'\]"),
     (("opt_state",), KeyError, "lacks 'opt_state'"),
     (("opt_state",), {"tensor": "W0"}, "optimizer tensors are named opt"),
     (("opt_state",), {"tuple": []}, r"opt_state names tensors \[\] but the file holds"),

@@ -249,12 +249,25 @@ def test_divergence_is_caught_without_any_evaluation():
         return sgdlab.Network([3, 8, 1], activation="identity", output_activation="identity", seed=0)
 
     net = make()
-    with pytest.raises(sgdlab.DivergenceError, match=r"non-finite in the parameters.*end of epoch (\d+)") as e:
+    # the epoch's mean batch cost (from the updates' own forward passes) is the first to go
+    with pytest.raises(sgdlab.DivergenceError, match=r"the mean batch cost became nan.*end of epoch (\d+)") as e:
         sgdlab.fit(net, X, Y, batch_size=5, lr=0.8, epochs=200, seed=0, eval_train=False)
     good_epoch = int(e.value.args[0].split("end of epoch ")[1].split(",")[0])
     ref = make()
     sgdlab.fit(ref, X, Y, batch_size=5, lr=0.8, epochs=good_epoch, seed=0, eval_train=False)
     assert params_equal(net.params, ref.params) and all(np.isfinite(W).all() for W, _ in net.params)
+
+
+def test_non_finite_parameters_are_caught_when_every_cost_is_finite():
+    """Batch GD with a step that overflows the weights in one update: the epoch's one batch cost was
+    computed before the update and is finite; the parameters after it are not."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((30, 3)).astype(np.float32), 100 * rng.standard_normal((30, 1)).astype(np.float32)
+    net = sgdlab.Network([3, 8, 1], activation="identity", output_activation="identity", seed=0)
+    before = net.copy_params()
+    with pytest.raises(sgdlab.DivergenceError, match=r"in epoch 1 .*non-finite in the parameters.*end of epoch 0"):
+        sgdlab.fit(net, X, Y, method="batch", lr=1e38, epochs=3, eval_train=False)
+    assert params_equal(net.params, before)
 
 
 def test_schedule_turning_bad_mid_epoch_restores_the_last_good_parameters(toy):
@@ -276,10 +289,15 @@ def test_default_batch_size_fits_small_data():
 
 def test_eval_every_evaluates_some_epochs_and_the_last(toy):
     X, y = toy
-    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=5, eval_every=2, validation=(X, y))
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=5, eval_every=2, validation=(X, y),
+                   eval_train=True)
     assert [r["epoch"] for r in h.epochs if "train_cost" in r] == [0, 2, 4, 5]
     assert [r["epoch"] for r in h.epochs if "val_accuracy" in r] == [0, 2, 4, 5]
     assert all(r["updates"] == 4 * r["epoch"] for r in h.epochs)
+    # by default the training set only at the ends; the validation set still every eval_every-th epoch
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=5, eval_every=2, validation=(X, y))
+    assert [r["epoch"] for r in h.epochs if "train_cost" in r] == [0, 5]
+    assert [r["epoch"] for r in h.epochs if "val_accuracy" in r] == [0, 2, 4, 5]
 
 
 # ----------------------------------------------------------------- the compiled stepper

@@ -275,3 +275,124 @@ def test_update_callbacks_see_every_update_and_can_stop_training(toy):
     assert probe.epochs == [0]  # stopped inside epoch 1, before its end callbacks
     assert h.config["stopped_at_update"] == 7 and h.last["updates"] == 7 and h.last["epoch"] == 1
     assert h.last["train_cost"] == pytest.approx(probe.costs[-1])  # the network stopped where the probe saw it
+
+
+# ----------------------------------------------------------------- mean_batch_cost; when the training set is evaluated
+@pytest.mark.parametrize("stepper", ["reference", "fused", "compiled"])
+@pytest.mark.parametrize("bs", [1, 7])
+def test_mean_batch_cost_is_each_batchs_cost_before_its_update_weighted_by_its_size(toy, stepper, bs):
+    """Recomputed independently: sequential batches (7 rows: the last of 40 has 5), the parameters before
+    every update snapshotted by a per-update hook, each batch's cost from net.cost, weighted by its rows."""
+    if stepper == "compiled":
+        pytest.importorskip("numba")
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], seed=0, dtype="float64")
+    before = [net.copy_params()]
+
+    class Snap(sgdlab.Callback):
+        def on_update_end(self, r):
+            before.append(net.copy_params())
+
+    h = sgdlab.fit(net, X, y, batch_size=bs, lr=1.0, epochs=3, sampling="sequential", stepper=stepper,
+                   callbacks=[Snap()], eval_train=False)
+    starts = list(range(0, 40, bs))
+    probe = sgdlab.Network([5, 4, 3], seed=0, dtype="float64")
+    u = 0
+    for epoch in (1, 2, 3):
+        total = 0.0
+        for a in starts:
+            probe.params = before[u]
+            rows = slice(a, min(a + bs, 40))
+            total += float(probe.cost(X[rows], y[rows])) * len(X[rows])
+            u += 1
+        assert h.epochs[epoch]["mean_batch_cost"] == pytest.approx(total / 40, rel=1e-12), epoch
+    assert "mean_batch_cost" not in h.epochs[0]  # no update yet
+    # without the per-update hook an epoch is one block of updates: the same sums, bit for bit
+    whole = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0, dtype="float64"), X, y, batch_size=bs, lr=1.0, epochs=3,
+                       sampling="sequential", stepper=stepper, eval_train=False)
+    assert whole["mean_batch_cost"] == h["mean_batch_cost"]
+
+
+def test_update_records_carry_the_running_mean_that_ends_as_the_epochs(toy):
+    X, y = toy
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=7, lr=1.0, epochs=2, seed=0,
+                   record_updates=True)
+    for epoch in (1, 2):
+        ups = [u for u in h.updates if u["epoch"] == epoch]
+        sizes = np.cumsum([u["batch_size"] for u in ups])
+        running = np.cumsum([u["batch_cost"] * u["batch_size"] for u in ups]) / sizes
+        np.testing.assert_allclose([u["mean_batch_cost"] for u in ups], running, rtol=1e-12)
+        assert ups[-1]["mean_batch_cost"] == h.epochs[epoch]["mean_batch_cost"]
+        assert [u["batch_size"] for u in ups] == [7] * 5 + [5]
+
+
+def test_batch_gd_mean_batch_cost_is_the_exact_cost_before_the_epochs_update(toy):
+    X, y = toy
+    net = sgdlab.Network([5, 4, 3], seed=1, dtype="float64")
+    h = sgdlab.fit(net, X, y, method="batch", lr=2.0, epochs=4, eval_train=True)
+    for prev, r in pairwise(h.epochs):
+        assert r["mean_batch_cost"] == pytest.approx(prev["train_cost"], rel=1e-12)
+
+
+def test_the_training_set_is_evaluated_at_the_ends_by_default(toy, monkeypatch):
+    """Counting the forward passes over the training set: 2 (epoch 0 and the last) by default, one per
+    evaluating epoch with eval_train=True, none with False; the validation set every epoch in all three."""
+    from sgdlab.train import _TrainingData
+
+    X, y = toy
+    passes = []
+    original = _TrainingData.evaluate_sums
+
+    def counting(self, net, which="train"):
+        passes.append(which)
+        return original(self, net, which)
+
+    monkeypatch.setattr(_TrainingData, "evaluate_sums", counting)
+    runs = {}
+    for eval_train in (None, True, False):
+        passes.clear()
+        h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=8, epochs=5, seed=0,
+                       validation=(X[:10], y[:10]), eval_train=eval_train)
+        runs[eval_train] = h
+        assert passes.count("val") == 6, eval_train
+        assert passes.count("train") == {None: 2, True: 6, False: 0}[eval_train]
+        assert [r["epoch"] for r in h.epochs if "train_cost" in r] == {None: [0, 5], True: list(range(6)),
+                                                                      False: []}[eval_train]
+        assert [r["epoch"] for r in h.epochs if "train_accuracy" in r] == [r["epoch"] for r in h.epochs
+                                                                          if "train_cost" in r]
+        assert [r["epoch"] for r in h.epochs if "mean_batch_cost" in r] == [1, 2, 3, 4, 5]
+        assert h.config["eval_train"] == {None: "ends", True: "every", False: "never"}[eval_train]
+    # evaluation changes nothing else: the same records but for the evaluated fields
+    strip = lambda h: [{k: v for k, v in r.items() if k != "train_seconds" and not k.startswith("train_")}  # noqa: E731
+                       for r in h.epochs]
+    assert strip(runs[None]) == strip(runs[True]) == strip(runs[False])
+    assert runs[None].last["train_cost"] == runs[True].last["train_cost"]
+    with pytest.raises(TypeError, match="eval_train must be None"):
+        sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, eval_train="ends")
+
+
+def test_a_non_finite_mean_batch_cost_is_divergence_even_with_finite_parameters(toy, monkeypatch):
+    """A stepper that reports a NaN batch cost in epoch 2 (its parameters stay finite): with no evaluation
+    at all, fit stops there and keeps the parameters from the end of epoch 1."""
+    from sgdlab.steppers.reference import ReferenceStepper
+
+    X, y = toy
+    run = ReferenceStepper.run
+
+    def nan_in_epoch_2(self, state, batches, etas, want_costs):
+        step = state.step
+        costs = run(self, state, batches, etas, want_costs)
+        return [float("nan") if step + i == 5 else c for i, c in enumerate(costs)]  # update 6: epoch 2 of 4 each
+
+    monkeypatch.setattr(ReferenceStepper, "run", nan_in_epoch_2)
+    net, seen = sgdlab.Network([5, 4, 3], seed=0), []
+    with pytest.raises(sgdlab.DivergenceError,
+                       match=r"in epoch 2 \(updates 5-8\).*the mean batch cost became nan.*end of epoch 1,"):
+        sgdlab.fit(net, X, y, batch_size=10, lr=1.0, epochs=4, seed=0, stepper="reference", eval_train=False,
+                   callbacks=[seen.append])
+    assert [r["epoch"] for r in seen] == [0, 1]  # the diverged epoch's record is never handed out
+    monkeypatch.setattr(ReferenceStepper, "run", run)
+    ref = sgdlab.Network([5, 4, 3], seed=0)
+    sgdlab.fit(ref, X, y, batch_size=10, lr=1.0, epochs=1, seed=0, stepper="reference", eval_train=False)
+    assert all(np.array_equal(W, W2) and np.array_equal(b, b2)
+               for (W, b), (W2, b2) in zip(net.params, ref.params, strict=True))

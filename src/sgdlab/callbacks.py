@@ -17,28 +17,28 @@ from .train import EPOCH_FIELDS, Callback, StopTraining
 
 class ProgressBar(Callback):
     """A Keras-style bar per epoch that moves within the epoch: updates done, examples per second
-    and the running cost (mean batch cost, before each update, over the updates the bar has seen
-    this epoch), then the epoch's training and validation numbers at its end.
+    and the epoch's mean batch cost so far (C over each batch before its update, averaged over the
+    epoch's updates up to the last one shown: the update record's ``mean_batch_cost``), then at the
+    epoch's end its ``mean_batch_cost``, the exact training cost where the record has one, and the
+    validation numbers.
 
     Per-update work is kept small: ``update_interval = k`` asks the loop to call ``on_update_end``
     every k updates only (default: about 100 calls per epoch); a loop that calls it every update
     is fine too, the bar then skips the calls between multiples of k itself.
     """
 
-    wants_batch_cost = True  # asks fit to put the batch cost into the update record
-
     def __init__(self, epochs: int, updates_per_epoch: int, initial_epoch: int = 0, file=None,
                  update_interval: int | None = None):
         self.epochs, self.per_epoch, self.file = int(epochs), max(1, int(updates_per_epoch)), file or sys.stderr
         self.update_interval = update_interval or max(1, self.per_epoch // 100)
-        self.bar, self.epoch, self.costs = None, initial_epoch, []
+        self.bar, self.epoch = None, initial_epoch
         self._t0 = self._seen0 = None
 
     def _open(self, epoch: int):
         from tqdm import tqdm
 
         self.close()
-        self.epoch, self.costs = epoch, []
+        self.epoch = epoch
         self.bar = tqdm(total=self.per_epoch, unit="upd", desc=f"epoch {epoch}/{self.epochs}", file=self.file,
                         dynamic_ncols=True, leave=True)
 
@@ -51,22 +51,23 @@ class ProgressBar(Callback):
         done = r["update"] - (r["epoch"] - 1) * self.per_epoch
         if done > self.bar.n:
             self.bar.update(done - self.bar.n)
-        if r.get("batch_cost") is not None:
-            self.costs.append(r["batch_cost"])
         post = {}
         seconds = r["train_seconds"] - self._t0
         if seconds > 0:
             post["ex/s"] = f"{(r['examples_seen'] - self._seen0) / seconds:,.0f}"
-        if self.costs:
-            post["cost"] = f"{sum(self.costs) / len(self.costs):.4f}"
+        if r.get("mean_batch_cost") is not None:
+            post["mean batch cost"] = f"{r['mean_batch_cost']:.4f}"
+        elif r.get("batch_cost") is not None:
+            post["batch cost"] = f"{r['batch_cost']:.4f}"
         self.bar.set_postfix(post, refresh=False)
 
     def on_epoch_end(self, r):
         if r["epoch"] == 0 or self.bar is None:
             return
         self.bar.update(self.bar.total - self.bar.n)
-        post = {"cost": f"{r['train_cost']:.4f}"} if r.get("train_cost") is not None else {}
-        for key, name in (("val_cost", "val_cost"), ("val_accuracy", "val_acc")):
+        post = {}
+        for key, name in (("mean_batch_cost", "mean batch cost"), ("train_cost", "train cost"),
+                          ("val_cost", "val cost"), ("val_accuracy", "val acc")):
             if r.get(key) is not None:
                 post[name] = f"{r[key]:.4f}"
         self.bar.set_postfix(post)
@@ -79,10 +80,25 @@ class ProgressBar(Callback):
 
 
 class EpochPrinter(Callback):
-    """One line per epoch on standard output (for logs, when no terminal shows a bar)."""
+    """One line per epoch on standard output (for logs, when no terminal shows a bar).
+
+    "mean batch cost" is the record's ``mean_batch_cost`` (C over each batch before its update,
+    averaged over the epoch); "train cost" the exact C over the whole training set after the epoch,
+    printed only in the records that have it (by default epoch 0 and the last); then the
+    validation numbers. The first call prints a line saying so.
+    """
+
+    def __init__(self):
+        self._legend = True
 
     def on_epoch_end(self, r):
+        if self._legend:
+            print("mean batch cost: C over each batch before its update, averaged over the epoch; train cost: C "
+                  "over the whole training set after the epoch (exact)", flush=True)
+            self._legend = False
         parts = [f"epoch {r['epoch']:3d}", f"updates {r['updates']:7d}"]
+        if r.get("mean_batch_cost") is not None:
+            parts.append(f"mean batch cost {r['mean_batch_cost']:.5f}")
         if r.get("train_cost") is not None:
             parts.append(f"train cost {r['train_cost']:.5f}")
         if r.get("val_cost") is not None:
@@ -92,7 +108,14 @@ class EpochPrinter(Callback):
         print("  ".join(parts), flush=True)
 
 
-MONITORS = {"val_cost": "min", "val_accuracy": "max", "train_cost": "min", "train_accuracy": "max"}
+MONITORS = {"val_cost": "min", "val_accuracy": "max", "train_cost": "min", "train_accuracy": "max",
+            "mean_batch_cost": "min"}
+_NEEDS = {"val_cost": "validation data or validation_split", "val_accuracy": "validation data or validation_split",
+          "train_cost": "fit(eval_train=True) (--eval-train every): by default the training set is evaluated at "
+                        "the first and last epochs only",
+          "train_accuracy": "fit(eval_train=True) (--eval-train every): by default the training set is evaluated at "
+                            "the first and last epochs only",
+          "mean_batch_cost": "batch costs averaged over whole epochs, which local SGD does not record"}
 
 
 class _Plateau:
@@ -100,6 +123,10 @@ class _Plateau:
 
     An epoch improves on the best when its value is better by more than ``min_delta``:
     value < best - min_delta for costs, value > best + min_delta for accuracies.
+    ``mean_batch_cost`` starts with the first record that has it: epoch 0 never does (no update
+    yet), nor an epoch that a resume completed from a checkpoint without the epoch's running sum;
+    so the first record seen without it is skipped. Any other record without the monitored
+    field is an error that says what would record it.
     """
 
     def __init__(self, monitor: str, min_delta: float, patience: int):
@@ -111,16 +138,20 @@ class _Plateau:
             raise ValueError(f"min_delta must be a number >= 0; got {min_delta!r}")
         self.min_delta, self.patience = float(min_delta), check_int(patience, "patience", 1)
         self.best, self.best_epoch, self.wait = None, None, 0
+        self.seen = 0  # records seen
 
     def value(self, r):
         v = r.get(self.monitor)
         if v is None:
-            raise ValueError(f"cannot monitor {self.monitor!r}: the epoch records do not have it "
-                             f"(validation fields need validation data or validation_split)")
+            raise ValueError(f"cannot monitor {self.monitor!r}: epoch {r.get('epoch')}'s record does not have it "
+                             f"(it needs {_NEEDS[self.monitor]})")
         return v
 
-    def step(self, r) -> bool:
-        """Record epoch ``r``; True when it improved on the best."""
+    def step(self, r) -> bool | None:
+        """Record epoch ``r``; True when it improved on the best, None when the record is skipped."""
+        self.seen += 1
+        if self.monitor == "mean_batch_cost" and r.get(self.monitor) is None and self.seen == 1:
+            return None
         v = self.value(r)
         if self.best is None:
             better = True
@@ -139,11 +170,13 @@ class EarlyStopping(Callback):
     """Stop when the monitored value has not improved for ``patience`` epochs (Keras's EarlyStopping).
 
     Improvement means better than the best so far by more than ``min_delta`` (lower for costs,
-    higher for accuracies). ``monitor`` is "val_cost" (default), "val_accuracy", "train_cost" or
-    "train_accuracy". With ``restore_best=True`` the network's parameters of the best epoch are
-    kept (a copy, taken at that epoch's end) and put back when training ends, whether it ended
-    by stopping early or by running out of epochs: call ``on_train_end`` after ``fit`` if your
-    loop does not (restoring twice is harmless). ``stopped_epoch`` and ``best_epoch`` say what happened.
+    higher for accuracies). ``monitor`` is "val_cost" (default), "val_accuracy", "train_cost",
+    "train_accuracy" (these two need ``fit(eval_train=True)``) or "mean_batch_cost" (the training
+    data's batch costs averaged over each epoch, which every epoch records). With
+    ``restore_best=True`` the network's parameters of the best epoch are kept (a copy, taken at
+    that epoch's end) and put back when training ends, whether it ended by stopping early or by
+    running out of epochs: call ``on_train_end`` after ``fit`` if your loop does not (restoring
+    twice is harmless). ``stopped_epoch`` and ``best_epoch`` say what happened.
 
     >>> import numpy as np, sgdlab
     >>> X = np.random.default_rng(0).standard_normal((60, 2)); y = (X[:, 0] > 0).astype(int)
@@ -170,7 +203,10 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, r):
         if r.get("partial"):
             return
-        if self.plateau.step(r):
+        improved = self.plateau.step(r)
+        if improved is None:
+            return
+        if improved:
             if self.restore_best:
                 self.best_params = self.net.copy_params()
         elif self.plateau.wait >= self.plateau.patience:
@@ -231,7 +267,10 @@ class ReduceLROnPlateau(Callback):
         self.factor, self.min_lr, self.reductions = float(factor), float(min_lr), []
 
     def on_epoch_end(self, r):
-        if r.get("partial") or self.plateau.step(r) or self.plateau.wait < self.plateau.patience:
+        if r.get("partial"):
+            return
+        improved = self.plateau.step(r)
+        if improved is None or improved or self.plateau.wait < self.plateau.patience:
             return
         lr = r["lr"]
         new = max(lr * self.factor, self.min_lr)

@@ -40,6 +40,9 @@ BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "M
                   "Philox": np.random.Philox, "SFC64": np.random.SFC64}
 _DTYPES = {"float32": "F32", "float64": "F64"}
 _COUNTERS = ("epoch", "step", "seen", "seconds", "position")
+# optional counters (absent in files written before 0.3.0): the epoch in progress's running sum behind its
+# mean_batch_cost (a number, or null where it was lost) and the examples it covers
+_COST_COUNTERS = ("batch_cost_sum", "batch_cost_examples")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
@@ -277,10 +280,19 @@ def _check_training(meta, specs, sizes, dtype, params, others) -> None:
                 raise CheckpointError(f"counters.seconds must be a finite number >= 0; got {v!r}")
         else:
             _count(counters, k, "counters")
-    if set(counters) - set(_COUNTERS):
-        raise CheckpointError(f"counters has unknown keys {sorted(set(counters) - set(_COUNTERS))}")
+    unknown = set(counters) - set(_COUNTERS) - set(_COST_COUNTERS)
+    if unknown:
+        raise CheckpointError(f"counters has unknown keys {sorted(unknown)}")
     if counters["seen"] < counters["step"]:
         raise CheckpointError(f"counters: {counters['seen']} examples seen in {counters['step']} updates is impossible")
+    if any(k in counters for k in _COST_COUNTERS):
+        total = _need(counters, "batch_cost_sum", (int, float, type(None)), "counters")
+        if total is not None and not math.isfinite(total):
+            raise CheckpointError(f"counters.batch_cost_sum must be a finite number or null; got {total!r}")
+        examples = _count(counters, "batch_cost_examples", "counters")
+        if examples > counters["seen"] or (counters["position"] == 0 and examples != 0):
+            raise CheckpointError(f"counters.batch_cost_examples {examples} is not the examples of the epoch in "
+                                  f"progress ({counters['seen']} seen in all, at batch {counters['position']} of it)")
     found = []
     if "opt_state" not in meta:
         raise CheckpointError("header lacks 'opt_state'")
@@ -489,10 +501,18 @@ def save_training(path, net, state, *, extra: dict | None = None) -> Path:
         if getattr(state, name) is not None:
             tensors[name] = np.asarray(getattr(state, name), dtype=np.int64)
     meta = {"network": net.describe(), "opt_state": opt_tree,
-            "counters": {k: getattr(state, k) for k in _COUNTERS},
+            "counters": {**{k: getattr(state, k) for k in _COUNTERS}, **_cost_counters(state)},
             "rng": state.rng.bit_generator.state if state.rng is not None else None,
             "history": state.history.to_dict() if state.history is not None else None, **(extra or {})}
     return _write(path, tensors, json.loads(json.dumps(meta, default=_json_default)))
+
+
+def _cost_counters(state) -> dict:
+    """The epoch's running batch-cost sum as saved: a non-finite one (after a divergence) counts as lost."""
+    total = state.batch_cost_sum
+    if total is not None and not math.isfinite(total):
+        total = None
+    return {"batch_cost_sum": total, "batch_cost_examples": state.batch_cost_examples}
 
 
 def load_training(path, backend: str = "numpy", device: str | None = None):
@@ -505,6 +525,8 @@ def load_training(path, backend: str = "numpy", device: str | None = None):
         raise CheckpointError(f"{path} holds weights only, no training state to resume from")
     net = _network(path, meta, tensors, backend, device)
     state = TrainState(**meta["counters"])
+    if "batch_cost_sum" not in meta["counters"] and state.position > 0:
+        state.batch_cost_sum = None  # a file from before 0.3.0, saved mid-epoch: that epoch's sum is lost
     state.order, state.fixed = tensors.get("order"), tensors.get("fixed")
     if meta["rng"] is not None:
         bit_generator = BIT_GENERATORS[meta["rng"]["bit_generator"]]()

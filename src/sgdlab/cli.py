@@ -77,8 +77,13 @@ def _add_validation_args(p):
     g.add_argument("--patience", type=int, default=None, metavar="N",
                    help="stop when --monitor has not improved for N epochs (default: never stop early)")
     g.add_argument("--min-delta", type=float, default=0.0, help="smallest change of --monitor counted as improvement")
-    g.add_argument("--monitor", choices=("val_cost", "val_accuracy", "train_cost", "train_accuracy"),
-                   default="val_cost", help="what early stopping and --reduce-lr-on-plateau watch")
+    g.add_argument("--monitor", choices=("val_cost", "val_accuracy", "train_cost", "train_accuracy", "mean_batch_cost"),
+                   default="val_cost", help="what early stopping and --reduce-lr-on-plateau watch (train_cost and "
+                   "train_accuracy imply --eval-train every; mean_batch_cost: the epoch's mean of the batch costs)")
+    g.add_argument("--eval-train", choices=tuple(EVAL_TRAIN), default=None,
+                   help="when the exact cost and accuracy over the whole training set (a forward pass over it) go "
+                   "into the epoch records: every epoch, the first and last (ends, the default), or never. Every epoch "
+                   "records its mean batch cost either way. Not a saved setting: a resumed run uses what is given")
     g.add_argument("--restore-best", action="store_true",
                    help="end with the weights of the epoch with the best --monitor (not the last epoch's)")
     g.add_argument("--reduce-lr-on-plateau", action="store_true",
@@ -89,6 +94,19 @@ def _add_validation_args(p):
 
 
 LR_SCHEDULES = ("constant", "inverse-time", "exponential", "step", "cosine")
+EVAL_TRAIN = {"ends": None, "every": True, "never": False}  # --eval-train: fit's eval_train
+
+
+def _eval_train(args):
+    """fit's eval_train from --eval-train; watching train_cost/train_accuracy needs it in every epoch (implied
+    when --eval-train is not given, refused when it says otherwise)."""
+    mode = args.eval_train
+    if args.monitor.startswith("train_") and (args.patience or args.reduce_lr_on_plateau or args.restore_best):
+        if mode not in (None, "every"):
+            raise ValueError(f"--monitor {args.monitor} needs the training set evaluated after every epoch: "
+                             f"--eval-train every, not {mode}")
+        mode = "every"
+    return EVAL_TRAIN[mode or "ends"]
 
 
 def _add_schedule_args(p):
@@ -588,6 +606,7 @@ def _train(args, run) -> int:
                 setattr(args, k, v)
     if args.checkpoint_every is None:
         args.checkpoint_every = 0
+    eval_train = _eval_train(args)
     world, root = _distributed(args, meta if args.resume is not None else None)
     say = print if root else (lambda *a, **k: None)
     ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target, task=args.task), args.scale)
@@ -639,7 +658,7 @@ def _train(args, run) -> int:
             history = state.history if finishing else fit(
                 net, X_train, y_train, method=args.method, batch_size=args.batch_size, lr=lr,
                 epochs=args.epochs, sampling=args.sampling, momentum=args.momentum, nesterov=args.nesterov,
-                weight_decay=args.weight_decay, seed=args.seed, validation=validation,
+                weight_decay=args.weight_decay, seed=args.seed, validation=validation, eval_train=eval_train,
                 callbacks=callbacks, state=state, comm=world)
             if bar is not None:
                 bar.close()

@@ -7,12 +7,19 @@ Every sentence comes from the numbers by a rule stated here:
   chance" when ``a <= chance + 2 sqrt(chance (1 - chance) / m)`` (two binomial standard errors).
 - chance (real targets): predicting the training mean. R^2 = 1 - SS_res / SS_tot on the evaluated
   data; R^2 <= 0 is "no better than predicting the mean".
-- "the cost barely moved": the training cost (validation cost when there is none) changed by
-  less than 1% of its value before training, |C_end - C_0| < 0.01 C_0.
-- the likely cause, first rule that applies:
-  1. a cost above its start at some epoch, or one class predicted for every example (saturated
+- "the cost barely moved": the exact training cost (the validation cost when the training cost
+  was not evaluated both before training and after some epoch) changed by less than 1% of its
+  value before training, |C_end - C_0| < 0.01 C_0, between its first and last evaluations.
+- the likely cause, first rule that applies, read from the epoch series ``trend`` picks (the
+  exact training cost where it was evaluated after every epoch; else the exact training cost
+  before training followed by each epoch's mean batch cost, the mean over the epoch's updates of C
+  over each batch before its update; else the validation cost, where it was evaluated after
+  every epoch; else the costs of the first rule). Each sentence names the series it read:
+  1. a value above the start at some epoch, or one class predicted for every example (saturated
      units): the step is too large;
-  2. the cost fell in every epoch: still falling, so too few epochs or a step too small;
+  2. the value fell in every epoch (only read from a series recorded after every epoch: two
+     evaluations, before and after training, say nothing about the epochs between): still
+     falling, so too few epochs or a step too small;
   3. otherwise the cost stopped at a poor value: a step too small or too large; lr-find tells which.
 """
 
@@ -70,8 +77,9 @@ def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | 
             if not r2 > 0:
                 poor = True
                 said.append(f"R^2 = {r2:.4f}: no better than predicting the mean")
-    key = "train_cost" if any(r.get("train_cost") is not None for r in history.epochs) else "val_cost"
-    costs = [r.get(key) for r in history.epochs if r.get(key) is not None]
+    records = [r for r in history.epochs if not r.get("partial")]
+    key = "train_cost" if sum(r.get("train_cost") is not None for r in records) >= 2 else "val_cost"
+    costs = [r.get(key) for r in records if r.get(key) is not None]
     if len(costs) >= 2:
         c0, c_end = costs[0], costs[-1]
         if math.isfinite(c0) and math.isfinite(c_end) and abs(c_end - c0) < BARELY * abs(c0):
@@ -85,13 +93,37 @@ def diagnose(history, *, y_train=None, y_eval=None, predicted=None, lr: float | 
     if one_class:
         said.append(f"likely cause: the network predicts one class for every example (saturated units): {step} is "
                     "probably too large; try a smaller --lr, or sgdlab lr-find")
-    elif len(costs) >= 2 and any(c > costs[0] for c in costs[1:]):
-        said.append(f"likely cause: the cost rose above its value before training: {step} is too large; try a "
+        return said
+    series, what, start, every_epoch = trend(records, costs, key)
+    if len(series) >= 2 and any(c > series[0] for c in series[1:]):
+        said.append(f"likely cause: {what} rose above {start}: {step} is too large; try a "
                     "smaller --lr, or sgdlab lr-find")
-    elif len(costs) >= 2 and all(b < a for a, b in itertools.pairwise(costs)):
-        said.append(f"likely cause: the cost was still falling at the end: too few epochs or {step} too small; "
+    elif every_epoch and len(series) >= 2 and all(b < a for a, b in itertools.pairwise(series)):
+        said.append(f"likely cause: {what} was still falling at the end: too few epochs or {step} too small; "
                     "try more --epochs or a larger --lr (sgdlab lr-find suggests one)")
     else:
         said.append(f"likely cause: the cost stopped at a poor value: {step} is too small or too large; "
                     "sgdlab lr-find measures which")
     return said
+
+
+def trend(records: list, costs: list, key: str) -> tuple[list, str, str, bool]:
+    """(the epoch series the likely-cause rules read, the words that name it, the words that name its
+    first value, whether it was recorded after every epoch): see the module docstring.
+
+    >>> trend([{"epoch": 0, "train_cost": 2.0}, {"epoch": 1, "mean_batch_cost": 1.5},
+    ...        {"epoch": 2, "mean_batch_cost": 1.2, "train_cost": 1.1}], [2.0, 1.1], "train_cost")[:2]
+    ([2.0, 1.5, 1.2], 'the mean batch cost (C over each batch before its update, averaged over the epoch)')
+    """
+    later = [r for r in records if r.get("epoch", 0) > 0]
+    if later and all(r.get("train_cost") is not None for r in records):
+        return [r["train_cost"] for r in records], "the training cost", "its value before training", True
+    if later and all(r.get("mean_batch_cost") is not None for r in later):
+        what = "the mean batch cost (C over each batch before its update, averaged over the epoch)"
+        series = [r["mean_batch_cost"] for r in later]
+        if records[0].get("epoch") == 0 and records[0].get("train_cost") is not None:
+            return [records[0]["train_cost"], *series], what, "the training cost before training", True
+        return series, what, "its value in the first epoch", True
+    if later and all(r.get("val_cost") is not None for r in records):
+        return [r["val_cost"] for r in records], "the validation cost", "its value before training", True
+    return costs, ("the training cost" if key == "train_cost" else "the validation cost"), "its first value", False

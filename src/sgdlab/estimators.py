@@ -31,8 +31,10 @@ class _NoChange(Callback):
 
     With validation data (``early_stopping=True``) the score is ``estimator.score`` on it
     (accuracy, or R^2): an epoch counts as no improvement when score < best + tol. Otherwise the
-    training cost: no improvement when cost > best - tol. ``n_iter_no_change`` such epochs in a
-    row stop training (``tol=None``: never); with validation data the best epoch's parameters are kept.
+    epoch's loss, ``mean_batch_cost`` (the mean over the epoch's updates of the batch cost before
+    each update, what scikit-learn's MLP accumulates for its ``loss_curve_`` and stops on): no
+    improvement when loss > best - tol. ``n_iter_no_change`` such epochs in a row stop training
+    (``tol=None``: never); with validation data the best epoch's parameters are kept.
     """
 
     def __init__(self, est, validation):
@@ -51,7 +53,9 @@ class _NoChange(Callback):
                 self.best, self.best_params = score, est.net_.copy_params()
                 est.best_validation_score_ = score
         else:
-            loss = r["train_cost"]
+            loss = r.get("mean_batch_cost")
+            if loss is None:  # not recorded for this epoch (see EPOCH_FIELDS): nothing to compare
+                return
             worse = est.tol is not None and self.best is not None and loss > self.best - est.tol
             if self.best is None or loss < self.best:
                 self.best = est.best_loss_ = loss
@@ -93,7 +97,7 @@ class _GDEstimator(BaseEstimator):
         self.state_ = TrainState(rng=np.random.default_rng(sample_seed))
 
     def _fit_stopping(self, X, T, epochs, y_original):
-        """fit with scikit-learn's stopping: ``tol``/``n_iter_no_change`` on the training cost, or with
+        """fit with scikit-learn's stopping: ``tol``/``n_iter_no_change`` on the epoch's loss, or with
         ``early_stopping`` on the score of a held-out ``validation_fraction`` (stratified for classes)."""
         from .data.dataset import split_validation
 
@@ -128,7 +132,7 @@ class _GDEstimator(BaseEstimator):
         self.history_ = fit(self.net_, X, T, method=self.method, batch_size=batch, lr=self.lr, epochs=epochs,
                             sampling=self.sampling, momentum=self.momentum, nesterov=self.nesterov,
                             weight_decay=self.weight_decay, state=self.state_, callbacks=list(callbacks))
-        self.loss_curve_ = [r["train_cost"] for r in self.history_.epochs[1:]]
+        self.loss_curve_ = [r.get("mean_batch_cost") for r in self.history_.epochs[1:]]
         self.n_iter_ = self.state_.epoch
         self.t_ = self.state_.step
         return self
@@ -145,13 +149,18 @@ class GDClassifier(ClassifierMixin, _GDEstimator):
     ``partial_fit`` trains one more epoch on the data it is given; the learning-rate schedule's
     step count, the momentum buffers and the sampling stream carry across calls.
     Attributes: ``classes_``, ``n_features_in_``, ``net_`` (the Network), ``history_``,
-    ``loss_curve_`` (training cost after each epoch), ``n_iter_`` (epochs), ``t_`` (updates).
+    ``loss_curve_`` (per epoch, the mean over its updates of the cost of each batch before its
+    update, weighted by batch size: scikit-learn's meaning; the record's ``mean_batch_cost``),
+    ``best_loss_`` (its minimum, when ``tol`` watches it), ``n_iter_`` (epochs), ``t_`` (updates).
+    ``history_`` holds the exact training cost after epoch 0 and the last epoch of each call
+    (``fit``'s default).
 
     Stopping, with scikit-learn's (MLPClassifier's) meanings: ``epochs`` is the most epochs;
-    training stops earlier when for ``n_iter_no_change`` epochs in a row the training cost has not
-    fallen by ``tol`` (``tol=None``: never); with ``early_stopping=True``, when the accuracy on a
-    held-out, stratified ``validation_fraction`` of the data has not risen by ``tol``, and the best
-    validation epoch's weights are kept (``validation_scores_``, ``best_validation_score_``).
+    training stops earlier when for ``n_iter_no_change`` epochs in a row the loss of
+    ``loss_curve_`` has not fallen by ``tol`` (``tol=None``: never); with ``early_stopping=True``,
+    when the accuracy on a held-out, stratified ``validation_fraction`` of the data has not risen
+    by ``tol``, and the best validation epoch's weights are kept (``validation_scores_``,
+    ``best_validation_score_``).
     ``partial_fit`` trains one epoch and does not stop early.
     """
 

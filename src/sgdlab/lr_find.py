@@ -89,7 +89,7 @@ class LRFinderResult:
 
 
 class _Sweep(Callback):
-    wants_batch_cost = True  # asks fit for the batch cost in each update record
+    """Reads each update record's batch cost (fit puts it into every update record)."""
 
     def __init__(self, steps: int, diverge: float):
         self.steps, self.diverge = steps, diverge

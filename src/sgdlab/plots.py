@@ -10,30 +10,51 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
+COST_LINES = (
+    ("train_cost", "training cost after the epoch (exact)", "-"),
+    ("mean_batch_cost", "mean batch cost during the epoch", ":"),
+    ("val_cost", "validation cost after the epoch", "--"),
+)
+"""The cost series drawn, each as its own line: the exact costs after each epoch, and the mean over
+each epoch of the batch costs before its updates (a different number: never joined with them)."""
+
+
+def _series(xs, values, epochs, key: str):
+    """(x, value) pairs where both are recorded, and whether to join them: a line through a series
+    recorded in every epoch record that can have it (``mean_batch_cost``: every one after epoch 0),
+    markers alone for one with gaps (joining two points would draw a path that was never measured)."""
+    pts = [(x, v) for x, v in zip(xs, values, strict=True) if x is not None and v is not None]
+    expected = sum(x is not None and (key != "mean_batch_cost" or (e or 0) > 0)
+                   for x, e in zip(xs, epochs, strict=True))
+    return pts, len(pts) == expected
+
 
 def plot_history(history, path, title: str | None = None) -> Path:
-    """Cost (training and validation) and, for class labels, accuracy against epochs, as a PNG.
+    """Cost and, for class labels, accuracy against epochs, as a PNG.
 
-    A regression run (no accuracy recorded) gets the cost panel only.
+    The cost panel draws each recorded cost series as its own line (``COST_LINES``): the exact
+    training cost after the epoch (by default only before training and after the last epoch:
+    markers without a line), the epoch's mean batch cost (dotted) and the validation cost
+    (dashed). A regression run (no accuracy recorded) gets the cost panel only.
     """
     epochs = history["epoch"]
     has_acc = any(v is not None for key in ("train_accuracy", "val_accuracy") for v in history[key])
     fig, axes = new_figure(2 if has_acc else 1)
     ax_cost = axes[0]
-    for key, label in (("train_cost", "training cost"), ("val_cost", "validation cost")):
-        pts = [(e, v) for e, v in zip(epochs, history[key], strict=True) if v is not None]
+    for key, label, ls in COST_LINES:
+        pts, joined = _series(epochs, history[key], epochs, key)
         if pts:
-            ax_cost.plot(*zip(*pts, strict=True), marker=".", label=label, ls="-" if key.startswith("train") else "--")
-    ax_cost.set(xlabel="epoch", ylabel="cost C", yscale="log", title="cost after each epoch")
-    ax_cost.legend()
+            ax_cost.plot(*zip(*pts, strict=True), marker="." if joined else "o", label=label,
+                         ls=ls if joined else "none")
+    ax_cost.set(xlabel="epoch", ylabel="cost C", yscale="log", title="cost")
+    ax_cost.legend(fontsize=8)
     if has_acc:
         ax_acc = axes[1]
         for key, label in (("train_accuracy", "training accuracy"), ("val_accuracy", "validation accuracy")):
-            pts = [(e, v) for e, v in zip(epochs, history[key], strict=True) if v is not None]
+            pts, joined = _series(epochs, history[key], epochs, key)
             if pts:
-                ax_acc.plot(
-                    *zip(*pts, strict=True), marker=".", label=label, ls="-" if key.startswith("train") else "--"
-                )
+                ls = ("-" if key.startswith("train") else "--") if joined else "none"
+                ax_acc.plot(*zip(*pts, strict=True), marker="." if joined else "o", label=label, ls=ls)
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy after each epoch")
         ax_acc.legend()
     return save_figure(fig, path, title, dpi=100)
@@ -65,13 +86,15 @@ RUN_AXES = (
 
 
 def plot_runs(runs: dict, path, accuracy: bool = True) -> Path:
-    """Overlay runs: cost (top; training solid, validation dashed) and validation accuracy (bottom,
-    only when ``accuracy``) against epochs, updates, examples seen and seconds.
+    """Overlay runs: cost (top; exact training cost solid, mean batch cost dotted, validation cost
+    dashed; a series recorded only at some epochs as markers alone) and validation accuracy
+    (bottom, only when ``accuracy``) against epochs, updates, examples seen and seconds.
 
     ``runs`` maps a short label (the run directory's name) to a list of epoch records
     (``History.epochs`` or metrics.jsonl rows). Every panel has its legend.
     """
-    rows = (("train_cost", "training", "-"), ("val_cost", "validation", "--")), (("val_accuracy", "validation", "--"),)
+    rows = ((("train_cost", "training", "-"), ("mean_batch_cost", "mean batch cost", ":"),
+             ("val_cost", "validation", "--")), (("val_accuracy", "validation", "--"),))
     rows = rows if accuracy else rows[:1]
     fig, axes = new_figure(4, len(rows), size=(4.2, 3.4))
     for i, (label, records) in enumerate(runs.items()):
@@ -80,14 +103,13 @@ def plot_runs(runs: dict, path, accuracy: bool = True) -> Path:
             for row, series in enumerate(rows):
                 ax = axes[row * 4 + col]
                 for ykey, what, ls in series:
-                    pts = [(x, r.get(ykey)) for x, r in zip(xs, records, strict=True)
-                           if x is not None and r.get(ykey) is not None]
+                    pts, joined = _series(xs, [r.get(ykey) for r in records], [r.get("epoch") for r in records],
+                                          ykey)
                     if key != "epoch":
                         pts = [(x, y) for x, y in pts if x > 0]
                     if pts:
-                        ax.plot(
-                            *zip(*pts, strict=True), marker=".", ms=3, color=f"C{i}", ls=ls, label=f"{label} ({what})"
-                        )
+                        ax.plot(*zip(*pts, strict=True), marker="." if joined else "o", ms=3, color=f"C{i}",
+                                ls=ls if joined else "none", label=f"{label} ({what})")
                 ax.set(xlabel=xlabel, ylabel="cost C" if row == 0 else "validation accuracy")
                 if ax.lines and row == 0:
                     ax.set_yscale("log")

@@ -39,11 +39,22 @@ EPOCH_FIELDS = {
     "examples_seen": "examples used in gradient estimates so far",
     "train_seconds": "wall seconds spent in updates so far (sampling, gradient, step); evaluation excluded",
     "lr": "learning rate of the last update",
-    "train_cost": "C over the whole training set with the parameters at the end of the epoch "
-                  "(only in epochs that evaluate: every eval_every-th, the first and the last)",
-    "train_accuracy": "accuracy on the whole training set at the end of the epoch (class labels only; "
-                      "epochs that evaluate)",
-    "val_cost": "C over the validation set at the end of the epoch (epochs that evaluate)",
+    "mean_batch_cost": "C over each batch before its update, averaged over this epoch's updates weighted by batch "
+                       "size (the batches' cost sums / the epoch's examples): Keras' loss, scikit-learn's "
+                       "loss_curve_. Made from the updates' own forward passes, no evaluation; a mean over "
+                       "parameters that changed during the epoch, not the cost at its end (method='batch': the "
+                       "exact training cost before the epoch's update). Every epoch after 0; absent where the "
+                       "epoch's running sum was lost (resumed from a checkpoint written before 0.3.0) and under "
+                       "local SGD on several ranks",
+    "train_cost": "C over the whole training set with the parameters at the end of the epoch: by default "
+                  "(eval_train=None) only at epoch 0, at epoch `epochs` and in the record of an epoch interrupted "
+                  "mid-way (a run that a callback stops after an epoch's record, as EarlyStopping does, ends "
+                  "without one); with eval_train=True in every epoch that evaluates (every eval_every-th, the "
+                  "first and the last); never with eval_train=False",
+    "train_accuracy": "accuracy on the whole training set at the end of the epoch (class labels only; in the "
+                      "records that have train_cost)",
+    "val_cost": "C over the validation set at the end of the epoch (epochs that evaluate: every eval_every-th, "
+                "the first and the last)",
     "val_accuracy": "accuracy on the validation set at the end of the epoch (epochs that evaluate)",
 }
 UPDATE_FIELDS = {
@@ -54,7 +65,11 @@ UPDATE_FIELDS = {
     "lr": "learning rate of this update",
     "batch_size": "examples in this batch",
     "batch_cost": "C over this batch, before the update (a noisy estimate, not the training cost)",
+    "mean_batch_cost": "the epoch's mean_batch_cost so far: over this epoch's updates up to this one included "
+                       "(absent where the epoch record's would be)",
 }
+EVAL_TRAIN_MODES = {None: "ends", True: "every", False: "never"}
+"""``history.config["eval_train"]`` for each ``fit(eval_train=...)``: when the training set is evaluated."""
 
 
 class DivergenceError(ArithmeticError):
@@ -129,9 +144,10 @@ def resolve_batch_size(method: str, batch_size: int | None, n: int) -> int:
 def fit(net: Network, X: Any, Y: Any, *, method: str = "minibatch", batch_size: int | None = None,
         lr: float | Schedule | None = None, epochs: int = 30, sampling: str = "reshuffle", momentum: float = 0.0,
         nesterov: bool = False, weight_decay: float = 0.0, optimizer: GradientTransformation | None = None,
-        seed: Seed = None, validation: tuple | None = None, record_updates: bool = False, eval_train: bool = True,
-        eval_every: int = 1, callbacks: Iterable[Any] = (), stepper: str | None = None, fused: bool | None = None,
-        state: TrainState | None = None, validation_split: float | None = None, comm: Any = None) -> History:
+        seed: Seed = None, validation: tuple | None = None, record_updates: bool = False,
+        eval_train: bool | None = None, eval_every: int = 1, callbacks: Iterable[Any] = (),
+        stepper: str | None = None, fused: bool | None = None, state: TrainState | None = None,
+        validation_split: float | None = None, comm: Any = None) -> History:
     """Train ``net`` in place by gradient descent and return its History.
 
     Every update is  w' = w - (eta/m) sum_{j=1..m} dC_{X_j}/dw  (likewise b) over a batch of m
@@ -156,10 +172,15 @@ def fit(net: Network, X: Any, Y: Any, *, method: str = "minibatch", batch_size: 
     validation_split : a fraction of (X, Y) set aside as validation data instead (stratified for
         class labels; see ``sgdlab.data.dataset.split_validation``); not with ``validation``.
     record_updates : also keep one record per update (with the batch cost before the update).
-    eval_train : compute the full training-set cost and accuracy after the epochs that evaluate.
-    eval_every : evaluate (training and validation sets) after every ``eval_every``-th epoch, and
-        always after epoch 0 and the last epoch (default 1: every epoch). The evaluation is a full
-        forward pass over the data and is not counted in ``train_seconds``.
+    eval_train : when the exact training cost and accuracy (a full forward pass over the n rows, not
+        counted in ``train_seconds``) go into the epoch records. None (default): only at epoch 0, the
+        last epoch and the record of an epoch interrupted mid-way; True: in every epoch that evaluates
+        (``eval_every``); False: never. Every epoch record has ``mean_batch_cost`` whatever this says:
+        the batch costs the updates compute anyway, averaged over the epoch (see ``EPOCH_FIELDS``).
+        ``history.config["eval_train"]`` records "ends", "every" or "never".
+    eval_every : evaluate the validation set (and, with ``eval_train=True``, the training set) after
+        every ``eval_every``-th epoch, and always after epoch 0 and the last epoch (default 1: every
+        epoch). The evaluation is a full forward pass over the data and is not counted in ``train_seconds``.
     callbacks : ``Callback`` objects (``on_train_begin``, ``on_epoch_end``, ``on_update_end``,
         ``on_train_end``) or callables ``cb(record)`` called after every epoch record; raising
         ``StopTraining`` ends training early. ``on_update_end`` is called only where a callback
@@ -198,6 +219,9 @@ def fit(net: Network, X: Any, Y: Any, *, method: str = "minibatch", batch_size: 
     data = _TrainingData.prepare(net, X, Y, validation)
     m = resolve_batch_size(method, batch_size, data.n)
     epochs, eval_every = check_int(epochs, "epochs", 1), check_int(eval_every, "eval_every", 1)
+    if not (eval_train is None or isinstance(eval_train, bool)):
+        raise TypeError(f"eval_train must be None (the ends only), True (every epoch that evaluates) or False "
+                        f"(never); got {eval_train!r}")
     check_choice(sampling, "sampling", ORDERS)
     if method == "batch" and sampling == "replacement":
         raise ValueError("method='batch' uses every example once per update; sampling='replacement' does not apply")
@@ -219,7 +243,8 @@ def fit(net: Network, X: Any, Y: Any, *, method: str = "minibatch", batch_size: 
               "lr": schedule_name(hyper.lr) if hyper else "optimizer",
               "sampling": sampling if method != "batch" else "full",
               "momentum": hyper and hyper.momentum, "nesterov": hyper and hyper.nesterov,
-              "weight_decay": hyper and hyper.weight_decay, "eval_every": eval_every, "stepper": chosen.name,
+              "weight_decay": hyper and hyper.weight_decay, "eval_every": eval_every,
+              "eval_train": EVAL_TRAIN_MODES[eval_train], "stepper": chosen.name,
               "seed": seed if not isinstance(seed, np.random.Generator) else "generator", "network": net.describe()}
     if world is not None:
         config["distributed"] = world.describe()
@@ -237,6 +262,8 @@ def fit(net: Network, X: Any, Y: Any, *, method: str = "minibatch", batch_size: 
     state.history.config["stepper_info"] = chosen.prepare()  # compilation, before the clock starts
     if world is not None:  # ranks that differ are refused; all start from rank 0's parameters and state
         chosen.begin(state, config)  # type: ignore[attr-defined]  # only the MPI stepper runs with a world
+        state.batch_cost_sum, state.batch_cost_examples = world.bcast((state.batch_cost_sum,
+                                                                       state.batch_cost_examples))
     sampler = BatchSampler(data.n, getattr(chosen, "sample_size", m), "sequential" if method == "batch" else sampling,
                            state.rng)
     sampler.fixed = state.fixed
@@ -273,8 +300,6 @@ class _Hooks:
         except TypeError:
             raise TypeError(f"callbacks must be a list of Callback objects or callables; got {callbacks!r}") from None
         self.epoch, self.update, self.begin, self.end = [], [], [], []
-        # a per-update hook that shows the batch cost (a progress bar) asks for it with wants_batch_cost
-        self.want_costs = any(getattr(cb, "wants_batch_cost", False) for cb in callbacks)
         for cb in callbacks:
             if not (isinstance(cb, Callback) or callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
                 raise TypeError(f"callbacks must be Callback objects or callables cb(record); got {cb!r}")
@@ -307,6 +332,10 @@ class _Loop:
         self.net, self.data, self.stepper, self.state, self.sampler = net, data, stepper, state, sampler
         self.hooks, self.record_updates, self.eval_train = hooks, record_updates, eval_train
         self.eval_every, self.epochs = eval_every, epochs
+        # the batch costs a stepper returns are the global batch's, except under local SGD on several ranks
+        # (each rank's own example's, NaN where a rank had none): no mean_batch_cost there
+        world = getattr(stepper, "world", None)
+        self.mean_costs = not (getattr(stepper, "local_sgd", False) and world is not None and world.size > 1)
         self.history, self.opt, self.eta = state.history, stepper.opt, None
         # a stepper may share evaluation among processes (the MPI stepper); else the data evaluates itself
         self.evaluate = getattr(stepper, "evaluate", data.evaluate)
@@ -357,6 +386,8 @@ class _Loop:
         if not partial:
             state.epoch, state.order, state.position = epoch, None, 0
         r = self.record(epoch, partial)
+        if not partial:  # the next epoch's mean_batch_cost starts from nothing
+            state.batch_cost_sum, state.batch_cost_examples = 0.0, 0
         self.check(r, f"in epoch {epoch} (updates {first}-{state.step})")
         self.good = self.net.copy_params()
         if not stopped:
@@ -388,21 +419,24 @@ class _Loop:
         if bad is not None:
             block, etas, bad_eta = block[:bad], etas[:bad], etas[bad]
         t0 = time.perf_counter()
-        with stepper.guard():
-            costs = stepper.run(state, block, etas, self.record_updates or self.hooks.want_costs) if block else None
+        with stepper.guard():  # the batch costs are always asked for: mean_batch_cost is made of them
+            costs = stepper.run(state, block, etas, True) if block else None
             stepper.sync()
         state.seconds += time.perf_counter() - t0
         sizes = [self.data.n if idx is FULL_BATCH else len(idx) for idx in block]
         state.seen += sum(sizes)
         state.position += len(block)
+        self.add_costs(costs, sizes)
         self.eta = etas[-1] if etas else self.eta
         u = self.update_record(epoch, sizes[-1]) if block else None  # the block's last update
-        if u is not None and costs is not None:  # costs come when records or hooks ask for them
+        if u is not None and costs is not None:
             u["batch_cost"] = float(costs[-1])
+            if (mean := self.mean_batch_cost()) is not None:
+                u["mean_batch_cost"] = mean
         if self.record_updates and u is not None:
             self.history.updates.append(u)
             if not math.isfinite(u["batch_cost"]):
-                self.diverged(f"at update {state.step} (epoch {epoch})", u["batch_cost"])
+                self.diverged(f"at update {state.step} (epoch {epoch})", f"the batch cost became {u['batch_cost']}")
         if bad is not None:
             self.net.params = self.good
             raise ValueError(f"the learning-rate schedule gave lr={bad_eta!r} at step t={state.step} "
@@ -417,6 +451,25 @@ class _Loop:
                 return True
         return False
 
+    def add_costs(self, costs, sizes: list) -> None:
+        """Add a block's (batch cost x batch size) to the epoch's sum, one update at a time in update order,
+        so the sum is the same however the epoch was cut into blocks (or interrupted and resumed)."""
+        state = self.state
+        state.batch_cost_examples += sum(sizes)
+        if costs is None or state.batch_cost_sum is None:
+            return
+        total = state.batch_cost_sum
+        for c, m in zip(costs, sizes, strict=True):
+            total += float(c) * m
+        state.batch_cost_sum = total
+
+    def mean_batch_cost(self) -> float | None:
+        """The epoch's mean batch cost so far, or None where it is not known (see EPOCH_FIELDS)."""
+        s = self.state
+        if not self.mean_costs or s.batch_cost_sum is None or not s.batch_cost_examples:
+            return None
+        return s.batch_cost_sum / s.batch_cost_examples
+
     def update_record(self, epoch: int, batch_size: int) -> dict:
         s = self.state
         return {"update": s.step, "epoch": epoch, "examples_seen": s.seen, "train_seconds": s.seconds,
@@ -424,9 +477,14 @@ class _Loop:
 
     def record(self, epoch: int, partial: bool = False) -> dict:
         s = self.state
-        evaluate = epoch in (0, self.epochs) or partial or epoch % self.eval_every == 0
-        r = {"epoch": epoch, "updates": s.step, "examples_seen": s.seen, "train_seconds": s.seconds, "lr": self.eta,
-             **(self.evaluate(self.net, train=self.eval_train) if evaluate else {})}
+        ends = epoch in (0, self.epochs) or partial
+        evaluate = ends or epoch % self.eval_every == 0  # the validation set (and the training set if True)
+        train = evaluate if self.eval_train else (ends and self.eval_train is None)
+        r = {"epoch": epoch, "updates": s.step, "examples_seen": s.seen, "train_seconds": s.seconds, "lr": self.eta}
+        if epoch > 0 and (mean := self.mean_batch_cost()) is not None:
+            r["mean_batch_cost"] = mean
+        if train or (evaluate and self.data.val is not None):
+            r.update(self.evaluate(self.net, train=train))
         if partial:
             r["partial"] = True
         self.history.epochs.append(r)
@@ -437,11 +495,14 @@ class _Loop:
             hook(r)
 
     def check(self, r: dict, where: str) -> None:
-        """Divergence: a non-finite evaluated cost, or non-finite parameters (also without evaluation)."""
-        cost = r.get("train_cost", r.get("val_cost"))
-        if cost is not None and not math.isfinite(cost):
-            self.history.epochs.pop()
-            self.diverged(where, cost)
+        """Divergence: a non-finite cost (the epoch's mean batch cost or an evaluated one), or non-finite
+        parameters (also without any cost)."""
+        for key, what in (("mean_batch_cost", "mean batch cost"), ("train_cost", "training cost"),
+                          ("val_cost", "validation cost")):
+            cost = r.get(key)
+            if cost is not None and not math.isfinite(cost):
+                self.history.epochs.pop()
+                self.diverged(where, f"the {what} became {cost}")
         if not _finite(self.net.params, self.net.xp):
             self.history.epochs.pop()
             self.diverged(where, "non-finite in the parameters")
@@ -450,11 +511,10 @@ class _Loop:
         last = self.history.epochs[-1]["epoch"] if self.history.epochs else self.state.epoch
         return f"The network keeps the parameters from the end of epoch {last}, the last with a finite cost"
 
-    def diverged(self, where: str, cost):
+    def diverged(self, where: str, what: str):
         self.net.params = self.good
         lr = "its optimizer" if self.eta is None else f"lr={self.eta:g}"
-        raise DivergenceError(f"training diverged {where} with {lr}: the cost became {cost}. {self.kept()}; "
-                              f"try a smaller lr.")
+        raise DivergenceError(f"training diverged {where} with {lr}: {what}. {self.kept()}; try a smaller lr.")
 
 
 def _finite(params, xp) -> bool:
@@ -530,7 +590,8 @@ class TrainState:
     Pass the same TrainState to successive ``fit`` calls (or save it with ``sgdlab.checkpoint``
     and load it later) and training continues bit for bit as if it had never stopped: the
     counters, the order of the epoch in progress and how far into it training got, the sampling
-    generator, shuffle_once's permutation, the optimizer's state and the history.
+    generator, shuffle_once's permutation, the optimizer's state and the history, and the running
+    sum behind the epoch's ``mean_batch_cost``.
     """
 
     epoch: int = 0  # epochs completed
@@ -543,6 +604,10 @@ class TrainState:
     rng: np.random.Generator | None = None  # the sampling stream
     opt_state: Any = None  # the optimizer's state (momentum buffers, step count)
     history: History | None = None
+    # the epoch in progress so far: sum of (batch cost before the update x batch size), None where it was lost
+    # (resumed from a checkpoint that did not keep it), and the examples of its updates
+    batch_cost_sum: float | None = 0.0
+    batch_cost_examples: int = 0
 
 
 class StopTraining(Exception):
@@ -554,11 +619,12 @@ class Callback:
 
     ``on_train_begin(config)`` gets ``history.config`` before anything else; ``on_epoch_end(record)``
     gets each epoch record (epoch 0 included); ``on_update_end(record)`` gets {update, epoch,
-    examples_seen, train_seconds, lr, batch_size} after every ``update_interval``-th update (counted
-    by the step counter), with the network already updated; ``on_train_end(history)`` closes a run
-    that ended normally or by ``StopTraining``. A hook is called only where a subclass overrides it:
-    without an ``on_update_end`` of its own a callback costs the updates nothing (Keras does the
-    same). The training clock is stopped while callbacks run. Raise ``StopTraining`` to end
+    examples_seen, train_seconds, lr, batch_size, batch_cost, mean_batch_cost} (``UPDATE_FIELDS``)
+    after every ``update_interval``-th update (counted by the step counter), with the network
+    already updated; ``on_train_end(history)`` closes a run that ended normally or by
+    ``StopTraining``. A hook is called only where a subclass overrides it: without an
+    ``on_update_end`` of its own a callback costs the updates nothing (Keras does the same). The
+    training clock is stopped while callbacks run. Raise ``StopTraining`` to end
     training; the epoch in progress then gets its record.
     """
 
