@@ -14,6 +14,8 @@ Values are computed from the logits z, so they stay finite where a rounds to 0 o
 
 from __future__ import annotations
 
+import numpy as np
+
 from .activations import Activation
 
 
@@ -28,6 +30,9 @@ class Quadratic:
 
     def value(self, z, a, y, output: Activation, xp):
         d = a - y
+        if isinstance(d, np.ndarray):  # one BLAS dot product: a third of the time on a small batch
+            d = d.ravel()
+            return 0.5 * (d @ d)
         return 0.5 * xp.sum(d * d)
 
     def delta(self, z, a, y, output: Activation, xp):

@@ -41,7 +41,8 @@ Stepper protocol (subclass ``Stepper``, decorate with ``@register``):
     one step counter (None where the optimizer has no ``hyper`` and scales by itself). It updates
     ``net.params`` (in place or by reassignment) and ``state.opt_state``, and counts each update with
     ``advance(state, opt)``, which moves ``state.step`` and the ``sgd`` state's step together.
-    Returns the batch cost C before each update when ``want_costs``, else None.
+    Returns the batch cost C before each update when ``want_costs``, else None; ``fit`` always asks
+    (every epoch records their mean, ``mean_batch_cost``), so computing them must stay cheap.
     ``sync()``: wait for pending device work (no-op on the CPU); ``fit`` calls it before reading
     the clock.
 
