@@ -1,6 +1,7 @@
 """The first hour of a new user (issue 9): a light import, validation and early stopping, honest
 defaults and warnings, tables with words for labels, the learning-rate finder, progress within an epoch."""
 
+import importlib
 import io
 import json
 import os
@@ -20,7 +21,7 @@ from sgdlab.data.dataset import split_validation
 # the sigmoid's expit are imported on first use)
 HEAVY = ("sklearn", "scipy", "matplotlib", "pandas", "tqdm", "pooch", "requests", "torch", "numba", "jax", "mpi4py",
          "cupy",
-         "sgdlab.lab", "sgdlab.estimators", "sgdlab.plots", "sgdlab.lr_find", "sgdlab.data.digits",
+         "sgdlab.lab", "sgdlab.estimators", "sgdlab.plots", "sgdlab.lrfinder", "sgdlab.data.digits",
          "sgdlab.data.synthetic", "sgdlab.data.scaling")
 
 
@@ -40,6 +41,8 @@ def test_import_and_help_load_no_heavy_module(code):
 
 def test_lazy_names_still_work():
     assert sgdlab.lr_find is sgdlab.lr_find  # imported on first use, then cached
+    importlib.import_module("sgdlab.lrfinder")  # importing the module (as the CLI and doctest runners do)
+    assert callable(sgdlab.lr_find) and sgdlab.lr_find is sgdlab.lrfinder.lr_find  # leaves the function be
     assert sgdlab.data.blobs(n=30, seed=0).X_train.shape == (24, 2)
     assert "EarlyStopping" in dir(sgdlab) and "open_npy" in dir(sgdlab.data)
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):

@@ -27,7 +27,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 # lazy: public name -> (submodule, attribute or None for the submodule itself)
-_LAZY = {"lr_find": ("lr_find", "lr_find"), "LRFinderResult": ("lr_find", "LRFinderResult"),
+_LAZY = {"lr_find": ("lrfinder", "lr_find"), "LRFinderResult": ("lrfinder", "LRFinderResult"),
          "EarlyStopping": ("callbacks", "EarlyStopping"), "ReduceLROnPlateau": ("callbacks", "ReduceLROnPlateau"),
          "callbacks": ("callbacks", None), "estimators": ("estimators", None), "lab": ("lab", None),
          "plots": ("plots", None)}

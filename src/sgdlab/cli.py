@@ -847,7 +847,7 @@ def cmd_predict(args) -> int:
 
 def cmd_lr_find(args) -> int:
     from . import data
-    from .lr_find import lr_find
+    from .lrfinder import lr_find
 
     ds = data.scale(data.load(args.data, args.data_dir, seed=args.seed, target=args.target, task=args.task), args.scale)
     net = _network(args, ds)
