@@ -2,9 +2,8 @@
 
     W <- (1 - eta lam) W - (eta/m) a^T delta,    b <- b - (eta/m) sum_rows delta
 
-with no gradient buffer at all: gemm writes into W in place; the batch's rows and the backward
-pass's intermediates go into buffers reused by every update (``kernels.backprop_into``). All deltas
-are computed before any parameter changes, so this is the reference update up to rounding (a test
+with no gradient buffer at all: gemm writes into W in place. All deltas are computed before any
+parameter changes, so this is the reference update up to rounding (a test
 proves it). It pays for batches of up to FUSED_MAX_BATCH rows, where per-call overhead dominates;
 above that the separate products of NumPy's BLAS (on its own threads) are as fast (crossover
 measured at 32-64 rows for 64-30-10, 784-30-10 and 784-100-10 networks): the buffered stepper.
@@ -17,7 +16,7 @@ import contextlib
 import numpy as np
 
 from .. import kernels
-from .base import Stepper, advance, needs_numpy_sgd, register, rows_into
+from .base import Stepper, advance, needs_numpy_sgd, register
 from .threads import blas_threads
 
 FUSED_MAX_BATCH = 32
@@ -48,7 +47,7 @@ class FusedStepper(Stepper):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.work: dict = {}  # buffers reused by every update (kernels.backprop_into)
+        self.work: dict = {}  # buffers reused by every update (the buffered stepper's)
 
     def session(self):
         return blas_threads(self.net.sizes, self.ctx.batch_size) if self.ctx.numpy else contextlib.nullcontext()
@@ -63,10 +62,9 @@ class FusedStepper(Stepper):
             # gemm writes in place: it needs writeable, C-ordered weights
             net.params = [(np.array(W, order="C"), np.array(b, order="C")) for W, b in net.params]
         costs = [] if want_costs else None
-        work = self.work
         for idx, eta in zip(batches, etas, strict=True):
-            X, T = rows_into(self.data, idx, work)
-            acts, deltas, z = kernels.backprop_into(arch, net.params, X, T, work)
+            X, T = self.rows(idx)  # small batches: fresh arrays cost less than buffers' bookkeeping (measured)
+            acts, deltas, z = kernels.backprop(arch, net.params, X, T, np)
             m = X.shape[0]
             scale = eta / m
             for (W, b), a, d in zip(net.params, acts[:-1], deltas, strict=True):
