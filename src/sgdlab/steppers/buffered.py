@@ -9,8 +9,8 @@ backward pass writes into others (``kernels.backprop_into``), the gradient produ
 gradient buffers (``np.matmul(out=)``, NumPy's BLAS and its threads) and the update is made in
 place. On a big batch a fresh array is new memory for the kernel to fault in, page by page, and
 the reference path makes a dozen per update: at 8,000 x 784-100-10 rows they cost more than all
-the elementwise arithmetic (README, "Speed"). Automatic selection takes this stepper above
-``fused.FUSED_MAX_BATCH`` rows, where the fused path's in-place gemm stops paying.
+the elementwise arithmetic (README, "Speed"). Automatic selection takes this stepper where the fused
+one stops paying (above ``fused.FUSED_MAX_BATCH`` rows, or products big enough for several threads).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import kernels
 from .base import advance, register, rows_into
-from .fused import FUSED_MAX_BATCH, FusedStepper
+from .fused import FusedStepper
 
 
 @register
@@ -31,7 +31,7 @@ class BufferedStepper(FusedStepper):
 
     @classmethod
     def preferred(cls, ctx):
-        return ctx.batch_size > FUSED_MAX_BATCH
+        return not FusedStepper.preferred(ctx)
 
     def run(self, state, batches, etas, want_costs):
         net, arch, lam, work = self.net, self.net.arch, self.ctx.hyper.weight_decay, self.work

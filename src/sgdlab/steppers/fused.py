@@ -3,10 +3,9 @@
     W <- (1 - eta lam) W - (eta/m) a^T delta,    b <- b - (eta/m) sum_rows delta
 
 with no gradient buffer at all: gemm writes into W in place. All deltas are computed before any
-parameter changes, so this is the reference update up to rounding (a test
-proves it). It pays for batches of up to FUSED_MAX_BATCH rows, where per-call overhead dominates;
-above that the separate products of NumPy's BLAS (on its own threads) are as fast (crossover
-measured at 32-64 rows for 64-30-10, 784-30-10 and 784-100-10 networks): the buffered stepper.
+parameter changes, so this is the reference update up to rounding (a test proves it). It pays for
+batches of up to FUSED_MAX_BATCH rows; above that the buffered stepper (no fresh array per update,
+NumPy's BLAS on its own threads) is faster.
 """
 
 from __future__ import annotations
@@ -17,9 +16,13 @@ import numpy as np
 
 from .. import kernels
 from .base import Stepper, advance, needs_numpy_sgd, register
-from .threads import blas_threads
+from .threads import MULTI_THREAD_MIN_MACS, blas_threads, largest_product
 
-FUSED_MAX_BATCH = 32
+FUSED_MAX_BATCH = 128
+"""Largest batch automatic selection gives this stepper (and only while its products stay on one BLAS
+thread, ``threads.MULTI_THREAD_MIN_MACS``: its gemm is SciPy's BLAS, kept on one thread). Measured,
+one thread, against the buffered stepper: 784-100-10 ties at 256 rows (39.0 vs 38.6 ms per 8,000
+examples) and loses from 512; 64-30-10 still wins at 256."""
 
 
 def _gemm(dtype):
@@ -43,7 +46,8 @@ class FusedStepper(Stepper):
 
     @classmethod
     def preferred(cls, ctx):
-        return ctx.batch_size <= FUSED_MAX_BATCH
+        return (ctx.batch_size <= FUSED_MAX_BATCH
+                and largest_product(ctx.net.sizes, ctx.batch_size) < MULTI_THREAD_MIN_MACS)
 
     def __init__(self, ctx):
         super().__init__(ctx)
