@@ -53,8 +53,9 @@ def _softmax(z, xp):
     return e / xp.sum(e, axis=1, keepdims=True)
 
 
-INPLACE_SIGMOID_MIN = 1 << 14
-"""From this many elements on, the sigmoid in place takes NumPy's vectorised exp (below, one call costs less)."""
+INPLACE_SIGMOID_MIN = 2048
+"""From this many elements on, the sigmoid in place takes NumPy's vectorised exp (measured: 7.5 against SciPy's 8.7 us
+at 2,000 float32 elements, 25 against 53 at 12,800; below, one call of expit costs less)."""
 
 
 def _sigmoid_inplace(z):
