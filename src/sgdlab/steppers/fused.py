@@ -46,7 +46,8 @@ class FusedStepper(Stepper):
 
     @classmethod
     def preferred(cls, ctx):
-        return (ctx.batch_size <= FUSED_MAX_BATCH
+        # SciPy's gemm holds the GIL, so a background reader of data on disk could not read meanwhile
+        return (ctx.batch_size <= FUSED_MAX_BATCH and not ctx.data.on_disk
                 and largest_product(ctx.net.sizes, ctx.batch_size) < MULTI_THREAD_MIN_MACS)
 
     def __init__(self, ctx):
