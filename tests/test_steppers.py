@@ -502,17 +502,19 @@ def test_callbacks_may_be_one_callable_or_any_iterable(toy):
         sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, epochs=1, callbacks=3)
 
 
-def test_data_on_disk_takes_the_buffered_stepper_where_memory_takes_the_fused_one(tmp_path, toy):
-    """The fused stepper's SciPy gemm holds the GIL: with data on disk the background reader could not
-    read during it, so the buffered stepper (NumPy's BLAS releases the GIL) makes those updates."""
+def test_data_on_disk_and_in_memory_take_the_same_stepper(tmp_path, toy):
+    """Same stepper, same arithmetic: training from disk stays bit-identical to training in memory."""
     from sgdlab.data import open_npy
-    from sgdlab.steppers.compiled import COMPILED_MAX_BATCH_DENSE
+    from sgdlab.steppers.fused import FUSED_MAX_BATCH
 
     X, y = toy
-    np.save(tmp_path / "X.npy", X.astype(np.float32))
-    m = COMPILED_MAX_BATCH_DENSE + 1
-    for data, want in ((X.astype(np.float32), "fused"), (open_npy(tmp_path / "X.npy"), "buffered")):
-        assert sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1).config["stepper"] == want
+    X = np.tile(X, (4, 1)).astype(np.float32)
+    y = np.tile(y, 4)
+    np.save(tmp_path / "X.npy", X)
+    for m in (1, 10, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1):  # (batch GD on disk: the chunked stepper)
+        chosen = [sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1).config["stepper"]
+                  for data in (X, open_npy(tmp_path / "X.npy"))]
+        assert chosen[0] == chosen[1], (m, chosen)
 
 
 def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, monkeypatch):

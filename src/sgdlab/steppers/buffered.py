@@ -45,10 +45,10 @@ class BufferedStepper(FusedStepper):
             params = []
             for layer, ((W, b), a, d) in enumerate(zip(net.params, acts[:-1], deltas, strict=True)):
                 G = kernels.buffer(work, ("G", layer), W.shape[0], W.shape[1], W.dtype)
-                np.matmul(a.T, d, out=G)  # sum over the rows of a_{l-1}^T delta_l
-                G *= eta / m
                 gb = d.sum(axis=0)
                 gb *= eta / m
+                d *= eta / m  # the (m, fan_out) factor scaled, not the (fan_in, fan_out) product: a smaller pass
+                np.matmul(a.T, d, out=G)  # (eta/m) sum over the rows of a_{l-1}^T delta_l
                 if not (W.flags.writeable and b.flags.writeable):  # handed in read-only: copies, updated
                     W, b = W.copy(), b.copy()
                 if lam:
