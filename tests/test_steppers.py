@@ -602,6 +602,9 @@ def test_sigmoid_in_place_matches_expit_and_saturates_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ACTIVATIONS["sigmoid"].fn_inplace(a)
+        fresh = ACTIVATIONS["sigmoid"].fn(z, np)  # the output layer's form: a new array, z kept
     want = expit(z)
-    np.testing.assert_allclose(a, want, rtol=4 * np.finfo(np.float32).eps, atol=0)  # a few roundings apart
-    assert a[-3] == 0.0 and a[-2] == 1.0 and a[-1] == 0.5
+    for got in (a, fresh):
+        np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps, atol=0)  # a few roundings apart
+        assert got[-3] == 0.0 and got[-2] == 1.0 and got[-1] == 0.5
+    assert ACTIVATIONS["sigmoid"](0.0) == 0.5  # scalars still work

@@ -44,7 +44,13 @@ def _expit():
 
 def _sigmoid(z, xp):
     if is_numpy(xp):
-        return _expit()(z)  # one pass, no overflow warning
+        if not isinstance(z, np.ndarray) or z.size < INPLACE_SIGMOID_MIN:
+            return _expit()(z)  # one pass, no overflow warning
+        a = np.negative(z)  # a new array (z is kept: the output layer's logits), then as _sigmoid_inplace
+        with np.errstate(over="ignore"):
+            np.exp(a, out=a)
+        a += 1.0
+        return np.reciprocal(a, out=a)
     return 0.5 * (xp.tanh(0.5 * z) + 1.0)  # = 1/(1+e^{-z}), overflow-free
 
 

@@ -47,8 +47,12 @@ class BufferedStepper(FusedStepper):
                 G = kernels.buffer(work, ("G", layer), W.shape[0], W.shape[1], W.dtype)
                 gb = d.sum(axis=0)
                 gb *= eta / m
-                d *= eta / m  # the (m, fan_out) factor scaled, not the (fan_in, fan_out) product: a smaller pass
-                np.matmul(a.T, d, out=G)  # (eta/m) sum over the rows of a_{l-1}^T delta_l
+                if m < W.shape[0]:  # scale the smaller of the (m, fan_out) factor and the (fan_in, fan_out) product
+                    d *= eta / m
+                    np.matmul(a.T, d, out=G)  # (eta/m) sum over the rows of a_{l-1}^T delta_l
+                else:
+                    np.matmul(a.T, d, out=G)
+                    G *= eta / m
                 if not (W.flags.writeable and b.flags.writeable):  # handed in read-only: copies, updated
                     W, b = W.copy(), b.copy()
                 if lam:
