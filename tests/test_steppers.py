@@ -97,7 +97,9 @@ def test_select_stepper_rules_and_refusals(toy):
     data = _TrainingData.prepare(net, X, y)
     assert {"reference", "fused", "chunked"} <= set(available())
     ctx = StepContext(net, data, optim.sgd(0.1, momentum=0.9), 40)
-    assert select_stepper(ctx).name == "reference"  # momentum, batch of 40: only the reference fits
+    assert select_stepper(ctx).name == "buffered"  # momentum, batch of 40: made in place by the buffered stepper
+    custom = optim.chain(optim.trace(0.9), optim.scale_by_lr(0.1))  # no hyper: only the reference chain runs it
+    assert select_stepper(StepContext(net, data, custom, 40)).name == "reference"
     with pytest.raises(ValueError, match="stepper 'fused' cannot run this fit: .*momentum=0"):
         select_stepper(ctx, "fused")
     with pytest.raises(ValueError, match="stepper 'chunked' cannot run.*full-batch"):
@@ -435,11 +437,14 @@ def test_compiled_long_blocks_resume_bit_identically(toy, batch_size, opt):
 
 
 def test_switching_between_all_steppers_with_momentum_and_a_schedule(toy):
-    """reference -> compiled -> reference (momentum and Nesterov) and fused -> reference -> compiled (plain),
-    every update checked against a reference-only run (float64, rounding-level tolerance as above)."""
+    """reference -> compiled -> reference and buffered -> compiled -> buffered (momentum and Nesterov),
+    fused -> reference -> compiled and buffered -> fused -> reference (decay): every update checked
+    against a reference-only run (float64, rounding-level tolerance as above)."""
     pytest.importorskip("numba")
     for plan, extra in ((["reference", "compiled", "reference"], dict(momentum=0.9, nesterov=True)),
-                        (["fused", "reference", "compiled"], dict(weight_decay=0.01))):
+                        (["buffered", "compiled", "buffered"], dict(momentum=0.9, nesterov=True, weight_decay=0.01)),
+                        (["fused", "reference", "compiled"], dict(weight_decay=0.01)),
+                        (["buffered", "fused", "reference"], dict(weight_decay=0.01))):
         kw = dict(batch_size=5, lr=schedules.step(1.0, 0.1, every=6), **extra)
         _, ref, _ = switching_run(toy, ["reference"] * 3, **kw)
         _, mixed, state = switching_run(toy, plan, **kw)
@@ -466,7 +471,7 @@ def test_compiled_is_chosen_for_small_batches_in_memory(toy):
                                     (X, COMPILED_MAX_BATCH_DENSE + 1, 0.0, "fused"),
                                     (sparse, COMPILED_MAX_BATCH, 0.0, "compiled"),
                                     (sparse, COMPILED_MAX_BATCH + 1, 0.0, "fused"),
-                                    (sparse, COMPILED_MAX_BATCH + 1, 0.9, "reference")):
+                                    (sparse, COMPILED_MAX_BATCH + 1, 0.9, "buffered")):
         h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, momentum=momentum)
         assert h.config["stepper"] == want, (m, momentum)
 
@@ -536,8 +541,7 @@ def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, m
 
 # ----------------------------------------------------------------- the buffered stepper (big batches)
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: "-".join(a.values()) or "default")
-@pytest.mark.parametrize("opt", [dict(lr=0.1), dict(lr=schedules.inverse_time(0.05, 0.1), weight_decay=0.05)],
-                         ids=["sgd", "schedule-decay"])
+@pytest.mark.parametrize("opt", OPTS, ids=["sgd", "momentum-schedule", "nesterov-decay", "decay"])
 @pytest.mark.parametrize("dtype,batch_size,big_arrays", [("float64", 16, False), ("float32", 40, False),
                                                           ("float64", 16, True)])
 def test_buffered_agrees_with_reference(toy, arch, opt, dtype, batch_size, big_arrays, monkeypatch):
@@ -572,7 +576,7 @@ def test_buffered_is_chosen_above_the_fused_range_and_allocates_no_batch_per_upd
     m = 4 * FUSED_MAX_BATCH
     h = sgdlab.fit(net, X, y, batch_size=m, epochs=1, eval_train=False)
     assert h.config["stepper"] == "buffered"
-    assert sgdlab.fit(net, X, y, batch_size=m, epochs=1, momentum=0.9).config["stepper"] == "reference"
+    assert sgdlab.fit(net, X, y, batch_size=m, epochs=1, momentum=0.9).config["stepper"] == "buffered"
     batch_array = m * 200 * 4  # one float32 (m, 200) intermediate
 
     class PeakAfterFirstEpoch(sgdlab.Callback):

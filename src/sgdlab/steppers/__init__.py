@@ -54,7 +54,7 @@ Momentum buffers live in ``state.opt_state`` (``optim.sgd_velocity``), in the pa
 Selection: ``select_stepper(ctx, name=None)`` forces ``name`` (a clear ValueError when it cannot
 run the context) or takes the first registered stepper by priority that supports and prefers it.
 Registered: ``reference`` (array API; any optimizer), ``fused`` (NumPy BLAS gemm, SGD without
-momentum, batches <= ``fused.FUSED_MAX_BATCH``), ``buffered`` (NumPy, SGD without momentum, bigger
+momentum, batches <= ``fused.FUSED_MAX_BATCH``), ``buffered`` (NumPy, SGD with or without momentum, bigger
 batches: every intermediate in a reused buffer), ``chunked`` (full batch over data on disk),
 ``compiled`` (numba; see ``steppers.compiled``). GPU and MPI steppers register themselves the
 same way from their own modules (imported here when present).
