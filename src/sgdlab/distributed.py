@@ -259,6 +259,7 @@ def _short(v: str) -> str:
 # ----------------------------------------------------------------- the command line's side
 _ACTIVE: World | None = None  # the multi-rank world of this process's command, for error handling
 FAIL_GRACE_SECONDS = 2.0  # a rank that fails alone waits this long for rank 0 to report a shared error
+FORWARD_SECONDS = 0.3  # after printing, before aborting: time for the launcher to forward the line
 
 
 def command_world(reduction: str | None, sync_every: int | None) -> World | None:
@@ -289,6 +290,9 @@ def fail(message: str, code: int) -> int:
         message = f"{message} (rank {world.rank} of {world.size})"
     print(message, file=sys.stderr, flush=True)
     sys.stdout.flush()
+    # the launcher forwards a rank's output asynchronously and drops what it has not forwarded when the
+    # job is torn down: give it a moment (seen: the line lost once in a loaded CI run)
+    time.sleep(FORWARD_SECONDS)
     world.abort(code)
     return code
 
