@@ -28,7 +28,7 @@ from .fused import FusedStepper
 
 @register
 class BufferedStepper(FusedStepper):
-    """The fused stepper's buffers, threads and guard; its own update (see above), momentum included."""
+    """The fused stepper's threads and guard; its own buffers and update (see above), momentum included."""
 
     name = "buffered"
     priority = 60
@@ -36,6 +36,10 @@ class BufferedStepper(FusedStepper):
     @classmethod
     def unsupported(cls, ctx):
         return needs_numpy_sgd(ctx)
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.work: dict = {}  # buffers reused by every update
 
     @classmethod
     def preferred(cls, ctx):

@@ -24,8 +24,8 @@ thread, ``threads.MULTI_THREAD_MIN_MACS``: its gemm is SciPy's BLAS, kept on one
 784-100-10, one thread, ms per 8,000 examples, against the buffered stepper: 46.5 vs 50.0 at 64
 rows, 42.2 vs 43.0 at 128, 40.0 vs 39.7 at 256 (64-30-10 still wins at 256). At 128 rows the two
 are within 2%, and there the buffered stepper's NumPy BLAS, which releases the GIL, lets the
-background reader of data on disk work during the products (0.89 of in-RAM throughput on the
-4.3 GB benchmark instead of 0.72), while data in memory and on disk take the same stepper, so
+background reader of data on disk work during the products (0.87-0.89 of in-RAM throughput on
+the 4.3 GB benchmark instead of 0.72), while data in memory and on disk take the same stepper, so
 their results stay identical bit for bit."""
 
 
@@ -52,10 +52,6 @@ class FusedStepper(Stepper):
     def preferred(cls, ctx):
         return (ctx.batch_size <= FUSED_MAX_BATCH
                 and largest_product(ctx.net.sizes, ctx.batch_size) < MULTI_THREAD_MIN_MACS)
-
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.work: dict = {}  # buffers reused by every update (the buffered stepper's)
 
     def session(self):
         return blas_threads(self.net.sizes, self.ctx.batch_size) if self.ctx.numpy else contextlib.nullcontext()
