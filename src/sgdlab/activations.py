@@ -26,7 +26,7 @@ class Activation:
     name: str
     fn: Callable  # fn(z, xp) -> a
     grad: Callable | None  # grad(a, xp) -> f'(z) from the output a; None when not elementwise
-    # NumPy only, for big batches (``kernels.backprop_into``): the same maths written into existing arrays
+    # NumPy only (``kernels.forward``/``backprop``): the same maths written into existing arrays
     fn_inplace: Callable | None = None  # fn_inplace(z): z <- f(z)
     times_grad: Callable | None = None  # times_grad(d, a, tmp): d <- d * f'(z), f' from a; tmp: scratch
 
@@ -46,11 +46,7 @@ def _sigmoid(z, xp):
     if is_numpy(xp):
         if not isinstance(z, np.ndarray) or z.size < INPLACE_SIGMOID_MIN:
             return _expit()(z)  # one pass, no overflow warning
-        a = np.negative(z)  # a new array (z is kept: the output layer's logits), then as _sigmoid_inplace
-        with np.errstate(over="ignore"):
-            np.exp(a, out=a)
-        a += 1.0
-        return np.reciprocal(a, out=a)
+        return _reciprocal_one_plus_exp(np.negative(z))  # a new array: z is kept (the output layer's logits)
     return 0.5 * (xp.tanh(0.5 * z) + 1.0)  # = 1/(1+e^{-z}), overflow-free
 
 
@@ -71,11 +67,15 @@ def _sigmoid_inplace(z):
     if z.size < INPLACE_SIGMOID_MIN:
         _expit()(z, out=z)
         return
-    np.negative(z, out=z)
+    _reciprocal_one_plus_exp(np.negative(z, out=z))
+
+
+def _reciprocal_one_plus_exp(a):
+    """a <- 1/(1+e^a) in place (a = -z gives the sigmoid), and returns a."""
     with np.errstate(over="ignore"):
-        np.exp(z, out=z)
-    z += 1.0
-    np.reciprocal(z, out=z)
+        np.exp(a, out=a)
+    a += 1.0
+    return np.reciprocal(a, out=a)
 
 
 def _sigmoid_times_grad(d, a, tmp):

@@ -42,35 +42,6 @@ class Arch:
     cost: Any  # a cost from sgdlab.costs (value, delta): duck-typed
 
 
-def forward(arch: Arch, params, X, xp):
-    """Activations [a_0 = X, a_1, ..., a_L] and the output pre-activation z_L."""
-    acts, a, last = [X], X, len(params) - 1
-    inplace = arch.activation.fn_inplace if xp is np else None
-    for l, (W, b) in enumerate(params):
-        z = dot(xp, a, W)
-        z += b
-        if l < last and inplace is not None:  # a hidden layer's z is this function's own: overwrite it
-            inplace(z)
-            a = z
-        else:
-            a = (arch.output_activation if l == last else arch.activation).fn(z, xp)
-        acts.append(a)
-    return acts, z
-
-
-def backprop(arch: Arch, params, X, T, xp):
-    """(acts, deltas, z_L) with deltas[l] = dC_x/dz of layer l+1, one row per example."""
-    acts, z = forward(arch, params, X, xp)
-    delta = arch.cost.delta(z, acts[-1], T, arch.output_activation, xp)
-    deltas, grad = [delta], arch.activation.grad
-    for l in range(len(params) - 1, 0, -1):
-        assert grad is not None, "hidden activations are elementwise"
-        delta = dot(xp, delta, params[l][0].T) * grad(acts[l], xp)
-        deltas.append(delta)
-    deltas.reverse()
-    return acts, deltas, z
-
-
 def buffer(work: dict, key, rows: int, cols: int, dtype):
     """Rows 0..rows-1 of a (>= rows, cols) array kept in ``work`` under ``key``, grown when too small."""
     b = work.get(key)
@@ -79,34 +50,49 @@ def buffer(work: dict, key, rows: int, cols: int, dtype):
     return b[:rows]
 
 
-def backprop_into(arch: Arch, params, X, T, work: dict):
-    """``backprop`` on NumPy arrays, its big intermediates written into the buffers of ``work`` (a dict
-    the caller keeps from one update to the next) with the activations' in-place forms: the same
-    formulas without a fresh array per step. On big batches the fresh arrays cost more than the
-    arithmetic (each 8000x100 float32 temporary is new memory to fault in). Returns (acts, deltas, z_L)
-    like ``backprop``; the arrays are overwritten by the next call."""
-    m, last, dtype = X.shape[0], len(params) - 1, params[0][0].dtype
-    acts, a = [X], X
+def _product(xp, a, W, work, key):
+    """a @ W: a new array, or written into the buffer ``work[key]`` (NumPy)."""
+    if work is None:
+        return dot(xp, a, W)
+    return np.matmul(a, W, out=buffer(work, key, a.shape[0], W.shape[1], W.dtype))
+
+
+def forward(arch: Arch, params, X, xp, work: dict | None = None):
+    """Activations [a_0 = X, a_1, ..., a_L] and the output pre-activation z_L.
+
+    ``work`` (NumPy only): a dict the caller keeps from one call to the next; the layers' products
+    are then written into its buffers, not into fresh arrays, and overwritten by the next call. On
+    big batches the fresh arrays cost more than the arithmetic (each 8000x100 float32 temporary is
+    new memory to fault in)."""
+    acts, a, last = [X], X, len(params) - 1
+    inplace = arch.activation.fn_inplace if xp is np else None
     for l, (W, b) in enumerate(params):
-        z = buffer(work, ("z", l), m, W.shape[1], dtype)
-        np.matmul(a, W, out=z)
+        z = _product(xp, a, W, work, ("z", l))
         z += b
-        if l < last and arch.activation.fn_inplace is not None:
-            arch.activation.fn_inplace(z)  # z is not needed again: f' comes from a
+        if l < last and inplace is not None:  # a hidden layer's z is this function's own: overwrite it
+            inplace(z)
             a = z
         else:  # the output layer keeps z_L for the cost
-            a = (arch.output_activation if l == last else arch.activation).fn(z, np)
+            a = (arch.output_activation if l == last else arch.activation).fn(z, xp)
         acts.append(a)
-    delta = arch.cost.delta(z, a, T, arch.output_activation, np)
-    deltas = [delta]
-    times_grad = arch.activation.times_grad
-    assert times_grad is not None, "hidden activations are elementwise"
-    for l in range(last, 0, -1):
-        d = buffer(work, ("d", l), m, params[l][0].shape[0], dtype)
-        np.matmul(delta, params[l][0].T, out=d)
-        times_grad(d, acts[l], buffer(work, ("tmp", l), m, d.shape[1], dtype))
-        delta = d
-        deltas.append(d)
+    return acts, z
+
+
+def backprop(arch: Arch, params, X, T, xp, work: dict | None = None):
+    """(acts, deltas, z_L) with deltas[l] = dC_x/dz of layer l+1, one row per example; ``work`` as in
+    ``forward`` (the deltas too then go into its buffers, multiplied by f' in place)."""
+    acts, z = forward(arch, params, X, xp, work)
+    delta = arch.cost.delta(z, acts[-1], T, arch.output_activation, xp)
+    deltas, grad, times_grad = [delta], arch.activation.grad, arch.activation.times_grad
+    for l in range(len(params) - 1, 0, -1):
+        if work is None:
+            assert grad is not None, "hidden activations are elementwise"
+            delta = dot(xp, delta, params[l][0].T) * grad(acts[l], xp)
+        else:
+            assert times_grad is not None, "hidden activations are elementwise"
+            delta = _product(xp, delta, params[l][0].T, work, ("d", l))
+            times_grad(delta, acts[l], buffer(work, ("tmp", l), delta.shape[0], delta.shape[1], delta.dtype))
+        deltas.append(delta)
     deltas.reverse()
     return acts, deltas, z
 

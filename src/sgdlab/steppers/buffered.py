@@ -6,7 +6,7 @@ the update of the reference chain (``optim.sgd``) up to rounding, as the fused s
 (a test proves they agree); with momentum, the chain's own steps and roundings, the velocity kept
 in the optimizer state. Every intermediate is in a buffer
 kept from one update to the next: the batch's rows are gathered into one (``np.take(out=)``), the
-backward pass writes into others (``kernels.backprop_into``), the gradient products go into
+backward pass writes into others (``kernels.backprop(..., work)``), the gradient products go into
 gradient buffers (``np.matmul(out=)``, NumPy's BLAS and its threads) and the update is made in
 place. On a big batch a fresh array is new memory for the kernel to fault in, page by page, and
 the reference path makes a dozen per update: at 8,000 x 784-100-10 rows they cost more than all
@@ -50,7 +50,7 @@ class BufferedStepper(FusedStepper):
         costs = [] if want_costs else None
         for idx, eta in zip(batches, etas, strict=True):
             X, T = rows_into(self.data, idx, work)
-            acts, deltas, z = kernels.backprop_into(arch, net.params, X, T, work)
+            acts, deltas, z = kernels.backprop(arch, net.params, X, T, np, work)
             m = X.shape[0]
             if want_costs:  # before the update, from this forward pass
                 costs.append(float(kernels.cost_sum(arch, acts, z, T, np)) / m)
