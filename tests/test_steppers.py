@@ -11,6 +11,25 @@ from sgdlab.steppers import StepContext, available, select_stepper
 from sgdlab.steppers.reference import ReferenceStepper
 
 
+def compiled_blas() -> bool:
+    """Whether the compiled stepper's BLAS kernel can run here (numba, and NumPy's BLAS with CBLAS gemm)."""
+    from sgdlab.steppers import compiled
+
+    return compiled.numba_available() and compiled.gemm_address("float64") is not None
+
+
+@pytest.fixture(params=["rows", "blas"])
+def kernel(request, monkeypatch):
+    """Run the compiled stepper with one kernel at every batch size (selection normally picks by size)."""
+    pytest.importorskip("numba")
+    from sgdlab.steppers import compiled
+
+    if request.param == "blas" and not compiled_blas():
+        pytest.skip("NumPy's BLAS exports no CBLAS gemm with 64-bit integers here")
+    monkeypatch.setattr(compiled, "rows_kernel_preferred", lambda ctx: request.param == "rows")
+    return request.param
+
+
 def params_equal(a, b):
     return all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a, b, strict=True))
 
@@ -97,7 +116,8 @@ def test_select_stepper_rules_and_refusals(toy):
     data = _TrainingData.prepare(net, X, y)
     assert {"reference", "fused", "chunked"} <= set(available())
     ctx = StepContext(net, data, optim.sgd(0.1, momentum=0.9), 40)
-    assert select_stepper(ctx).name == "buffered"  # momentum, batch of 40: made in place by the buffered stepper
+    # momentum, batch of 40: the compiled stepper's BLAS kernel, or without it the buffered stepper
+    assert select_stepper(ctx).name == ("compiled" if compiled_blas() else "buffered")
     custom = optim.chain(optim.trace(0.9), optim.scale_by_lr(0.1))  # no hyper: only the reference chain runs it
     assert select_stepper(StepContext(net, data, custom, 40)).name == "reference"
     with pytest.raises(ValueError, match="stepper 'fused' cannot run this fit: .*momentum=0"):
@@ -333,12 +353,13 @@ def assert_close(p1, p2, tol):
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: "-".join(a.values()) or "default")
 @pytest.mark.parametrize("opt", OPTS, ids=["sgd", "momentum-schedule", "nesterov-decay", "decay"])
-@pytest.mark.parametrize("dtype,batch_size", [("float64", 1), ("float64", 3), ("float32", 7)])
-def test_compiled_agrees_with_reference_over_whole_epochs(toy, arch, opt, dtype, batch_size):
-    pytest.importorskip("numba")
+@pytest.mark.parametrize("dtype,batch_size", [("float64", 1), ("float64", 3), ("float32", 7), ("float64", 40)])
+def test_compiled_agrees_with_reference_over_whole_epochs(toy, arch, opt, dtype, batch_size, kernel):
+    """Batch 40 is the whole toy set: batch GD, whose rows the BLAS kernel reads in place."""
     ref, h_ref = trained(toy, "reference", dtype, arch, opt, batch_size)
     net, h = trained(toy, "compiled", dtype, arch, opt, batch_size)
     assert h.config["stepper"] == "compiled" and h.config["stepper_info"]["compile_seconds"] >= 0
+    assert h.config["stepper_info"]["kernel"] == kernel
     assert [u["lr"] for u in h.updates] == [u["lr"] for u in h_ref.updates]
     np.testing.assert_allclose([u["batch_cost"] for u in h.updates], [u["batch_cost"] for u in h_ref.updates],
                                rtol=TOL[dtype], atol=TOL[dtype])
@@ -355,8 +376,7 @@ class StopAt(sgdlab.Callback):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_compiled_resumed_mid_epoch_is_bit_identical_and_agrees_with_reference(toy, dtype):
-    pytest.importorskip("numba")
+def test_compiled_resumed_mid_epoch_is_bit_identical_and_agrees_with_reference(toy, dtype, kernel):
     X, y = toy
     opt = dict(lr=schedules.step(0.5, 0.5, every=9), momentum=0.9, nesterov=True, weight_decay=1e-3)
 
@@ -390,11 +410,10 @@ def sparse_toy(toy):
 @pytest.mark.parametrize("sizes", [[5, 3], [5, 6, 3], [5, 6, 4, 3]], ids=["no-hidden", "one-hidden", "two-hidden"])
 @pytest.mark.parametrize("opt", OPTS, ids=["sgd", "momentum-schedule", "nesterov-decay", "decay"])
 @pytest.mark.parametrize("dtype,batch_size", [("float64", 1), ("float64", 3), ("float32", 1), ("float32", 7)])
-def test_compiled_blocks_of_whole_epochs_agree_with_reference(toy, sizes, opt, dtype, batch_size):
+def test_compiled_blocks_of_whole_epochs_agree_with_reference(toy, sizes, opt, dtype, batch_size, kernel):
     """Without per-update records each block is an epoch, so the first layer's update is made in one pass
     with the next update's products (the path record_updates=True never takes); 40 % 3 and 40 % 7 leave a
     short last batch, and zero inputs are skipped."""
-    pytest.importorskip("numba")
     X, y = sparse_toy(toy)
     nets = {}
     for stepper in ("reference", "compiled"):
@@ -416,10 +435,9 @@ class Interrupt(sgdlab.Callback):
 
 @pytest.mark.parametrize("batch_size,opt", [(1, dict(lr=0.1)), (1, dict(lr=0.05, momentum=0.9)),
                                             (3, dict(lr=0.1)), (3, dict(lr=0.1, weight_decay=0.01))])
-def test_compiled_long_blocks_resume_bit_identically(toy, batch_size, opt):
+def test_compiled_long_blocks_resume_bit_identically(toy, batch_size, opt, kernel):
     """An update's arithmetic does not depend on where its block starts or ends, also when a block
     spans many updates (the first layer's pass then also makes the next update's products)."""
-    pytest.importorskip("numba")
     X, y = sparse_toy(toy)
 
     def run(stop=None):
@@ -461,19 +479,70 @@ def test_without_numba_selection_falls_back_and_forcing_says_why(toy, monkeypatc
         sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, batch_size=1, epochs=1, stepper="compiled")
 
 
-def test_compiled_is_chosen_for_small_batches_in_memory(toy):
+def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
     pytest.importorskip("numba")
+    from sgdlab.steppers import compiled
     from sgdlab.steppers.compiled import COMPILED_MAX_BATCH, COMPILED_MAX_BATCH_DENSE
 
     X, y = toy  # dense inputs
     sparse = np.where(np.abs(X) < 1.0, 0.0, X)  # about 68% zeros
-    for data, m, momentum, want in ((X, 1, 0.0, "compiled"), (X, COMPILED_MAX_BATCH_DENSE, 0.9, "compiled"),
-                                    (X, COMPILED_MAX_BATCH_DENSE + 1, 0.0, "fused"),
-                                    (sparse, COMPILED_MAX_BATCH, 0.0, "compiled"),
-                                    (sparse, COMPILED_MAX_BATCH + 1, 0.0, "fused"),
-                                    (sparse, COMPILED_MAX_BATCH + 1, 0.9, "buffered")):
+
+    def chosen(data, m, momentum):
         h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, momentum=momentum)
-        assert h.config["stepper"] == want, (m, momentum)
+        return h.config["stepper"], h.config["stepper_info"].get("kernel")
+
+    blas = ("compiled", "blas") if compiled_blas() else None
+    for data, m, momentum, want in ((X, 1, 0.0, ("compiled", "rows")), (X, 1, 0.9, ("compiled", "rows")),
+                                    (X, COMPILED_MAX_BATCH_DENSE + 1, 0.0, blas or ("fused", None)),
+                                    (sparse, COMPILED_MAX_BATCH, 0.0, ("compiled", "rows")),
+                                    (sparse, COMPILED_MAX_BATCH + 1, 0.0, blas or ("fused", None)),
+                                    (sparse, COMPILED_MAX_BATCH + 1, 0.9, blas or ("buffered", None))):
+        assert chosen(data, m, momentum) == want, (m, momentum)
+    # without NumPy's CBLAS gemm, the fused and buffered steppers take the bigger batches, as before
+    monkeypatch.setattr(compiled, "gemm_address", lambda dtype: None)
+    assert chosen(X, COMPILED_MAX_BATCH_DENSE + 1, 0.0) == ("fused", None)
+    assert chosen(X, COMPILED_MAX_BATCH_DENSE + 1, 0.9) == ("buffered", None)
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, batch_size=8, epochs=1, stepper="compiled")
+    assert h.config["stepper_info"]["kernel"] == "rows"  # forced: every batch size runs on the rows kernel
+
+
+def test_compiled_blas_stays_on_one_thread_sized_products(toy):
+    """Above threads.MULTI_THREAD_MIN_MACS multiply-adds per product (BLAS on several threads), the
+    buffered stepper takes over."""
+    pytest.importorskip("numba")
+    from sgdlab.steppers.threads import MULTI_THREAD_MIN_MACS
+    from sgdlab.train import _TrainingData
+
+    if not compiled_blas():
+        pytest.skip("no CBLAS gemm in NumPy's BLAS here")
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    data = _TrainingData.prepare(net, *toy)
+    rows = MULTI_THREAD_MIN_MACS // (5 * 4)
+    assert select_stepper(StepContext(net, data, optim.sgd(0.1), rows - 1)).name == "compiled"
+    assert select_stepper(StepContext(net, data, optim.sgd(0.1), rows)).name == "buffered"
+
+
+def test_exp_of_non_positive_float32_is_within_one_ulp():
+    """The compiled sigmoid's exp (a polynomial, so that loops over it vectorize) against e^x in float64,
+    over 2 million points of [-87.3, 0]; 0 below (where e^x leaves the normal float32 range)."""
+    pytest.importorskip("numba")
+    from scipy.special import expit
+
+    from sgdlab.steppers._numba_kernels import activate, exp_nonpos32
+
+    x = np.linspace(-87.33, 0.0, 2_000_001, dtype=np.float32)
+    got = np.array([exp_nonpos32(v) for v in x[::1000]], dtype=np.float32)  # the scalar function
+    exact = np.exp(x.astype(np.float64))
+    ulps = np.abs(got - exact[::1000]) / np.spacing(exact[::1000].astype(np.float32))
+    assert ulps.max() <= 1.0
+    z = np.concatenate([-x, x])  # the vectorized loop, through the sigmoid: sigma(z) = e^z / (1 + e^z), z <= 0
+    a = z.copy()
+    activate(a, 0, len(a), 0)
+    exact_sigmoid = expit(z.astype(np.float64))
+    # e^z (1 ulp), 1 + e^z, the division and, for z < 0, the product e^z s (half an ulp each): 2.5 ulps at most
+    assert (np.abs(a - exact_sigmoid) / np.spacing(exact_sigmoid.astype(np.float32))).max() <= 2.5
+    assert exp_nonpos32(np.float32(-87.4)) == 0.0 and exp_nonpos32(np.float32(-np.inf)) == 0.0
+    assert exp_nonpos32(np.float32(0.0)) == 1.0
 
 
 def test_blas_threads_follow_the_product_size_and_are_restored():
@@ -522,9 +591,9 @@ def test_data_on_disk_and_in_memory_take_the_same_stepper(tmp_path, toy):
         assert chosen[0] == chosen[1], (m, chosen)
 
 
-def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, monkeypatch):
-    """Rows on disk are gathered a few batches at a time (7 rows here, to cross many gathers)."""
-    pytest.importorskip("numba")
+def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, monkeypatch, kernel):
+    """Rows on disk are gathered a few batches at a time by the rows kernel (7 rows here, to cross many
+    gathers), batch by batch through the background reader by the BLAS kernel."""
     from sgdlab.data import open_npy
     from sgdlab.steppers import compiled
 
@@ -565,11 +634,14 @@ def test_buffered_agrees_with_reference(toy, arch, opt, dtype, batch_size, big_a
     assert_close(nets["buffered"].params, nets["reference"].params, TOL[dtype])
 
 
-def test_buffered_is_chosen_above_the_fused_range_and_allocates_no_batch_per_update():
+def test_buffered_is_chosen_above_the_fused_range_and_allocates_no_batch_per_update(monkeypatch):
     import tracemalloc
 
+    from sgdlab.steppers import compiled
     from sgdlab.steppers.fused import FUSED_MAX_BATCH
 
+    # the compiled stepper's BLAS kernel takes these batches where it can run; here as where it cannot
+    monkeypatch.setattr(compiled, "gemm_address", lambda dtype: None)
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((512, 20)), rng.integers(0, 3, 512)
     net = sgdlab.Network([20, 200, 3], seed=0)

@@ -56,7 +56,8 @@ run the context) or takes the first registered stepper by priority that supports
 Registered: ``reference`` (array API; any optimizer), ``fused`` (NumPy BLAS gemm, SGD without
 momentum, batches <= ``fused.FUSED_MAX_BATCH``), ``buffered`` (NumPy, SGD with or without momentum, bigger
 batches: every intermediate in a reused buffer), ``chunked`` (full batch over data on disk),
-``compiled`` (numba; see ``steppers.compiled``). GPU and MPI steppers register themselves the
+``compiled`` (numba, its products by NumPy's BLAS above the smallest batches;
+see ``steppers.compiled``). GPU and MPI steppers register themselves the
 same way from their own modules (imported here when present).
 """
 

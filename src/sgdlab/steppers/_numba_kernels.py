@@ -6,36 +6,123 @@ import functools
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, overload
 
-njit = functools.partial(numba.njit, cache=True, nogil=True)
+# error_model="numpy": a float division does not test for zero (the test would stop loops from vectorizing)
+njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enums
+
+
+@intrinsic
+def gemm(typingctx, addr, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """C <- alpha op(A) op(B) + beta C by the CBLAS ``?gemm`` (64-bit integers) at address ``addr``, row-major;
+    ``a``, ``b``, ``c`` are arrays (views) whose first element starts each matrix, ``alpha``/``beta`` in
+    C's dtype (float32: sgemm, float64: dgemm). The address comes in as an argument, so that numba can
+    cache the kernels that call it (a ctypes function object in the code would make them uncacheable)."""
+    sig = types.void(addr, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        i32, i64, vp = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
+        real = signature.args[12].dtype  # the function's precision is C's: alpha and beta are cast to it
+        fl = context.get_value_type(real)
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, fl, vp, i64, vp, i64, fl, vp, i64])
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+
+        def data(i):
+            return builder.bitcast(context.make_array(signature.args[i])(context, builder, args[i]).data, vp)
+
+        def int64(i):
+            return context.cast(builder, args[i], signature.args[i], types.int64)
+
+        builder.call(fn, [ir.Constant(i32, ROW_MAJOR), builder.trunc(int64(1), i32), builder.trunc(int64(2), i32),
+                          int64(3), int64(4), int64(5), context.cast(builder, args[6], signature.args[6], real),
+                          data(7), int64(8), data(9), int64(10),
+                          context.cast(builder, args[11], signature.args[11], real), data(12), int64(13)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _bits_to_float32(typingctx, i):
+    """The float32 whose bits are the low 32 bits of the integer i."""
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(context.cast(builder, args[0], signature.args[0], types.int32), ir.FloatType())
+
+    return types.float32(i), codegen
+
+
+# e^x for float32 x <= 0 in Cephes' expf form: x = n ln 2 + r, |r| <= ln2/2, e^r by a degree-7 polynomial, 2^n
+# written into the exponent bits. Without a branch or a call, so that a loop over it vectorizes (numba has no
+# vector exp of its own: np.exp is one libm call per element). Within 1 ulp of e^x (a test measures it over
+# [-87.3, 0]); 0 below -87.3, where e^x leaves the normal float32 range.
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_P = [np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                               1.6666665459e-1, 5.0000001201e-1)]
+_P0, _P1, _P2, _P3, _P4, _P5 = _P
+_EXP_MIN = np.float32(-87.33654)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def exp_nonpos32(x):
+    xc = max(x, _EXP_MIN)
+    n = np.floor(xc * _LOG2E + np.float32(0.5))
+    r = (xc - n * _LN2_HI) - n * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    e = (p * (r * r) + r) + np.float32(1.0)
+    scale = _bits_to_float32((np.int32(n) + np.int32(127)) * np.int32(1 << 23))  # 2^n
+    return e * scale if x >= _EXP_MIN else np.float32(0.0)
+
+
+def exp_nonpos(x):
+    """e^x for x <= 0: ``exp_nonpos32`` in float32, ``np.exp`` otherwise (compiled code only)."""
+    return np.exp(x)
+
+
+@overload(exp_nonpos)
+def _exp_nonpos(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return lambda x: exp_nonpos32(x)
+    return lambda x: np.exp(x)
 
 
 @njit
 def activate(z, lo, hi, code):
+    """f(z) in place on z[lo:hi]. Loops run over a view from index 0: with indices of unknown sign numba
+    wraps negative ones around, element by element, and the loop does not vectorize."""
     one = z.dtype.type(1.0)  # arithmetic in the array's own precision
+    w = z[lo:hi]
+    k = w.shape[0]
     if code == 0:  # sigmoid, without overflow: e^{-|z|} <= 1
-        for j in range(lo, hi):
-            v = z[j]
-            e = np.exp(-abs(v))
+        for j in range(k):
+            v = w[j]
+            e = exp_nonpos(-abs(v))
             s = one / (one + e)
-            z[j] = s if v >= 0 else e * s
+            w[j] = s if v >= 0 else e * s
     elif code == 1:
-        for j in range(lo, hi):
-            z[j] = np.tanh(z[j])
+        for j in range(k):
+            w[j] = np.tanh(w[j])
     elif code == 2:
-        for j in range(lo, hi):
-            if z[j] < 0:
-                z[j] = 0.0
+        for j in range(k):
+            if w[j] < 0:
+                w[j] = 0.0
     elif code == 4:  # softmax over the row's slice
-        mx = z[lo]
-        for j in range(lo + 1, hi):
-            mx = max(mx, z[j])
+        mx = w[0]
+        for j in range(1, k):
+            mx = max(mx, w[j])
         s = 0.0
-        for j in range(lo, hi):
-            z[j] = np.exp(z[j] - mx)
-            s += z[j]
-        for j in range(lo, hi):
-            z[j] = z[j] / s
+        for j in range(k):
+            w[j] = exp_nonpos(w[j] - mx)
+            s += w[j]
+        for j in range(k):
+            w[j] = w[j] / s
 
 
 @njit
@@ -95,22 +182,8 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
                     Z[r, :] = A[r, o:o + fo]
                 activate(A[r], o, o + fo, out if l == L - 1 else hidden)
         for r in range(m):
-            # the output error delta_L and the cost of this row
             y = T[idx[r0 + r]]
-            if cost == 1:  # cross-entropy with its natural output: delta = a - y
-                for j in range(k_out):
-                    D[r, oo + j] = A[r, oo + j] - y[j]
-            elif out == 4:  # quadratic cost through the softmax Jacobian
-                s = 0.0
-                for j in range(k_out):
-                    s += (A[r, oo + j] - y[j]) * A[r, oo + j]
-                for j in range(k_out):
-                    a = A[r, oo + j]
-                    D[r, oo + j] = a * ((a - y[j]) - s)
-            else:
-                for j in range(k_out):
-                    a = A[r, oo + j]
-                    D[r, oo + j] = (a - y[j]) * slope(a, out)
+            output_delta(A[r], D[r], y, oo, k_out, out, cost)
             if want_costs:
                 total += row_cost(A[r], Z[r], y, oo, k_out, out, cost)
             # backward: delta_{l-1} = (W_l delta_l) * f'(a_{l-1})
@@ -158,6 +231,113 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
                     V[offb[l] + j] = v
                     g = g + mu * v if nesterov else v
                 b[j] -= eta * g
+
+
+@njit
+def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out, cost, nesterov,
+               A, Z, D, G, Gw, costs, want_costs, in_order):
+    """``block`` for bigger batches: the same updates, formulas and order, with every matrix product made
+    by the BLAS ``?gemm`` at address ``gemm_at`` (NumPy's own, on its threads): the forward products, the
+    backward products delta_l W_l^T and the weights' gradients. Plain SGD updates the weights inside gemm,
+    W <- (1 - eta lam) W - (eta/m) a^T delta (the fused stepper's update); with momentum the gradient goes
+    into Gw first. G: (max batch, fan_in) for the batch's rows, gathered, unless ``in_order`` says that
+    every batch's rows follow each other in X (idx[r0:r1] = idx[r0], idx[r0] + 1, ...: batch GD, or rows
+    gathered beforehand), where the products read them in place; Gw: a (fan_in, fan_out) buffer of the
+    largest layer. Everything between the products (bias, activations, output error, cost, the
+    slopes, the bias updates) is compiled code on the same workspaces; nothing is allocated per update."""
+    L = sizes.shape[0] - 1
+    mu, lam = H[0], H[1]
+    k_out = sizes[L]
+    oo = uoff[L - 1]
+    ld = A.shape[1]
+    one = P.dtype.type(1.0)
+    zero = P.dtype.type(0.0)
+    want_z = want_costs and cost == 1
+    for u in range(etas.shape[0]):
+        r0, r1 = starts[u], starts[u + 1]
+        m = r1 - r0
+        eta = etas[u]
+        if in_order:
+            Xb = X[idx[r0]:idx[r0] + m]
+        else:
+            gather(X, idx[r0:r1], G)
+            Xb = G[:m]
+        for l in range(L):  # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l), layers side by side in A
+            fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
+            W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
+            if l == 0:
+                gemm(gemm_at, NO_TRANS, NO_TRANS, m, fo, fi, one, Xb, fi, W, fo, zero, A[:, o:], ld)
+            else:
+                gemm(gemm_at, NO_TRANS, NO_TRANS, m, fo, fi, one, A[:, uoff[l - 1]:], ld, W, fo, zero, A[:, o:], ld)
+            for r in range(m):
+                z = A[r, o:o + fo]
+                for j in range(fo):
+                    z[j] += b[j]
+                if l == L - 1 and want_z:
+                    Z[r, :] = z
+                activate(z, 0, fo, out if l == L - 1 else hidden)
+        total = 0.0
+        for r in range(m):
+            y = T[idx[r0 + r]]
+            output_delta(A[r], D[r], y, oo, k_out, out, cost)
+            if want_costs:
+                total += row_cost(A[r], Z[r], y, oo, k_out, out, cost)
+        if want_costs:
+            costs[u] = total / m
+        for l in range(L - 1, 0, -1):  # backward: delta_{l-1} = (delta_l W_l^T) * f'(a_{l-1}), before any update
+            fi, fo, o, oi = sizes[l], sizes[l + 1], uoff[l], uoff[l - 1]
+            W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
+            gemm(gemm_at, NO_TRANS, TRANS, m, fi, fo, one, D[:, o:], ld, W, fo, zero, D[:, oi:], ld)
+            for r in range(m):
+                d, a = D[r, oi:oi + fi], A[r, oi:oi + fi]
+                for i in range(fi):
+                    d[i] *= slope(a[i], hidden)
+        fm = P.dtype.type(m)
+        for l in range(L):  # the updates, each from its layer's input and delta
+            fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
+            W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
+            a_in, lda = (Xb, fi) if l == 0 else (A[:, uoff[l - 1]:], ld)
+            if mu == 0:
+                gemm(gemm_at, TRANS, NO_TRANS, fi, fo, m, -(eta / fm), a_in, lda, D[:, o:], ld, one - eta * lam, W, fo)
+            else:
+                gw = Gw[:fi * fo].reshape((fi, fo))
+                gemm(gemm_at, TRANS, NO_TRANS, fi, fo, m, one, a_in, lda, D[:, o:], ld, zero, gw, fo)
+                VW = V[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
+                for i in range(fi):
+                    for j in range(fo):
+                        g = gw[i, j] / fm + lam * W[i, j]
+                        v = mu * VW[i, j] + g
+                        VW[i, j] = v
+                        W[i, j] -= eta * (g + mu * v if nesterov else v)
+            for j in range(fo):
+                s = D[0, o + j]
+                for r in range(1, m):
+                    s += D[r, o + j]
+                g = s / fm
+                if mu != 0:
+                    v = mu * V[offb[l] + j] + g
+                    V[offb[l] + j] = v
+                    g = g + mu * v if nesterov else v
+                b[j] -= eta * g
+
+
+@njit
+def output_delta(a_row, d_row, y, oo, k_out, out, cost):
+    """The output error delta_L of one row into d_row[oo:oo + k_out], from its outputs a_row[oo:oo + k_out]."""
+    if cost == 1:  # cross-entropy with its natural output: delta = a - y
+        for j in range(k_out):
+            d_row[oo + j] = a_row[oo + j] - y[j]
+    elif out == 4:  # quadratic cost through the softmax Jacobian
+        s = 0.0
+        for j in range(k_out):
+            s += (a_row[oo + j] - y[j]) * a_row[oo + j]
+        for j in range(k_out):
+            a = a_row[oo + j]
+            d_row[oo + j] = a * ((a - y[j]) - s)
+    else:
+        for j in range(k_out):
+            a = a_row[oo + j]
+            d_row[oo + j] = (a - y[j]) * slope(a, out)
 
 
 @njit
@@ -211,9 +391,12 @@ def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm
 
 @njit
 def gather(X, rows, out):
-    """out[:len(rows)] = X[rows]."""
+    """out[:len(rows)] = X[rows] (an explicit loop: 3x faster than numba's slice assignment, measured)."""
+    n = X.shape[1]
     for r in range(rows.shape[0]):
-        out[r, :] = X[rows[r]]
+        row = rows[r]
+        for i in range(n):
+            out[r, i] = X[row, i]
 
 
 @njit

@@ -18,16 +18,32 @@ back in. Numbers agree with the reference stepper to rounding (sums in another o
 compiled run is bit-identical to an uninterrupted one, because each update is computed the same
 way whatever block it falls in.
 
+Two kernels make these updates (``stepper_info["kernel"]``):
+
+* ``rows``, for the smallest batches: every product is compiled loops, row by row; the first
+  layer's update and the next batch's products share one pass over its weights. It is taken for
+  batches of at most COMPILED_MAX_BATCH_DENSE rows, or COMPILED_MAX_BATCH rows where at least half
+  the inputs are zero (a zero input is skipped, exactly: it adds nothing to z or to the weights'
+  gradient).
+* ``blas``, for bigger batches: the matrix products are NumPy's own BLAS ``?gemm``, called from
+  the compiled loop through its C interface (no Python, no NumPy call, no array allocated per
+  update); the plain SGD update happens inside gemm, as in the fused stepper. It needs NumPy's
+  BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
+  without it the ``rows`` kernel runs every batch size. Automatic selection takes it while the
+  products stay on one BLAS thread (``threads.MULTI_THREAD_MIN_MACS``); above, the buffered
+  stepper (at one thread, 784-100-10: 37.8 vs 39.0 ms per epoch at 1,024 rows, 39.4 vs 38.9 at
+  8,000).
+
 numba is imported only when this stepper runs; compilation is cached on disk (``cache=True``)
 and happens in ``prepare``, before ``fit`` starts its clock; its time is reported once in
-``history.config["stepper_info"]["compile_seconds"]``. Automatic selection takes this stepper for
-batches of at most COMPILED_MAX_BATCH_DENSE rows, or COMPILED_MAX_BATCH rows where at least half
-the inputs are zero (a zero input is skipped, exactly: it adds nothing to z or to the weights'
-gradient); above that the BLAS-fused path is faster (measured; README).
+``history.config["stepper_info"]["compile_seconds"]``. The crossovers with the other steppers are
+measured (README, "Speed").
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import importlib.util
 import time
@@ -36,12 +52,16 @@ import numpy as np
 
 from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
+from .threads import MULTI_THREAD_MIN_MACS, blas_threads, largest_product
 
-COMPILED_MAX_BATCH = 12
-"""Largest batch automatic selection runs compiled on sparse inputs (at least half zeros, e.g. MNIST)."""
-COMPILED_MAX_BATCH_DENSE = 6
-"""... and on dense inputs. Measured crossovers with the fused path, 784-100-10, one thread (README):
-the compiled kernel skips zero inputs exactly, BLAS does not, so the crossover depends on sparsity."""
+COMPILED_MAX_BATCH = 3
+"""Largest batch the ``rows`` kernel takes on sparse inputs (at least half zeros, e.g. MNIST)."""
+COMPILED_MAX_BATCH_DENSE = 1
+"""... and on dense inputs. Measured crossovers with BLAS products, 784-100-10, one thread (README):
+the ``rows`` kernel skips zero inputs exactly, BLAS does not, so the crossover depends on sparsity."""
+GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
+                "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
+"""CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
 
 ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3, "softmax": 4}
 COST_CODES = {"quadratic": 0, "cross_entropy": 1}
@@ -62,18 +82,40 @@ def numba_available() -> bool:
 
 
 @functools.cache
-def _kernel():
-    """The compiled block kernel (numba imported, and the kernel loaded from its cache, on first use)."""
-    from ._numba_kernels import block
+def gemm_address(dtype: str) -> int | None:
+    """The address of NumPy's own BLAS ``?gemm`` (CBLAS, 64-bit integers) for ``dtype``, or None."""
+    from .threads import numpy_blas_path
 
-    return block
+    path = numpy_blas_path()
+    if path is None or dtype not in GEMM_SYMBOLS:
+        return None
+    lib = ctypes.CDLL(path)  # already loaded by NumPy: the same library and its thread pool
+    for name in GEMM_SYMBOLS[dtype]:
+        with contextlib.suppress(AttributeError):
+            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    return None
+
+
+def rows_kernel_preferred(ctx) -> bool:
+    """Whether the batch is small enough for the ``rows`` kernel (the crossovers above)."""
+    if ctx.batch_size <= COMPILED_MAX_BATCH_DENSE:
+        return True
+    return ctx.batch_size <= COMPILED_MAX_BATCH and zero_fraction(ctx.data) >= 0.5
+
+
+@functools.cache
+def _kernel(name: str = "rows"):
+    """A compiled kernel (numba imported, and the kernel loaded from its cache, on first use)."""
+    from . import _numba_kernels
+
+    return _numba_kernels.block if name == "rows" else _numba_kernels.blas_block
 
 
 @register
 class CompiledStepper(Stepper):
     name = "compiled"
     priority = 40
-    reads_batches = False  # it gathers several batches' rows at once: no per-batch prefetch plan
+    reads_batches = False  # rows kernel: it gathers several batches' rows at once, no per-batch prefetch plan
 
     @classmethod
     def unsupported(cls, ctx):
@@ -85,13 +127,17 @@ class CompiledStepper(Stepper):
 
     @classmethod
     def preferred(cls, ctx):
-        if ctx.batch_size <= COMPILED_MAX_BATCH_DENSE:
+        if rows_kernel_preferred(ctx):
             return True
-        return ctx.batch_size <= COMPILED_MAX_BATCH and zero_fraction(ctx.data) >= 0.5
+        return (largest_product(ctx.net.sizes, ctx.batch_size) < MULTI_THREAD_MIN_MACS
+                and gemm_address(np.dtype(ctx.net.dtype).name) is not None)
 
     def __init__(self, ctx):
         super().__init__(ctx)
         net, dtype = self.net, self.net.dtype
+        at = None if rows_kernel_preferred(ctx) else gemm_address(np.dtype(dtype).name)
+        self.kernel, self.gemm_at = ("rows", 0) if at is None else ("blas", at)
+        self.reads_batches = self.kernel == "blas"  # data on disk: batch by batch, read ahead by the prefetcher
         sizes = np.asarray(net.sizes, dtype=np.int64)
         shapes = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         offs, o = [], 0
@@ -109,6 +155,10 @@ class CompiledStepper(Stepper):
         units = int(sizes[1:].sum())
         self.A, self.D = np.zeros((m, units), dtype), np.zeros((m, units), dtype)
         self.Z, self.acc = np.zeros((m, int(sizes[-1])), dtype), np.zeros(int(sizes[1:].max()), dtype)
+        if self.kernel == "blas":  # the batch's rows, gathered (never for batch GD: ``run``); the weights'
+            # gradient with momentum
+            self.G = np.zeros((0 if ctx.full_batch else m, int(sizes[0])), dtype)
+            self.Gw = np.zeros(max(fi * fo for fi, fo in shapes) if ctx.hyper.momentum else 0, dtype)
         h = ctx.hyper
         self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
         arch = net.arch
@@ -136,9 +186,18 @@ class CompiledStepper(Stepper):
                     vW[...], vb[...] = W, b
                 state.opt_state = sgd_state(state.opt_state, state.step, velocity=list(self.vviews))
 
-    def _call(self, X, T, idx, starts, etas, costs, want):
-        _kernel()(self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx, starts,
-                  etas, *self.codes[:3], self.codes[3], self.A, self.Z, self.D, self.acc, costs, want)
+    def _call(self, X, T, idx, starts, etas, costs, want, in_order=False):
+        if self.kernel == "blas":
+            _kernel("blas")(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T,
+                            idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.Gw, costs, want,
+                            in_order)
+        else:
+            _kernel()(self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx, starts,
+                      etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want)
+
+    def session(self):
+        """BLAS threads by product size (``steppers.threads``), for the ``blas`` kernel's gemm."""
+        return blas_threads(self.net.sizes, self.ctx.batch_size) if self.kernel == "blas" else contextlib.nullcontext()
 
     def prepare(self) -> dict:
         """Compile (or load from numba's cache) with this run's dtypes, on an empty block."""
@@ -148,7 +207,7 @@ class CompiledStepper(Stepper):
         self._call(X, T, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, dtype), np.zeros(0), False)
         import numba
 
-        return {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__}
+        return {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__, "kernel": self.kernel}
 
     def run(self, state, batches, etas, want_costs):
         self._bind(state)
@@ -158,19 +217,29 @@ class CompiledStepper(Stepper):
             raise ValueError(f"a batch of {max(lengths)} rows exceeds this stepper's {self.A.shape[0]}")
         etas = np.asarray(etas, dtype=self.net.dtype)
         costs = np.zeros(k) if want_costs else self._no_costs
-        if data.on_disk or not isinstance(data.X, np.ndarray):  # gather the rows, GATHER_ROWS at a time
+        if (data.on_disk or not isinstance(data.X, np.ndarray)) and self.reads_batches:
+            for u, b in enumerate(batches):  # one batch per call, in the order the background reader follows
+                X, T = self.rows(b)
+                self._call(np.ascontiguousarray(X, dtype=self.net.dtype), np.asarray(T, dtype=self.net.dtype),
+                           np.arange(lengths[u], dtype=np.int64), self._starts(lengths[u:u + 1]), etas[u:u + 1],
+                           costs[u:u + 1] if want_costs else costs, bool(want_costs), True)
+        elif data.on_disk or not isinstance(data.X, np.ndarray):  # gather the rows, GATHER_ROWS at a time
             u = 0
             while u < k:
                 v, rows = u + 1, lengths[u]
                 while v < k and rows + lengths[v] <= GATHER_ROWS:
                     rows, v = rows + lengths[v], v + 1
                 X, T = data.batch(self._indices(batches[u:v]))
-                self._call(np.asarray(X, dtype=self.net.dtype), np.asarray(T, dtype=self.net.dtype),
+                self._call(np.ascontiguousarray(X, dtype=self.net.dtype), np.asarray(T, dtype=self.net.dtype),
                            np.arange(rows, dtype=np.int64), self._starts(lengths[u:v]), etas[u:v],
-                           costs[u:v] if want_costs else costs, bool(want_costs))
+                           costs[u:v] if want_costs else costs, bool(want_costs), True)
                 u = v
-        else:
-            self._call(data.X, data.T, self._indices(batches), self._starts(lengths), etas, costs, bool(want_costs))
+        else:  # batch GD reads the rows in place
+            in_order = all(b is FULL_BATCH for b in batches) and data.X.flags.c_contiguous
+            if self.kernel == "blas" and not in_order and k and self.G.shape[0] < max(lengths):
+                self.G = np.zeros((self.A.shape[0], self.G.shape[1]), self.G.dtype)
+            self._call(data.X, data.T, self._indices(batches), self._starts(lengths), etas, costs, bool(want_costs),
+                       in_order)
         advance(state, self.opt, k)
         return costs.tolist() if want_costs else None
 

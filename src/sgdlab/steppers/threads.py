@@ -51,6 +51,19 @@ def _scipy_private_blas():
                                           or Path(lc.filepath).is_relative_to(scipy_dir))]
 
 
+@functools.cache
+def numpy_blas_path() -> str | None:
+    """The file of the BLAS library NumPy itself calls (the one in numpy.libs for wheels from PyPI), or None."""
+    import numpy
+
+    numpy_dir = Path(numpy.__file__).parent
+    for lc in _blas_libs():
+        path = Path(lc.filepath)
+        if path.parent.name == "numpy.libs" or path.is_relative_to(numpy_dir):
+            return str(path)
+    return None
+
+
 class _Threads:
     """Set every BLAS library to ``n`` threads for the duration; only the libraries that differ are
     touched (a few microseconds, so that a block of one update can afford it)."""
