@@ -522,6 +522,43 @@ def test_compiled_blas_stays_on_one_thread_sized_products(toy):
     assert select_stepper(StepContext(net, data, optim.sgd(0.1), rows)).name == "buffered"
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_small_row_pass_is_batch_row_pass_bit_for_bit(dtype):
+    """The rows kernel's pass for batches of 2-4 rows (K terms, padded with zeros) against its general pass,
+    for every batch and next-batch size it takes, with inputs zero for some rows, some batches and all."""
+    pytest.importorskip("numba")
+    import numba
+
+    from sgdlab.steppers._numba_kernels import batch_row_pass, small_row_pass
+
+    @numba.njit
+    def small(W, Xb, m, D, c, Xn, mn, A, S, K):  # K as a literal, as the block kernel passes it
+        if K == 2:
+            small_row_pass(W, Xb, m, D, c, Xn, mn, A, S, 2)
+        elif K == 3:
+            small_row_pass(W, Xb, m, D, c, Xn, mn, A, S, 3)
+        else:
+            small_row_pass(W, Xb, m, D, c, Xn, mn, A, S, 4)
+
+    rng = np.random.default_rng(3)
+    fi, fo, c = 37, 13, np.dtype(dtype).type(0.05)
+    for K in (2, 3, 4):
+        for m in range(1, K + 1):
+            for mn in range(0, K + 1):
+                Xb, Xn = rng.standard_normal((4, fi)).astype(dtype), rng.standard_normal((4, fi)).astype(dtype)
+                Xb[:, ::5] = 0.0  # inputs no row uses
+                Xn[:, ::5] = 0.0
+                Xb[0, 1::7] = 0.0  # inputs some rows use
+                D = rng.standard_normal((4, fo + 3)).astype(dtype)
+                W0 = rng.standard_normal((fi, fo)).astype(dtype)
+                W1, W2 = W0.copy(), W0.copy()
+                A1, A2 = np.zeros((4, fo + 3), dtype), np.zeros((4, fo + 3), dtype)
+                batch_row_pass(W1, Xb, m, D, c, Xn, mn, A1, np.zeros(fo, dtype))
+                small(W2, Xb, m, D, c, Xn, mn, A2, np.full((8, fo), np.nan, dtype), K)
+                assert np.array_equal(W1, W2) and np.array_equal(A1[:mn, :fo], A2[:mn, :fo]), (K, m, mn)
+                assert not np.any(A2[mn:]), (K, m, mn)  # rows beyond the next batch's untouched
+
+
 def test_exp_of_non_positive_float32_is_within_one_ulp():
     """The compiled sigmoid's exp (a polynomial, so that loops over it vectorize) against e^x in float64,
     over 2 million points of [-87.3, 0]; 0 below (where e^x leaves the normal float32 range)."""

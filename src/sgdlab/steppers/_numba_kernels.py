@@ -154,6 +154,7 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
     n_up = etas.shape[0]
     local = np.arange(A.shape[0])  # rows of the workspaces
     G = np.empty((2, A.shape[0], X.shape[1]), X.dtype)  # this batch's and the next batch's inputs, gathered
+    S = np.empty((8, sizes[1]), X.dtype)  # small_row_pass's deltas and products
     cur, gathered = 0, False
     want_z = want_costs and cost == 1  # the cross-entropy's value is computed from the logits
     ahead = False  # the first layer's products for this update were made during the previous one
@@ -214,7 +215,14 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
                     if not gathered:
                         gather(X, idx[r0:r1], G[cur])
                     gather(X, idx[r1:r1 + mn], G[1 - cur])
-                    batch_row_pass(W, G[cur], m, D, eta / fm, G[1 - cur], mn, A, acc)
+                    if m <= 2 and mn <= 2:
+                        small_row_pass(W, G[cur], m, D, eta / fm, G[1 - cur], mn, A, S, 2)
+                    elif m <= 3 and mn <= 3:
+                        small_row_pass(W, G[cur], m, D, eta / fm, G[1 - cur], mn, A, S, 3)
+                    elif m <= 4 and mn <= 4:
+                        small_row_pass(W, G[cur], m, D, eta / fm, G[1 - cur], mn, A, S, 4)
+                    else:
+                        batch_row_pass(W, G[cur], m, D, eta / fm, G[1 - cur], mn, A, acc)
                     cur, gathered = 1 - cur, True
                 else:
                     update_layer(W, VW, X, idx[r0:r1], 0, m, D, o, X, idx[r1:r1 + mn], mn, A, acc, eta, fm, mu,
@@ -433,6 +441,57 @@ def batch_row_pass(W, Xb, m, D, c, Xn, mn, A, acc):
             if x0 != 0:
                 for j in range(fo):
                     A[r, j] += x0 * W[i, j]
+
+
+@njit
+def small_row_pass(W, Xb, m, D, c, Xn, mn, A, S, K):
+    """``batch_row_pass`` for batches of at most K rows (m, mn <= K, K = 2, 3 or 4), with its results bit for bit:
+    one loop per row of W makes the gradient's sum, the update and the next batch's products, with K terms
+    and K products whatever m and mn, so that it vectorizes without a branch. S, (8, fan_out): rows 0..K-1
+    take D's m rows, zeros after them (adding 0 * 0 is exact), rows 4..4+K-1 the products, copied to A[:mn]
+    at the end; three arrays in the loop, so that the compiler checks once that they do not overlap. K is
+    a compile-time constant (``numba.literally``): each K is its own loop."""
+    numba.literally(K)
+    fi, fo = W.shape
+    zero = W.dtype.type(0)
+    S[:, :fo] = zero
+    for r in range(m):
+        S[r, :fo] = D[r, :fo]
+    for i in range(fi):
+        a0 = Xb[0, i] if m > 0 else zero
+        a1 = Xb[1, i] if m > 1 else zero
+        a2 = Xb[2, i] if m > 2 else zero
+        a3 = Xb[3, i] if m > 3 else zero
+        x0 = Xn[0, i] if mn > 0 else zero
+        x1 = Xn[1, i] if mn > 1 else zero
+        x2 = Xn[2, i] if mn > 2 else zero
+        x3 = Xn[3, i] if mn > 3 else zero
+        if a0 == 0 and a1 == 0 and a2 == 0 and a3 == 0 and x0 == 0 and x1 == 0 and x2 == 0 and x3 == 0:
+            continue  # an input no row uses: nothing to update or to add
+        w = W[i]
+        if K == 2:
+            for j in range(fo):
+                v = w[j] - c * (a0 * S[0, j] + a1 * S[1, j])
+                w[j] = v
+                S[4, j] += x0 * v
+                S[5, j] += x1 * v
+        elif K == 3:
+            for j in range(fo):
+                v = w[j] - c * ((a0 * S[0, j] + a1 * S[1, j]) + a2 * S[2, j])
+                w[j] = v
+                S[4, j] += x0 * v
+                S[5, j] += x1 * v
+                S[6, j] += x2 * v
+        else:
+            for j in range(fo):
+                v = w[j] - c * (((a0 * S[0, j] + a1 * S[1, j]) + a2 * S[2, j]) + a3 * S[3, j])
+                w[j] = v
+                S[4, j] += x0 * v
+                S[5, j] += x1 * v
+                S[6, j] += x2 * v
+                S[7, j] += x3 * v
+    for r in range(mn):
+        A[r, :fo] = S[4 + r, :fo]
 
 
 @njit

@@ -54,9 +54,9 @@ from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
 from .threads import MULTI_THREAD_MIN_MACS, blas_threads, largest_product
 
-COMPILED_MAX_BATCH = 3
+COMPILED_MAX_BATCH = 4
 """Largest batch the ``rows`` kernel takes on sparse inputs (at least half zeros, e.g. MNIST)."""
-COMPILED_MAX_BATCH_DENSE = 1
+COMPILED_MAX_BATCH_DENSE = 3
 """... and on dense inputs. Measured crossovers with BLAS products, 784-100-10, one thread (README):
 the ``rows`` kernel skips zero inputs exactly, BLAS does not, so the crossover depends on sparsity."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
