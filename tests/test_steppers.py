@@ -116,8 +116,10 @@ def test_select_stepper_rules_and_refusals(toy):
     data = _TrainingData.prepare(net, X, y)
     assert {"reference", "fused", "chunked"} <= set(available())
     ctx = StepContext(net, data, optim.sgd(0.1, momentum=0.9), 40)
-    # momentum, batch of 40: the compiled stepper's BLAS kernel, or without it the buffered stepper
-    assert select_stepper(ctx).name == ("compiled" if compiled_blas() else "buffered")
+    assert select_stepper(ctx).name == "buffered"  # momentum, batch GD: made in place by the buffered stepper
+    # momentum, batches of 20: the compiled stepper's BLAS kernel, or without it the buffered stepper
+    half = StepContext(net, data, optim.sgd(0.1, momentum=0.9), 20)
+    assert select_stepper(half).name == ("compiled" if compiled_blas() else "buffered")
     custom = optim.chain(optim.trace(0.9), optim.scale_by_lr(0.1))  # no hyper: only the reference chain runs it
     assert select_stepper(StepContext(net, data, custom, 40)).name == "reference"
     with pytest.raises(ValueError, match="stepper 'fused' cannot run this fit: .*momentum=0"):
@@ -506,20 +508,18 @@ def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
     assert h.config["stepper_info"]["kernel"] == "rows"  # forced: every batch size runs on the rows kernel
 
 
-def test_compiled_blas_stays_on_one_thread_sized_products(toy):
-    """Above threads.MULTI_THREAD_MIN_MACS multiply-adds per product (BLAS on several threads), the
-    buffered stepper takes over."""
+def test_compiled_blas_takes_every_batch_short_of_batch_gd(toy):
+    """Batches of any size below the whole set run on the BLAS kernel; batch GD on the buffered stepper."""
     pytest.importorskip("numba")
-    from sgdlab.steppers.threads import MULTI_THREAD_MIN_MACS
     from sgdlab.train import _TrainingData
 
     if not compiled_blas():
         pytest.skip("no CBLAS gemm in NumPy's BLAS here")
     net = sgdlab.Network([5, 4, 3], seed=0)
     data = _TrainingData.prepare(net, *toy)
-    rows = MULTI_THREAD_MIN_MACS // (5 * 4)
-    assert select_stepper(StepContext(net, data, optim.sgd(0.1), rows - 1)).name == "compiled"
-    assert select_stepper(StepContext(net, data, optim.sgd(0.1), rows)).name == "buffered"
+    assert select_stepper(StepContext(net, data, optim.sgd(0.1), 39)).name == "compiled"
+    assert select_stepper(StepContext(net, data, optim.sgd(0.1), 40)).name == "fused"  # small products
+    assert select_stepper(StepContext(net, data, optim.sgd(0.1, momentum=0.9), 40)).name == "buffered"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -29,10 +29,11 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   the compiled loop through its C interface (no Python, no NumPy call, no array allocated per
   update); the plain SGD update happens inside gemm, as in the fused stepper. It needs NumPy's
   BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
-  without it the ``rows`` kernel runs every batch size. Automatic selection takes it while the
-  products stay on one BLAS thread (``threads.MULTI_THREAD_MIN_MACS``); above, the buffered
-  stepper (at one thread, 784-100-10: 37.8 vs 39.0 ms per epoch at 1,024 rows, 39.4 vs 38.9 at
-  8,000).
+  without it the ``rows`` kernel runs every batch size. Automatic selection takes it for every
+  bigger batch short of the whole training set; batch GD goes to the buffered stepper (784-100-10,
+  ms per epoch of 8,000 rows against the buffered stepper, one BLAS thread: 37.5 vs 38.7 at 1,024
+  rows, 40.8 vs 41.0 at 4,000, 39.4 vs 38.9 for the full batch; two threads: 22.0 vs 23.1 at
+  1,024, 23.2 vs 23.4 at 2,048, 21.4 vs 21.3 for the full batch).
 
 numba is imported only when this stepper runs; compilation is cached on disk (``cache=True``)
 and happens in ``prepare``, before ``fit`` starts its clock; its time is reported once in
@@ -52,7 +53,7 @@ import numpy as np
 
 from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
-from .threads import MULTI_THREAD_MIN_MACS, blas_threads, largest_product
+from .threads import blas_threads
 
 COMPILED_MAX_BATCH = 4
 """Largest batch the ``rows`` kernel takes on sparse inputs (at least half zeros, e.g. MNIST)."""
@@ -129,8 +130,7 @@ class CompiledStepper(Stepper):
     def preferred(cls, ctx):
         if rows_kernel_preferred(ctx):
             return True
-        return (largest_product(ctx.net.sizes, ctx.batch_size) < MULTI_THREAD_MIN_MACS
-                and gemm_address(np.dtype(ctx.net.dtype).name) is not None)
+        return not ctx.full_batch and gemm_address(np.dtype(ctx.net.dtype).name) is not None
 
     def __init__(self, ctx):
         super().__init__(ctx)
