@@ -76,6 +76,10 @@ def test_exact_reduction_is_bit_identical_to_one_process(ranks, one_process, tmp
         assert costs == [one_process[f"mean-batch-cost-exact-{method}"][0]] * ranks, method
         assert costs[0][0] is None and all(c is not None and c > 0 for c in costs[0][1:])
     assert got["mean-batch-cost-exact-stochastic"] == [[None] * 4] * ranks
+    # the last round of local SGD: the ranks with an example record its cost, the one without none
+    last = got["local-sgd-last-batch-cost"]
+    assert [c is None for c in last] == [r >= 203 % ranks for r in range(ranks)], last
+    assert all(c > 0 for c in last if c is not None)
 
 
 def test_one_rank_is_the_plain_algorithm(one_process):

@@ -333,7 +333,7 @@ class _Loop:
         self.hooks, self.record_updates, self.eval_train = hooks, record_updates, eval_train
         self.eval_every, self.epochs = eval_every, epochs
         # the batch costs a stepper returns are the global batch's, except under local SGD on several ranks
-        # (each rank's own example's, NaN where a rank had none): no mean_batch_cost there
+        # (each rank's own example's, None where a rank had none): no mean_batch_cost there
         world = getattr(stepper, "world", None)
         self.mean_costs = not (getattr(stepper, "local_sgd", False) and world is not None and world.size > 1)
         self.history, self.opt, self.eta = state.history, stepper.opt, None
@@ -429,13 +429,13 @@ class _Loop:
         self.add_costs(costs, sizes)
         self.eta = etas[-1] if etas else self.eta
         u = self.update_record(epoch, sizes[-1]) if block else None  # the block's last update
-        if u is not None and costs is not None:
+        if u is not None and costs is not None and costs[-1] is not None:  # None: a rank had no example
             u["batch_cost"] = float(costs[-1])
             if (mean := self.mean_batch_cost()) is not None:
                 u["mean_batch_cost"] = mean
         if self.record_updates and u is not None:
             self.history.updates.append(u)
-            if not math.isfinite(u["batch_cost"]):
+            if not math.isfinite(u.get("batch_cost", 0.0)):
                 self.diverged(f"at update {state.step} (epoch {epoch})", f"the batch cost became {u['batch_cost']}")
         if bad is not None:
             self.net.params = self.good
@@ -456,7 +456,7 @@ class _Loop:
         so the sum is the same however the epoch was cut into blocks (or interrupted and resumed)."""
         state = self.state
         state.batch_cost_examples += sum(sizes)
-        if costs is None or state.batch_cost_sum is None:
+        if costs is None or state.batch_cost_sum is None or not self.mean_costs:
             return
         total = state.batch_cost_sum
         for c, m in zip(costs, sizes, strict=True):

@@ -42,7 +42,8 @@ Stepper protocol (subclass ``Stepper``, decorate with ``@register``):
     ``net.params`` (in place or by reassignment) and ``state.opt_state``, and counts each update with
     ``advance(state, opt)``, which moves ``state.step`` and the ``sgd`` state's step together.
     Returns the batch cost C before each update when ``want_costs``, else None; ``fit`` always asks
-    (every epoch records their mean, ``mean_batch_cost``), so computing them must stay cheap.
+    (every epoch records their mean, ``mean_batch_cost``), so computing them must stay cheap. An
+    entry is None where this process made no step (a rank with no example in local SGD's last round).
     ``sync()``: wait for pending device work (no-op on the CPU); ``fit`` calls it before reading
     the clock.
 

@@ -234,10 +234,11 @@ class MPIStepper(Stepper):
     # ----------------------------------------------------------------- local SGD
     def _round(self, state, idx, position: int):
         """Rank r makes one SGD step on idx[r]; then the parameters are averaged if the round ends a period.
-        A rank with no example left in the epoch's last round makes no step (the count still advances)."""
+        A rank with no example left in the epoch's last round makes no step (the count still advances) and
+        has no batch cost: None (NaN would read as divergence)."""
         world, net = self.world, self.net
         idx = np.arange(self.n) if idx is FULL_BATCH else idx
-        cost = float("nan")
+        cost = None
         if world.rank < len(idx):
             sums, cost = grad_sums(net, *self.data.batch(idx[world.rank : world.rank + 1]))
             updates, state.opt_state = self.opt.update(
