@@ -228,17 +228,7 @@ def block(P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out
                     update_layer(W, VW, X, idx[r0:r1], 0, m, D, o, X, idx[r1:r1 + mn], mn, A, acc, eta, fm, mu,
                                  lam, nesterov)
                     gathered = False
-            b = P[offb[l]:offb[l] + fo]
-            for j in range(fo):
-                s = D[0, o + j]
-                for r in range(1, m):
-                    s += D[r, o + j]
-                g = s / fm
-                if mu != 0:
-                    v = mu * V[offb[l] + j] + g
-                    V[offb[l] + j] = v
-                    g = g + mu * v if nesterov else v
-                b[j] -= eta * g
+            update_bias(P[offb[l]:offb[l] + fo], V, offb[l], D, o, m, eta, mu, nesterov)
 
 
 @njit
@@ -317,16 +307,24 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
                         v = mu * VW[i, j] + g
                         VW[i, j] = v
                         W[i, j] -= eta * (g + mu * v if nesterov else v)
-            for j in range(fo):
-                s = D[0, o + j]
-                for r in range(1, m):
-                    s += D[r, o + j]
-                g = s / fm
-                if mu != 0:
-                    v = mu * V[offb[l] + j] + g
-                    V[offb[l] + j] = v
-                    g = g + mu * v if nesterov else v
-                b[j] -= eta * g
+            update_bias(b, V, offb[l], D, o, m, eta, mu, nesterov)
+
+
+@njit
+def update_bias(b, V, vo, D, o, m, eta, mu, nesterov):
+    """b <- b - eta u from g = (1/m) sum over the rows of D[:m, o:o + len(b)]: u = g, or with momentum
+    (velocity V[vo:vo + len(b)]) v <- mu v + g and u = v, or g + mu v (Nesterov)."""
+    fm = b.dtype.type(m)
+    for j in range(b.shape[0]):
+        s = D[0, o + j]
+        for r in range(1, m):
+            s += D[r, o + j]
+        g = s / fm
+        if mu != 0:
+            v = mu * V[vo + j] + g
+            V[vo + j] = v
+            g = g + mu * v if nesterov else v
+        b[j] -= eta * g
 
 
 @njit
