@@ -443,7 +443,8 @@ def batch_row_pass(W, Xb, m, D, c, Xn, mn, A, acc):
 
 @njit
 def small_row_pass(W, Xb, m, D, c, Xn, mn, A, S, K):
-    """``batch_row_pass`` for batches of at most K rows (m, mn <= K, K = 2, 3 or 4), with its results bit for bit:
+    """``batch_row_pass`` for batches of at most K rows (m, mn <= K, K = 2, 3 or 4), with its results (equal
+    values; only the sign of an exact zero can differ, as its sums start from the first term, not from +0):
     one loop per row of W makes the gradient's sum, the update and the next batch's products, with K terms
     and K products whatever m and mn, so that it vectorizes without a branch. S, (8, fan_out): rows 0..K-1
     take D's m rows, zeros after them (adding 0 * 0 is exact), rows 4..4+K-1 the products, copied to A[:mn]
