@@ -15,7 +15,7 @@ def compiled_blas() -> bool:
     """Whether the compiled stepper's BLAS kernel can run here (numba, and NumPy's BLAS with CBLAS gemm)."""
     from sgdlab.steppers import compiled
 
-    return compiled.numba_available() and compiled.gemm_address("float64") is not None
+    return compiled.numba_available() and all(compiled.gemm_address(t) is not None for t in ("float32", "float64"))
 
 
 @pytest.fixture(params=["rows", "blas"])
@@ -481,6 +481,25 @@ def test_without_numba_selection_falls_back_and_forcing_says_why(toy, monkeypatc
         sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, batch_size=1, epochs=1, stepper="compiled")
 
 
+@pytest.mark.parametrize("how", ["disk-full-batch", "replacement-full-size"])
+def test_compiled_full_size_batches_agree_with_reference(tmp_path, toy, kernel, how):
+    """Forced on batch GD over data on disk (the kernel is handed the rows, not the file object), and on
+    index batches as big as the data set (sampling with replacement: the BLAS kernel's gather buffer
+    grows to them)."""
+    from sgdlab.data import open_npy
+
+    X, y = toy
+    np.save(tmp_path / "X.npy", X)
+    data, kw = ((open_npy(tmp_path / "X.npy"), dict(method="batch")) if how == "disk-full-batch"
+                else (X, dict(batch_size=len(X), sampling="replacement")))
+    nets = {}
+    for stepper in ("reference", "compiled"):
+        nets[stepper] = sgdlab.Network([5, 6, 3], seed=7)
+        h = sgdlab.fit(nets[stepper], data, y, epochs=3, seed=2, stepper=stepper, lr=0.5, **kw)
+    assert h.config["stepper_info"]["kernel"] == kernel
+    assert_close(nets["compiled"].params, nets["reference"].params, TOL["float32"])
+
+
 def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
     pytest.importorskip("numba")
     from sgdlab.steppers import compiled
@@ -581,6 +600,10 @@ def test_exp_of_non_positive_float32_is_within_one_ulp():
     assert (np.abs(a - exact_sigmoid) / np.spacing(exact_sigmoid.astype(np.float32))).max() <= 2.5
     assert exp_nonpos32(np.float32(-87.4)) == 0.0 and exp_nonpos32(np.float32(-np.inf)) == 0.0
     assert exp_nonpos32(np.float32(0.0)) == 1.0
+    assert np.isnan(exp_nonpos32(np.float32(np.nan)))  # a NaN goes on (divergence is seen), as with np.exp
+    nan = np.array([np.nan, 1.0], np.float32)
+    activate(nan, 0, 2, 0)
+    assert np.isnan(nan[0]) and nan[1] == np.float32(expit(1.0))
 
 
 def test_blas_threads_follow_the_product_size_and_are_restored():

@@ -61,7 +61,7 @@ def _bits_to_float32(typingctx, i):
 # e^x for float32 x <= 0 in Cephes' expf form: x = n ln 2 + r, |r| <= ln2/2, e^r by a degree-7 polynomial, 2^n
 # written into the exponent bits. Without a branch or a call, so that a loop over it vectorizes (numba has no
 # vector exp of its own: np.exp is one libm call per element). Within 1 ulp of e^x (a test measures it over
-# [-87.3, 0]); 0 below -87.3, where e^x leaves the normal float32 range.
+# [-87.3, 0]); 0 below -87.3, where e^x leaves the normal float32 range; NaN gives NaN.
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
 _P = [np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
@@ -78,7 +78,7 @@ def exp_nonpos32(x):
     p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
     e = (p * (r * r) + r) + np.float32(1.0)
     scale = _bits_to_float32((np.int32(n) + np.int32(127)) * np.int32(1 << 23))  # 2^n
-    return e * scale if x >= _EXP_MIN else np.float32(0.0)
+    return np.float32(0.0) if x < _EXP_MIN else (e * scale if x == x else x)  # NaN stays NaN
 
 
 def exp_nonpos(x):
@@ -314,6 +314,8 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
 def update_bias(b, V, vo, D, o, m, eta, mu, nesterov):
     """b <- b - eta u from g = (1/m) sum over the rows of D[:m, o:o + len(b)]: u = g, or with momentum
     (velocity V[vo:vo + len(b)]) v <- mu v + g and u = v, or g + mu v (Nesterov)."""
+    if m == 0:
+        return
     fm = b.dtype.type(m)
     for j in range(b.shape[0]):
         s = D[0, o + j]

@@ -92,8 +92,12 @@ class Stepper:
         """Wait for pending device work (nothing to wait for on the CPU)."""
 
     def rows(self, idx):
-        """(X_b, T_b) for one batch."""
-        return (self.data.X, self.data.T) if idx is FULL_BATCH else self.data.batch(idx)
+        """(X_b, T_b) for one batch (batch GD on data on disk: all its rows, read)."""
+        if idx is FULL_BATCH:
+            if not self.data.on_disk:
+                return self.data.X, self.data.T
+            idx = np.arange(self.data.n)
+        return self.data.batch(idx)
 
 
 def rows_into(data, idx, work: dict):

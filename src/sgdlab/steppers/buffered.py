@@ -10,10 +10,11 @@ backward pass writes into others (``kernels.backprop(..., work)``), the gradient
 gradient buffers (``np.matmul(out=)``, NumPy's BLAS and its threads) and the update is made in
 place. On a big batch a fresh array is new memory for the kernel to fault in, page by page, and
 the reference path makes a dozen per update: at 8,000 x 784-100-10 rows they cost more than all
-the elementwise arithmetic (README, "Speed"). Automatic selection takes this stepper where the
-compiled one is not taken (products big enough for several BLAS threads, or without numba) and the
-fused one stops paying (above ``fused.FUSED_MAX_BATCH`` rows, or with momentum: measured 1.5-8%
-faster than the reference chain from 2 to 1,024 rows).
+the elementwise arithmetic (README, "Speed"). Automatic selection takes this stepper for batch GD
+(unless the fused one's small products pay), and, where the compiled stepper's BLAS kernel cannot
+run (no numba, or no CBLAS in NumPy's BLAS), for batches where the fused one stops paying (above
+``fused.FUSED_MAX_BATCH`` rows, or with momentum: measured 1.5-8% faster than the reference chain
+from 2 to 1,024 rows).
 """
 
 from __future__ import annotations

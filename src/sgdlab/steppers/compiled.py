@@ -29,8 +29,10 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   the compiled loop through its C interface (no Python, no NumPy call, no array allocated per
   update); the plain SGD update happens inside gemm, as in the fused stepper. It needs NumPy's
   BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
-  without it the ``rows`` kernel runs every batch size. Automatic selection takes it for every
-  bigger batch short of the whole training set; batch GD goes to the buffered stepper (784-100-10,
+  without it automatic selection leaves these batches to the fused and buffered steppers (and a
+  forced ``compiled`` runs the ``rows`` kernel at every batch size). Automatic selection takes it
+  for every bigger batch short of the whole training set; batch GD goes to the buffered stepper, or
+  to the fused one while its products are small (784-100-10,
   ms per epoch of 8,000 rows against the buffered stepper, one BLAS thread: 37.5 vs 38.7 at 1,024
   rows, 40.8 vs 41.0 at 4,000, 39.4 vs 38.9 for the full batch; two threads: 22.0 vs 23.1 at
   1,024, 23.2 vs 23.4 at 2,048, 21.4 vs 21.3 for the full batch).
@@ -234,7 +236,7 @@ class CompiledStepper(Stepper):
                            np.arange(rows, dtype=np.int64), self._starts(lengths[u:v]), etas[u:v],
                            costs[u:v] if want_costs else costs, bool(want_costs), True)
                 u = v
-        else:  # batch GD reads the rows in place
+        else:  # in memory: batch GD reads the rows in place, index batches are gathered by the kernel
             in_order = all(b is FULL_BATCH for b in batches) and data.X.flags.c_contiguous
             if self.kernel == "blas" and not in_order and k and self.G.shape[0] < max(lengths):
                 self.G = np.zeros((self.A.shape[0], self.G.shape[1]), self.G.dtype)
