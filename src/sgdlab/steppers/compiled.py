@@ -219,17 +219,13 @@ class CompiledStepper(Stepper):
             raise ValueError(f"a batch of {max(lengths)} rows exceeds this stepper's {self.A.shape[0]}")
         etas = np.asarray(etas, dtype=self.net.dtype)
         costs = np.zeros(k) if want_costs else self._no_costs
-        if (data.on_disk or not isinstance(data.X, np.ndarray)) and self.reads_batches:
-            for u, b in enumerate(batches):  # one batch per call, in the order the background reader follows
-                X, T = self.rows(b)
-                self._call(np.ascontiguousarray(X, dtype=self.net.dtype), np.asarray(T, dtype=self.net.dtype),
-                           np.arange(lengths[u], dtype=np.int64), self._starts(lengths[u:u + 1]), etas[u:u + 1],
-                           costs[u:u + 1] if want_costs else costs, bool(want_costs), True)
-        elif data.on_disk or not isinstance(data.X, np.ndarray):  # gather the rows, GATHER_ROWS at a time
+        if data.on_disk or not isinstance(data.X, np.ndarray):
+            # the rows kernel reads several batches' rows at once (GATHER_ROWS at most); the BLAS kernel one
+            # batch per call, as planned for the background reader (``reads_batches``)
             u = 0
             while u < k:
                 v, rows = u + 1, lengths[u]
-                while v < k and rows + lengths[v] <= GATHER_ROWS:
+                while v < k and not self.reads_batches and rows + lengths[v] <= GATHER_ROWS:
                     rows, v = rows + lengths[v], v + 1
                 X, T = data.batch(self._indices(batches[u:v]))
                 self._call(np.ascontiguousarray(X, dtype=self.net.dtype), np.asarray(T, dtype=self.net.dtype),
