@@ -227,7 +227,11 @@ def test_sigkill_of_one_rank_ends_the_job_and_the_checkpoint_resumes_exactly(tmp
     out, err = job.communicate(timeout=60)  # no hang: the launcher ends every rank
     assert job.returncode != 0 and time.monotonic() - t0 < 30
     report = (out + err).lower()
-    assert "signal 9" in report or "bad termination" in report, out + err  # MPICH's report of the lost rank
+    # MPICH reports the lost rank one of two ways, whichever comes first: the launcher sees rank 1
+    # die ("BAD TERMINATION ... signal 9"), or rank 0's next collective fails against the dead peer
+    # and MPICH aborts the job with a fatal error (seen in CI: process_vm_readv failed, errno 3)
+    lost = ("signal 9", "bad termination", "fatal error in")
+    assert any(s in report for s in lost), out + err
     p = cli(2, "--resume", str(run), "--epochs", EPOCHS)
     if "already has" in p.stderr:  # the job got past the epochs before the kill: nothing to resume to
         pytest.skip(f"the killed job had already trained {EPOCHS} epochs")
