@@ -18,16 +18,19 @@ def compiled_blas() -> bool:
     return compiled.numba_available() and all(compiled.gemm_address(t) is not None for t in ("float32", "float64"))
 
 
-@pytest.fixture(params=["rows", "blas"])
+@pytest.fixture(params=["rows", "rows-loops", "blas"])
 def kernel(request, monkeypatch):
-    """Run the compiled stepper with one kernel at every batch size (selection normally picks by size)."""
+    """Run the compiled stepper with one kernel at every batch size (selection normally picks by size);
+    "rows-loops": the rows kernel without gemm for the layers above the first (NumPy's BLAS without CBLAS)."""
     pytest.importorskip("numba")
     from sgdlab.steppers import compiled
 
-    if request.param == "blas" and not compiled_blas():
+    if request.param != "rows-loops" and not compiled_blas():
         pytest.skip("NumPy's BLAS exports no CBLAS gemm with 64-bit integers here")
-    monkeypatch.setattr(compiled, "rows_kernel_preferred", lambda ctx: request.param == "rows")
-    return request.param
+    if request.param == "rows-loops":
+        monkeypatch.setattr(compiled, "gemm_address", lambda dtype: None)
+    monkeypatch.setattr(compiled, "rows_kernel_preferred", lambda ctx: request.param != "blas")
+    return request.param.split("-")[0]
 
 
 def params_equal(a, b):
@@ -506,7 +509,9 @@ def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
     from sgdlab.steppers.compiled import COMPILED_MAX_BATCH, COMPILED_MAX_BATCH_DENSE
 
     X, y = toy  # dense inputs
-    sparse = np.where(np.abs(X) < 1.0, 0.0, X)  # about 68% zeros
+    sparse = X.copy()
+    sparse[:, 2:] = 0.0  # 3 of 5 inputs never used (as MNIST's border pixels): the pass skips 60% of W's rows
+    scattered = np.where(np.abs(X) < 1.0, 0.0, X)  # about 68% zeros at random places: few rows skipped
 
     def chosen(data, m, momentum):
         h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, momentum=momentum)
@@ -517,7 +522,9 @@ def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
                                     (X, COMPILED_MAX_BATCH_DENSE + 1, 0.0, blas or ("fused", None)),
                                     (sparse, COMPILED_MAX_BATCH, 0.0, ("compiled", "rows")),
                                     (sparse, COMPILED_MAX_BATCH + 1, 0.0, blas or ("fused", None)),
-                                    (sparse, COMPILED_MAX_BATCH + 1, 0.9, blas or ("buffered", None))):
+                                    (sparse, COMPILED_MAX_BATCH + 1, 0.9, blas or ("buffered", None)),
+                                    (scattered, COMPILED_MAX_BATCH_DENSE, 0.0, ("compiled", "rows")),
+                                    (scattered, COMPILED_MAX_BATCH_DENSE + 1, 0.0, blas or ("fused", None))):
         assert chosen(data, m, momentum) == want, (m, momentum)
     # without NumPy's CBLAS gemm, the fused and buffered steppers take the bigger batches, as before
     monkeypatch.setattr(compiled, "gemm_address", lambda dtype: None)
@@ -525,6 +532,32 @@ def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
     assert chosen(X, COMPILED_MAX_BATCH_DENSE + 1, 0.9) == ("buffered", None)
     h = sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, batch_size=8, epochs=1, stepper="compiled")
     assert h.config["stepper_info"]["kernel"] == "rows"  # forced: every batch size runs on the rows kernel
+
+
+def test_skip_fraction_is_the_expected_share_of_first_layer_rows_skipped(toy):
+    """sum_i z_i^(2m) / n_in, z_i the zero fraction of input i; and what a pass over real batches skips."""
+    from sgdlab.steppers.compiled import skip_fraction
+    from sgdlab.train import _TrainingData
+
+    X, y = toy
+    X = X[:40].copy()
+    X[:, 0] = 0.0  # never used: always skipped
+    X[::2, 1] = 0.0  # zero in half the rows
+    X[:, 2:] += 10.0  # never zero
+    net = sgdlab.Network([5, 4, 3], seed=0)
+    data = _TrainingData.prepare(net, X, y[:40])
+    for m in (1, 2, 3):
+        assert skip_fraction(data, m) == pytest.approx((1 + 0.5 ** (2 * m)) / 5, abs=1e-12)
+    # against the pass itself: the share of (batch, input) pairs zero in a batch and the next one, over
+    # the batches of many shuffled epochs; rows are drawn without replacement there (a little fewer
+    # all-zero pairs than the formula's independent draws), hence the tolerance
+    rng, m, hits, pairs = np.random.default_rng(0), 2, 0, 0
+    for _ in range(500):
+        order = rng.permutation(40)
+        for k in range(0, 40 - 2 * m + 1, m):
+            rows = X[order[k:k + 2 * m]]
+            hits, pairs = hits + int(np.sum(np.all(rows == 0, axis=0))), pairs + 5
+    assert hits / pairs == pytest.approx(skip_fraction(data, m), abs=0.01)
 
 
 def test_compiled_blas_takes_every_batch_short_of_batch_gd(toy):

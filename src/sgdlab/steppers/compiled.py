@@ -20,11 +20,12 @@ way whatever block it falls in.
 
 Two kernels make these updates (``stepper_info["kernel"]``):
 
-* ``rows``, for the smallest batches: every product is compiled loops, row by row; the first
-  layer's update and the next batch's products share one pass over its weights. It is taken for
-  batches of at most COMPILED_MAX_BATCH_DENSE rows, or COMPILED_MAX_BATCH rows where at least half
-  the inputs are zero (a zero input is skipped, exactly: it adds nothing to z or to the weights'
-  gradient).
+* ``rows``, for the smallest batches: the first layer's products are compiled loops, row by row,
+  and its update and the next batch's products share one pass over its weights; the smaller layers
+  above it go through gemm where NumPy's BLAS offers it (below), loops otherwise. It is taken for
+  batches of at most COMPILED_MAX_BATCH_DENSE rows, or COMPILED_MAX_BATCH rows where the pass can
+  expect to skip at least SKIP_MIN of the first layer's rows (``skip_fraction``: an input that is
+  zero in the batch and the next one adds nothing to z or to the weights' gradient, exactly).
 * ``blas``, for bigger batches: the matrix products are NumPy's own BLAS ``?gemm``, called from
   the compiled loop through its C interface (no Python, no NumPy call, no array allocated per
   update); the plain SGD update happens inside gemm, as in the fused stepper. It needs NumPy's
@@ -57,11 +58,18 @@ from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
 from .threads import blas_threads
 
-COMPILED_MAX_BATCH = 4
-"""Largest batch the ``rows`` kernel takes on sparse inputs (at least half zeros, e.g. MNIST)."""
+COMPILED_MAX_BATCH = 7
+"""Largest batch the ``rows`` kernel takes on sparse inputs (``skip_fraction`` >= SKIP_MIN, e.g. MNIST)."""
 COMPILED_MAX_BATCH_DENSE = 3
-"""... and on dense inputs. Measured crossovers with BLAS products, 784-100-10, one thread (README):
-the ``rows`` kernel skips zero inputs exactly, BLAS does not, so the crossover depends on sparsity."""
+"""... and on any inputs. Measured crossovers with the ``blas`` kernel, 784-100-10, one thread (README):
+the ``rows`` kernel skips the inputs that are zero in a batch and the next one exactly, BLAS does not,
+so the crossover depends on how often that happens, not on the fraction of zeros alone."""
+SKIP_MIN = 0.4
+"""Least ``skip_fraction`` for the ``rows`` kernel above COMPILED_MAX_BATCH_DENSE rows. Measured, ms per
+epoch of 8,000 rows, rows against blas kernel: MNIST (81% zeros, skip fraction 0.54 at batch 4, 0.49
+at 7) 52 vs 70 at 4, 67 vs 78 at 7, 60 vs 55 at 8; uniform random inputs with 80% zeros at random
+places (skip fraction 0.17 at 4) 88 vs 71 at 4, slower than on dense inputs (78), the skip's branch
+being unpredictable there."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 """CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
@@ -74,10 +82,14 @@ GATHER_ROWS = 8192
 """Rows gathered at a time from data on disk (memory stays bounded; results do not depend on it)."""
 
 
-def zero_fraction(data, rows: int = 1024) -> float:
-    """The fraction of zeros among the inputs of (at most) ``rows`` evenly spaced training rows."""
+def skip_fraction(data, batch_size: int, rows: int = 1024) -> float:
+    """The expected fraction of the first layer's weight rows that the ``rows`` kernel's pass skips: an
+    input that is zero in all 2 * batch_size rows of a batch and the next one, sum_i z_i^(2m) / n_in with
+    z_i the fraction of zeros in input column i over (at most) ``rows`` evenly spaced training rows
+    (rows drawn independently: exact for the uniform samplers in expectation over the draws)."""
     sample, _ = data.batch(np.arange(0, data.n, max(1, data.n // rows)))
-    return float(np.mean(np.asarray(sample) == 0))
+    z = np.mean(np.asarray(sample) == 0, axis=0)
+    return float(np.mean(z ** (2 * batch_size)))
 
 
 def numba_available() -> bool:
@@ -103,7 +115,7 @@ def rows_kernel_preferred(ctx) -> bool:
     """Whether the batch is small enough for the ``rows`` kernel (the crossovers above)."""
     if ctx.batch_size <= COMPILED_MAX_BATCH_DENSE:
         return True
-    return ctx.batch_size <= COMPILED_MAX_BATCH and zero_fraction(ctx.data) >= 0.5
+    return ctx.batch_size <= COMPILED_MAX_BATCH and skip_fraction(ctx.data, ctx.batch_size) >= SKIP_MIN
 
 
 @functools.cache
@@ -137,8 +149,9 @@ class CompiledStepper(Stepper):
     def __init__(self, ctx):
         super().__init__(ctx)
         net, dtype = self.net, self.net.dtype
-        at = None if rows_kernel_preferred(ctx) else gemm_address(np.dtype(dtype).name)
-        self.kernel, self.gemm_at = ("rows", 0) if at is None else ("blas", at)
+        at = gemm_address(np.dtype(dtype).name)  # the rows kernel's upper layers use it too, where it is found
+        self.kernel = "rows" if at is None or rows_kernel_preferred(ctx) else "blas"
+        self.gemm_at = 0 if at is None else at
         self.reads_batches = self.kernel == "blas"  # data on disk: batch by batch, read ahead by the prefetcher
         sizes = np.asarray(net.sizes, dtype=np.int64)
         shapes = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
@@ -194,12 +207,12 @@ class CompiledStepper(Stepper):
                             idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.Gw, costs, want,
                             in_order)
         else:
-            _kernel()(self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx, starts,
+            _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx, starts,
                       etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want)
 
     def session(self):
-        """BLAS threads by product size (``steppers.threads``), for the ``blas`` kernel's gemm."""
-        return blas_threads(self.net.sizes, self.ctx.batch_size) if self.kernel == "blas" else contextlib.nullcontext()
+        """BLAS threads by product size (``steppers.threads``), for the kernels' gemm calls."""
+        return blas_threads(self.net.sizes, self.ctx.batch_size) if self.gemm_at else contextlib.nullcontext()
 
     def prepare(self) -> dict:
         """Compile (or load from numba's cache) with this run's dtypes, on an empty block."""
