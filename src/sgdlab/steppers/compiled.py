@@ -207,8 +207,8 @@ class CompiledStepper(Stepper):
                             idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.Gw, costs, want,
                             in_order)
         else:
-            _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx, starts,
-                      etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want)
+            _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx,
+                      starts, etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want)
 
     def session(self):
         """BLAS threads by product size (``steppers.threads``), for the kernels' gemm calls."""
