@@ -174,7 +174,7 @@ class Network:
         X = self._place(check_X(X, self.sizes[0]), self.dtype)
         if Y is _NO_TARGETS:  # predict: no targets; None given for Y is refused by check_Y, naming Y
             return X
-        T, labels = check_Y(Y, X.shape[0], self.sizes[-1])
+        T, labels = check_Y(Y, X.shape[0], self.sizes[-1], float_dtype=np.dtype(self.dtype_name))
         return X, self._place(T, self.dtype), labels if labels is None else self._place(labels)
 
     def _place(self, x, dtype=None):

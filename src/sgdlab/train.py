@@ -538,7 +538,7 @@ class _TrainingData:
         xp = net.xp
         X = check_X(X, net.sizes[0])
         n, on_disk = X.shape[0], is_out_of_core(X)
-        T, labels = check_Y(Y, n, net.sizes[-1])
+        T, labels = check_Y(Y, n, net.sizes[-1], float_dtype=np.dtype(net.dtype_name))
         val = None
         if validation is not None:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:

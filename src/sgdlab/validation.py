@@ -129,13 +129,15 @@ def check_X(X, n_features: int, name: str = "X"):
     return X
 
 
-def check_Y(Y, n: int, n_out: int, name: str = "Y"):
+def check_Y(Y, n: int, n_out: int, name: str = "Y", float_dtype=None):
     """Targets for ``n`` examples and ``n_out`` outputs.
 
     Returns ``(T, labels)``: T is a float (n, n_out) target array; labels is the integer
     class vector when Y holds class labels (accuracy is then defined), else None.
     Integer labels 0..n_out-1 become one-hot rows; with one output unit, labels 0/1 are
-    the binary target itself.
+    the binary target itself. ``float_dtype`` (NumPy labels only; default float64): the dtype those
+    targets are made in, so that a float32 network's one-hot rows are never a float64 array first
+    (0 and 1 are exact in either; 80 bytes per row of ten classes, measured on 1.37M rows).
     """
     Y = as_array(Y, name)
     xp = namespace(Y)
@@ -152,9 +154,10 @@ def check_Y(Y, n: int, n_out: int, name: str = "Y"):
                 f"allow labels 0..{n_classes - 1}"
             )
         labels = xp.astype(Y, xp.int64)
+        fdt = float_dtype if float_dtype is not None and is_numpy(xp) else xp.float64
         if n_out == 1:
-            return xp.reshape(xp.astype(Y, xp.float64), (n, 1)), labels
-        return xp.astype(labels[:, None] == xp.arange(n_out, dtype=xp.int64)[None, :], xp.float64), labels
+            return xp.reshape(xp.astype(Y, fdt), (n, 1)), labels
+        return xp.astype(labels[:, None] == xp.arange(n_out, dtype=xp.int64)[None, :], fdt), labels
     if not _all_finite(Y, xp):
         raise ValueError(f"{name} contains NaN or infinity")
     if Y.ndim == 1 and n_out == 1:
