@@ -171,7 +171,8 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
         eta = etas[u]
         total = 0.0
         # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l); A[r] holds row r's layers side by side.
-        # z += a_i W_i over the inputs i, each row W_i read once for all rows; zero inputs skipped (exact).
+        # z += a_i W_i over the inputs i, each row W_i read once for all rows; zero inputs skipped (exact);
+        # the layers above the first by gemm where it was given
         for l in range(L):
             fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
             W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
