@@ -544,7 +544,8 @@ class _TrainingData:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
                 raise TypeError("validation must be a pair (X_val, Y_val)")
             Xv = check_X(validation[0], net.sizes[0], name="X_val")
-            Tv, labels_v = check_Y(validation[1], Xv.shape[0], net.sizes[-1], name="Y_val")
+            Tv, labels_v = check_Y(validation[1], Xv.shape[0], net.sizes[-1], name="Y_val",
+                                   float_dtype=np.dtype(net.dtype_name))
             val = (
                 net._place(Xv, net.dtype),
                 net._place(Tv, net.dtype),

@@ -202,10 +202,7 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
             fi, fo, o, oi = sizes[l], sizes[l + 1], uoff[l], uoff[l - 1]
             W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
             if gemm_at != 0:
-                gemm(gemm_at, NO_TRANS, TRANS, m, fi, fo, one, D[:, o:], ld, W, fo, zero, D[:, oi:], ld)
-                for r in range(m):
-                    for i in range(fi):
-                        D[r, oi + i] *= slope(A[r, oi + i], hidden)
+                backward_gemm(gemm_at, W, D, A, o, oi, m, hidden)
             else:
                 for r in range(m):
                     for i in range(fi):
@@ -305,11 +302,7 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
         for l in range(L - 1, 0, -1):  # backward: delta_{l-1} = (delta_l W_l^T) * f'(a_{l-1}), before any update
             fi, fo, o, oi = sizes[l], sizes[l + 1], uoff[l], uoff[l - 1]
             W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
-            gemm(gemm_at, NO_TRANS, TRANS, m, fi, fo, one, D[:, o:], ld, W, fo, zero, D[:, oi:], ld)
-            for r in range(m):
-                d, a = D[r, oi:oi + fi], A[r, oi:oi + fi]
-                for i in range(fi):
-                    d[i] *= slope(a[i], hidden)
+            backward_gemm(gemm_at, W, D, A, o, oi, m, hidden)
         fm = P.dtype.type(m)
         for l in range(L):  # the updates, each from its layer's input and delta
             fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
@@ -328,6 +321,19 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
                         VW[i, j] = v
                         W[i, j] -= eta * (g + mu * v if nesterov else v)
             update_bias(b, V, offb[l], D, o, m, eta, mu, nesterov)
+
+
+@njit
+def backward_gemm(gemm_at, W, D, A, o, oi, m, hidden):
+    """delta_{l-1} = (delta_l W_l^T) * f'(a_{l-1}) for rows 0..m-1, by gemm: W (fan_in, fan_out); delta_l in
+    D[:, o:], delta_{l-1} into D[:, oi:], a_{l-1} in A[:, oi:] (workspaces of equal width)."""
+    fi, fo = W.shape
+    gemm(gemm_at, NO_TRANS, TRANS, m, fi, fo, W.dtype.type(1.0), D[:, o:], D.shape[1], W, fo, W.dtype.type(0.0),
+         D[:, oi:], D.shape[1])
+    for r in range(m):
+        d, a = D[r, oi:oi + fi], A[r, oi:oi + fi]
+        for i in range(fi):
+            d[i] *= slope(a[i], hidden)
 
 
 @njit
