@@ -711,10 +711,11 @@ def test_compiled_on_data_on_disk_is_bit_identical_to_in_memory(tmp_path, toy, m
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: "-".join(a.values()) or "default")
 @pytest.mark.parametrize("opt", OPTS, ids=["sgd", "momentum-schedule", "nesterov-decay", "decay"])
 @pytest.mark.parametrize("dtype,batch_size,big_arrays", [("float64", 16, False), ("float32", 40, False),
-                                                          ("float64", 16, True)])
+                                                          ("float64", 16, True), ("float64", 40, True)])
 def test_buffered_agrees_with_reference(toy, arch, opt, dtype, batch_size, big_arrays, monkeypatch):
     """Same updates as the reference chain, to rounding: batches of 16 (40 % 16 leaves a short last batch
-    in the same buffers) and the full batch; big_arrays forces the in-place activations' big-array forms."""
+    in the same buffers) and the full batch (laid out column-major); big_arrays forces the in-place
+    activations' big-array forms."""
     from sgdlab import activations
 
     if big_arrays:
@@ -722,6 +723,8 @@ def test_buffered_agrees_with_reference(toy, arch, opt, dtype, batch_size, big_a
     ref, h_ref = trained(toy, "reference", dtype, arch, opt, batch_size)
     net, h = trained(toy, "buffered", dtype, arch, opt, batch_size)
     assert h.config["stepper"] == "buffered"
+    full = batch_size == len(toy[0])
+    assert h.config["stepper_info"].get("layout") == ("column-major" if full else None)
     np.testing.assert_allclose([u["batch_cost"] for u in h.updates], [u["batch_cost"] for u in h_ref.updates],
                                rtol=TOL[dtype], atol=TOL[dtype])
     assert_close(net.params, ref.params, TOL[dtype])
@@ -731,6 +734,40 @@ def test_buffered_agrees_with_reference(toy, arch, opt, dtype, batch_size, big_a
         nets[name] = sgdlab.Network([5, 6, 4, 3], seed=7, dtype=dtype, **arch)
         sgdlab.fit(nets[name], toy[0], toy[1], batch_size=batch_size, epochs=3, seed=2, stepper=name, **opt)
     assert_close(nets["buffered"].params, nets["reference"].params, TOL[dtype])
+
+
+def test_batch_gd_runs_column_major_in_buffers_of_that_layout(toy, monkeypatch):
+    """The buffered stepper lays batch GD's rows out column-major once (equal values) and every buffer
+    of the pass follows: the products' outputs, the f' scratch and the gradients."""
+    from sgdlab import kernels
+    from sgdlab.steppers.buffered import BufferedStepper, column_major
+
+    X = np.arange(12.0, dtype=np.float32).reshape(4, 3)
+    for rows in (1, 3, 64):
+        F = column_major(X, rows)
+        assert F.flags.f_contiguous and np.array_equal(F, X) and F.dtype == X.dtype
+    assert column_major(F) is F  # already column-major: no copy
+    assert kernels.layout(F) == "F" and kernels.layout(X) == "C"
+    assert kernels.layout(F[:1]) == "C" and kernels.layout(np.zeros(3)) == "C"  # one row: either
+
+    made = []
+    real_run = BufferedStepper.run
+
+    def run(self, state, batches, etas, want_costs):
+        out = real_run(self, state, batches, etas, want_costs)
+        made.extend((key, kernels.layout(b)) for key, b in self.work.items())
+        return out
+
+    monkeypatch.setattr(BufferedStepper, "run", run)
+    net = sgdlab.Network([5, 6, 4, 3], seed=7, dtype="float64")
+    h = sgdlab.fit(net, toy[0], toy[1], method="batch", epochs=2, stepper="buffered", momentum=0.5)
+    assert h.config["stepper_info"]["layout"] == "column-major" and h.config["stepper_info"]["layout_seconds"] >= 0
+    keys = {key for key, _ in made}
+    assert {("z", 0), ("z", 1), ("z", 2), ("d", 1), ("d", 2), ("tmp", 1), ("G", 0), ("G", 2)} <= keys
+    assert {order for _, order in made} == {"F"}
+    # mini-batches stay row-major (their rows are gathered, one batch at a time)
+    h = sgdlab.fit(net, toy[0], toy[1], batch_size=16, epochs=1, stepper="buffered")
+    assert "layout" not in h.config["stepper_info"]
 
 
 def test_buffered_is_chosen_above_the_fused_range_and_allocates_no_batch_per_update(monkeypatch):

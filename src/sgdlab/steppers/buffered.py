@@ -19,6 +19,8 @@ from 2 to 1,024 rows).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .. import kernels
@@ -46,6 +48,23 @@ class BufferedStepper(FusedStepper):
     def preferred(cls, ctx):
         return ctx.hyper.momentum != 0 or not FusedStepper.preferred(ctx)
 
+    def prepare(self):
+        """Batch GD on data in memory: the training set laid out column-major, once, before the clock.
+
+        Every pass of batch GD then runs in that layout (``kernels.layout``): the layer's products go to
+        OpenBLAS as Z^T = W^T X^T and G^T = delta^T X, the shapes it runs fastest here. Measured, 784-100-10,
+        8,000 rows, one thread: X W 78 against 85 GFLOP/s, X^T delta 79 against 83; a step 37.0 against
+        33.4 ms (73% against 81% of the float32 GEMM rate). The copy replaces the row-major one (no
+        second copy is kept; the values are the same) and costs 5 ms at 8,000 x 784 float32, about
+        1.3 epochs of what it saves; its seconds are reported here."""
+        data = self.data
+        if not (self.ctx.full_batch and not data.on_disk and isinstance(data.X, np.ndarray)
+                and data.X.ndim == 2 and data.n > 1):
+            return {}
+        t0 = time.perf_counter()
+        data.X, data.T = column_major(data.X), column_major(data.T)
+        return {"layout": "column-major", "layout_seconds": time.perf_counter() - t0}
+
     def run(self, state, batches, etas, want_costs):
         net, arch, work, hyper = self.net, self.net.arch, self.work, self.ctx.hyper
         costs = [] if want_costs else None
@@ -57,7 +76,8 @@ class BufferedStepper(FusedStepper):
                 costs.append(float(kernels.cost_sum(arch, acts, z, T, np)) / m)
             params = []
             for layer, ((W, b), a, d) in enumerate(zip(net.params, acts[:-1], deltas, strict=True)):
-                G = kernels.buffer(work, ("G", layer), W.shape[0], W.shape[1], W.dtype)
+                # column-major rows: G column-major too, BLAS then makes G^T = d^T a (84 against 79 GFLOP/s)
+                G = kernels.buffer(work, ("G", layer), W.shape[0], W.shape[1], W.dtype, kernels.layout(d))
                 if not (W.flags.writeable and b.flags.writeable):  # handed in read-only: copies, updated
                     W, b = W.copy(), b.copy()
                 if hyper.momentum:
@@ -111,3 +131,14 @@ class BufferedStepper(FusedStepper):
             else:
                 u = v
             p -= eta * u
+
+
+def column_major(X: np.ndarray, rows: int = 64) -> np.ndarray:
+    """X copied into column-major (Fortran) order, 64 rows at a time (one pass of np.asfortranarray
+    walks the output across its strides: 20 against 5 ms at 8,000 x 784 float32, measured)."""
+    if X.flags.f_contiguous:
+        return X
+    out = np.empty(X.shape, X.dtype, order="F")
+    for i in range(0, X.shape[0], rows):
+        out[i:i + rows] = X[i:i + rows]
+    return out
