@@ -770,6 +770,24 @@ def test_batch_gd_runs_column_major_in_buffers_of_that_layout(toy, monkeypatch):
     assert "layout" not in h.config["stepper_info"]
 
 
+def test_batch_gd_is_column_major_only_where_its_products_run_on_one_blas_thread(toy, monkeypatch):
+    """Products big enough for NumPy's BLAS threads keep their setting: column-major on one thread,
+    row-major on two (where the layout gains nothing, measured)."""
+    from threadpoolctl import threadpool_limits
+
+    from sgdlab.steppers import threads
+
+    net = sgdlab.Network([5, 6, 4, 3], seed=7)
+    monkeypatch.setattr(threads, "MULTI_THREAD_MIN_MACS", 1)  # every product counts as big
+    if threads.products_threads(net.sizes, 40) is None:
+        pytest.skip("threadpoolctl does not see NumPy's BLAS")
+    for n, layout in ((2, None), (1, "column-major")):
+        with threadpool_limits(n, user_api="blas"):
+            assert threads.products_threads(net.sizes, 40) == n
+            h = sgdlab.fit(net, toy[0], toy[1], method="batch", epochs=1, stepper="buffered")
+        assert h.config["stepper_info"].get("layout") == layout, n
+
+
 def test_buffered_is_chosen_above_the_fused_range_and_allocates_no_batch_per_update(monkeypatch):
     import tracemalloc
 

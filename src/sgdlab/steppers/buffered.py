@@ -27,6 +27,7 @@ from .. import kernels
 from ..optim import sgd_state, sgd_velocity
 from .base import advance, needs_numpy_sgd, register, rows_into
 from .fused import FusedStepper
+from .threads import products_threads
 
 
 @register
@@ -49,17 +50,20 @@ class BufferedStepper(FusedStepper):
         return ctx.hyper.momentum != 0 or not FusedStepper.preferred(ctx)
 
     def prepare(self):
-        """Batch GD on data in memory: the training set laid out column-major, once, before the clock.
+        """Batch GD on data in memory, its products on one BLAS thread: the training set laid out
+        column-major, once, before the clock.
 
         Every pass of batch GD then runs in that layout (``kernels.layout``): the layer's products go to
-        OpenBLAS as Z^T = W^T X^T and G^T = delta^T X, the shapes it runs fastest here. Measured, 784-100-10,
-        8,000 rows, one thread: X W 78 against 85 GFLOP/s, X^T delta 79 against 83; a step 37.0 against
-        33.4 ms (73% against 81% of the float32 GEMM rate). The copy replaces the row-major one (no
-        second copy is kept; the values are the same) and costs 5 ms at 8,000 x 784 float32, about
-        1.3 epochs of what it saves; its seconds are reported here."""
+        OpenBLAS as Z^T = W^T X^T and G^T = delta^T X, the shapes it runs fastest on one thread here.
+        Measured, 784-100-10, 8,000 rows: X W 78 against 85 GFLOP/s, X^T delta 79 against 83; a step
+        37.0 against 33.4 ms (73% against 81% of the float32 GEMM rate). On two threads the layout
+        gains nothing (147-152 against 147-151 GFLOP/s forward, 139-141 against 144-146 for the
+        gradient), so the rows stay row-major there. The copy replaces the row-major one (no second
+        copy is kept; the values are the same) and costs 5 ms at 8,000 x 784 float32, about 1.3 epochs
+        of what it saves; its seconds are reported here."""
         data = self.data
         if not (self.ctx.full_batch and not data.on_disk and isinstance(data.X, np.ndarray)
-                and data.X.ndim == 2 and data.n > 1):
+                and data.X.ndim == 2 and data.n > 1 and products_threads(self.net.sizes, data.n) == 1):
             return {}
         t0 = time.perf_counter()
         data.X, data.T = column_major(data.X), column_major(data.T)

@@ -99,6 +99,15 @@ def blas_threads(sizes, rows: int):
     return _Threads(1, _scipy_private_blas())
 
 
+def products_threads(sizes, rows: int) -> int | None:
+    """The threads NumPy's BLAS runs an update's products on under ``blas_threads``: one below
+    ``MULTI_THREAD_MIN_MACS``, else its current setting; None where threadpoolctl does not see it."""
+    if largest_product(sizes, rows) < MULTI_THREAD_MIN_MACS:
+        return 1
+    path = numpy_blas_path()
+    return next((lc.get_num_threads() for lc in _blas_libs() if lc.filepath == path), None)
+
+
 def single_thread():
     """One thread for every BLAS library (for timings that must not depend on the thread count)."""
     return _Threads(1, _blas_libs())
