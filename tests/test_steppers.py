@@ -565,6 +565,23 @@ def test_skip_fraction_is_the_expected_share_of_first_layer_rows_skipped(toy):
     assert hits / pairs == pytest.approx(skip_fraction(data, m), abs=0.01)
 
 
+def test_skip_fraction_is_measured_once_per_fit(toy, monkeypatch):
+    """Selection and the chosen stepper's kernel choice share one measurement (``StepContext.fact``)."""
+    pytest.importorskip("numba")
+    from sgdlab.steppers import compiled
+
+    X, y = toy
+    X = X.copy()
+    X[:, :3] = 0.0  # sparse enough for the rows kernel above the dense range
+    calls = []
+    real = compiled.skip_fraction
+    monkeypatch.setattr(compiled, "skip_fraction", lambda data, m: calls.append(m) or real(data, m))
+    m = compiled.COMPILED_MAX_BATCH_DENSE + 1
+    h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=m, epochs=1)
+    assert (h.config["stepper"], h.config["stepper_info"]["kernel"]) == ("compiled", "rows")
+    assert calls == [m]
+
+
 def test_compiled_blas_takes_every_batch_short_of_batch_gd(toy):
     """Batches of any size below the whole set run on the BLAS kernel; batch GD on the buffered stepper."""
     pytest.importorskip("numba")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,13 @@ class StepContext:
     batch_size: int
     comm: Any = None
     device: Any = None
+    facts: dict = field(default_factory=dict, repr=False)  # what selection measured once (``fact``)
+
+    def fact(self, key, measure):
+        """``measure()``, computed once per context: selection and the chosen stepper share it."""
+        if key not in self.facts:
+            self.facts[key] = measure()
+        return self.facts[key]
 
     @property
     def full_batch(self) -> bool:

@@ -125,7 +125,7 @@ def rows_kernel_preferred(ctx) -> bool:
     h = ctx.hyper
     plain = h is None or (h.momentum == 0 and h.weight_decay == 0)
     return (plain and ctx.batch_size <= COMPILED_MAX_BATCH
-            and skip_fraction(ctx.data, ctx.batch_size) >= SKIP_MIN)
+            and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size)) >= SKIP_MIN)
 
 
 @functools.cache
