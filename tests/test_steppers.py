@@ -787,6 +787,22 @@ def test_batch_gd_runs_column_major_in_buffers_of_that_layout(toy, monkeypatch):
     assert "layout" not in h.config["stepper_info"]
 
 
+def test_batch_gd_reads_memory_mapped_rows_where_they_are(tmp_path, toy):
+    """A np.memmap handed to fit is not copied whole into memory for the column-major layout."""
+    from sgdlab.steppers.buffered import memory_mapped
+
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=toy[0].shape)
+    X[:] = toy[0]
+    assert memory_mapped(X) and memory_mapped(np.ascontiguousarray(X)) and memory_mapped(X[1:])
+    assert not memory_mapped(np.array(X)) and not memory_mapped(toy[0])
+    nets = []
+    for data in (X, toy[0]):
+        nets.append(sgdlab.Network([5, 6, 4, 3], seed=7, dtype="float64"))
+        h = sgdlab.fit(nets[-1], data, toy[1], method="batch", epochs=2, stepper="buffered")
+        assert h.config["stepper_info"].get("layout") == (None if data is X else "column-major")
+    assert_close(nets[0].params, nets[1].params, 1e-12)  # the same updates, to rounding
+
+
 def test_batch_gd_is_column_major_only_where_its_products_run_on_one_blas_thread(toy, monkeypatch):
     """Products big enough for NumPy's BLAS threads keep their setting: column-major on one thread,
     row-major on two (where the layout gains nothing, measured)."""

@@ -105,7 +105,7 @@ def products_threads(sizes, rows: int) -> int | None:
     if largest_product(sizes, rows) < MULTI_THREAD_MIN_MACS:
         return 1
     path = numpy_blas_path()
-    return next((lc.get_num_threads() for lc in _blas_libs() if lc.filepath == path), None)
+    return next((lc.get_num_threads() for lc in _blas_libs() if path and Path(lc.filepath) == Path(path)), None)
 
 
 def single_thread():
