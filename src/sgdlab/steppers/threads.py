@@ -52,16 +52,23 @@ def _scipy_private_blas():
 
 
 @functools.cache
-def numpy_blas_path() -> str | None:
-    """The file of the BLAS library NumPy itself calls (the one in numpy.libs for wheels from PyPI), or None."""
+def _numpy_blas():
+    """threadpoolctl's controller of the BLAS library NumPy itself calls (the one in numpy.libs for wheels
+    from PyPI), or None."""
     import numpy
 
     numpy_dir = Path(numpy.__file__).parent
     for lc in _blas_libs():
         path = Path(lc.filepath)
         if path.parent.name == "numpy.libs" or path.is_relative_to(numpy_dir):
-            return str(path)
+            return lc
     return None
+
+
+def numpy_blas_path() -> str | None:
+    """The file of the BLAS library NumPy itself calls, or None."""
+    lc = _numpy_blas()
+    return None if lc is None else str(Path(lc.filepath))
 
 
 class _Threads:
@@ -104,8 +111,8 @@ def products_threads(sizes, rows: int) -> int | None:
     ``MULTI_THREAD_MIN_MACS``, else its current setting; None where threadpoolctl does not see it."""
     if largest_product(sizes, rows) < MULTI_THREAD_MIN_MACS:
         return 1
-    path = numpy_blas_path()
-    return next((lc.get_num_threads() for lc in _blas_libs() if path and Path(lc.filepath) == Path(path)), None)
+    lc = _numpy_blas()
+    return None if lc is None else lc.get_num_threads()
 
 
 def single_thread():
