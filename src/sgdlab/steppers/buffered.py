@@ -63,8 +63,8 @@ class BufferedStepper(FusedStepper):
         of what it saves; its seconds are reported here. Rows mapped from a file (``np.memmap``) are
         read where they are, as before: the copy would bring the whole file into memory."""
         data = self.data
-        if not (self.ctx.full_batch and not data.on_disk and isinstance(data.X, np.ndarray)
-                and data.X.ndim == 2 and data.n > 1 and not memory_mapped(data.X)
+        if not (self.ctx.full_batch and not data.on_disk and isinstance(data.X, np.ndarray)  # 2-D: check_X
+                and data.n > 1 and not memory_mapped(data.X)
                 and products_threads(self.net.sizes, data.n) == 1):
             return {}
         t0 = time.perf_counter()
