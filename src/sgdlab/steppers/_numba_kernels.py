@@ -1,8 +1,10 @@
-"""The numba kernels of the compiled stepper (``steppers.compiled``), at module level so that
-numba's on-disk cache (``cache=True``) finds them again in a new process. Importing this module
-imports numba; ``steppers.compiled`` imports it only when the compiled stepper runs."""
+"""The numba kernels of the compiled stepper (``steppers.compiled``), and the buffered stepper's compiled
+float32 sigmoid passes (``steppers.buffered``), at module level so that numba's on-disk cache
+(``cache=True``) finds them again in a new process. Importing this module imports numba; the steppers
+import it only when they run (``import sgdlab`` does not)."""
 
 import functools
+from typing import Any
 
 import numba
 import numpy as np
@@ -557,3 +559,35 @@ def row_cost(a_row, z, y, oo, k_out, out, cost):
         for j in range(k_out):
             total += max(z[j], 0.0) + np.log1p(np.exp(-abs(z[j]))) - y[j] * z[j]
     return total
+
+
+# The buffered stepper's elementwise passes over whole float32 arrays (``steppers.buffered``: batch GD and big
+# batches). Loops over flat arrays, compiled with fused multiply-adds ("contract", no other license: nothing is
+# reordered), so that they vectorize: 0.39 ms for the sigmoid of 8000 x 100 float32 against 1.45 ms for NumPy's
+# four passes (np.exp is 1.05 ms of them), one pinned core, measured.
+njit_vector: Any = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+_EXP_OVER = np.float32(89.0)  # above 88.72 e^x overflows: 2^128 is written as inf, as np.exp gives
+
+
+@njit_vector
+def sigmoid32(w):
+    """w <- 1/(1+e^{-w}) in place on a flat float32 array, the form and the saturation of NumPy's four passes
+    (``activations``): e^{-w} inf where it overflows (sigma 0), 1 where w > 87.3 (sigma 1). e^x as in
+    ``exp_nonpos32``, over [-87.3, 89]; NaN stays NaN (max and min keep a NaN first argument)."""
+    one = np.float32(1.0)
+    for j in range(w.shape[0]):
+        x = min(max(-w[j], _EXP_MIN), _EXP_OVER)
+        n = np.floor(x * _LOG2E + np.float32(0.5))
+        r = (x - n * _LN2_HI) - n * _LN2_LO
+        p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+        e = (p * (r * r) + r) + one
+        w[j] = one / (one + e * _bits_to_float32((np.int32(n) + np.int32(127)) * np.int32(1 << 23)))
+
+
+@njit_vector
+def sigmoid_times_grad32(d, a):
+    """d <- d * a(1-a) on flat float32 arrays of one length: sigma' from the sigmoid's output a, the
+    roundings of NumPy's three passes (1-a, times a, then d times that)."""
+    one = np.float32(1.0)
+    for j in range(d.shape[0]):
+        d[j] = d[j] * (a[j] * (one - a[j]))
