@@ -73,14 +73,21 @@ _EXP_MIN = np.float32(-87.33654)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def exp_nonpos32(x):
-    xc = max(x, _EXP_MIN)
-    n = np.floor(xc * _LOG2E + np.float32(0.5))
-    r = (xc - n * _LN2_HI) - n * _LN2_LO
+def exp_core32(x):
+    """e^x for float32 x in [-87.3, 89] (above 88.72 the 2^128 written is inf): the range reduction, the
+    polynomial and the scaling above, with no test of its own. Inlined into the caller, it takes the
+    caller's compile flags (``sigmoid32`` contracts to fused multiply-adds; ``exp_nonpos32`` does not)."""
+    n = np.floor(x * _LOG2E + np.float32(0.5))
+    r = (x - n * _LN2_HI) - n * _LN2_LO
     p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
     e = (p * (r * r) + r) + np.float32(1.0)
-    scale = _bits_to_float32((np.int32(n) + np.int32(127)) * np.int32(1 << 23))  # 2^n
-    return np.float32(0.0) if x < _EXP_MIN else (e * scale if x == x else x)  # NaN stays NaN
+    return e * _bits_to_float32((np.int32(n) + np.int32(127)) * np.int32(1 << 23))  # e^r 2^n
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def exp_nonpos32(x):
+    e = exp_core32(max(x, _EXP_MIN))
+    return np.float32(0.0) if x < _EXP_MIN else (e if x == x else x)  # NaN stays NaN
 
 
 def exp_nonpos(x):
@@ -572,16 +579,11 @@ _EXP_OVER = np.float32(89.0)  # above 88.72 e^x overflows: 2^128 is written as i
 @njit_vector
 def sigmoid32(w):
     """w <- 1/(1+e^{-w}) in place on a flat float32 array, the form and the saturation of NumPy's four passes
-    (``activations``): e^{-w} inf where it overflows (sigma 0), 1 where w > 87.3 (sigma 1). e^x as in
-    ``exp_nonpos32``, over [-87.3, 89]; NaN stays NaN (max and min keep a NaN first argument)."""
+    (``activations``): e^{-w} inf where it overflows (sigma 0), 1 where w > 87.3 (sigma 1). e^x by
+    ``exp_core32``, over [-87.3, 89]; NaN stays NaN (max and min keep a NaN first argument)."""
     one = np.float32(1.0)
     for j in range(w.shape[0]):
-        x = min(max(-w[j], _EXP_MIN), _EXP_OVER)
-        n = np.floor(x * _LOG2E + np.float32(0.5))
-        r = (x - n * _LN2_HI) - n * _LN2_LO
-        p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-        e = (p * (r * r) + r) + one
-        w[j] = one / (one + e * _bits_to_float32((np.int32(n) + np.int32(127)) * np.int32(1 << 23)))
+        w[j] = one / (one + exp_core32(min(max(-w[j], _EXP_MIN), _EXP_OVER)))
 
 
 @njit_vector
