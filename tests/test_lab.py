@@ -480,8 +480,12 @@ def test_symmetry_verdicts_flip_with_the_opposite_outcome(quick_report):
     def row(d, init):
         return next(r for r in d["rows"] if r["init"] == init)
 
+    # whether float32 clones drift apart depends on how the machine's BLAS rounds a product's columns (they did
+    # on an AMD EPYC's OpenBLAS, not on an Intel Xeon's AVX-512 one): the verdict follows the number either way
+    stayed = row(n, "zeros (float32)")["relative to largest weight"] < 1e-6
     assert _flip("symmetry", n, "From zero weights the hidden units stay clones (float32)",
-                 lambda d: row(d, "zeros (float32)").update(**{"relative to largest weight": 1e-9})) == (FAILS, HOLDS)
+                 lambda d: row(d, "zeros (float32)").update(**{"relative to largest weight": 1e-3 if stayed else 1e-9})
+                 ) == ((HOLDS, FAILS) if stayed else (FAILS, HOLDS))
     assert _flip("symmetry", n, "A zero start learns less than a random (Glorot) start (float64)",
                  lambda d: row(d, "zeros (float64)").update(**{"test accuracy": 0.96})) == (HOLDS, FAILS)
 

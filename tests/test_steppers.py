@@ -19,10 +19,12 @@ def compiled_blas() -> bool:
     return compiled.numba_available() and all(compiled.gemm_address(t) is not None for t in ("float32", "float64"))
 
 
-@pytest.fixture(params=["rows", "rows-loops", "blas"])
+@pytest.fixture(params=["rows", "rows-loops", "blas", "blas-blocked"])
 def kernel(request, monkeypatch):
     """Run the compiled stepper with one kernel at every batch size (selection normally picks by size);
-    "rows-loops": the rows kernel without gemm for the layers above the first (NumPy's BLAS without CBLAS)."""
+    "rows-loops": the rows kernel without gemm for the layers above the first (NumPy's BLAS without CBLAS);
+    "blas-blocked": the blas kernel making every batch of more than 2 rows in blocks of 2 (on MNIST-sized
+    inputs the blocks are 167 rows: ``compiled.row_block``), its gradient summed over the blocks."""
     pytest.importorskip("numba")
     from sgdlab.steppers import compiled
 
@@ -30,7 +32,9 @@ def kernel(request, monkeypatch):
         pytest.skip("NumPy's BLAS exports no CBLAS gemm with 64-bit integers here")
     if request.param == "rows-loops":
         monkeypatch.setattr(compiled, "gemm_address", lambda dtype: None)
-    monkeypatch.setattr(compiled, "rows_kernel_preferred", lambda ctx: request.param != "blas")
+    if request.param == "blas-blocked":
+        monkeypatch.setattr(compiled, "row_block", lambda ctx: min(2, ctx.batch_size))
+    monkeypatch.setattr(compiled, "rows_kernel_preferred", lambda ctx: not request.param.startswith("blas"))
     return request.param
 
 
@@ -583,18 +587,36 @@ def test_skip_fraction_is_measured_once_per_fit(toy, monkeypatch):
     assert calls == [m]
 
 
-def test_compiled_blas_takes_every_batch_short_of_batch_gd(toy):
-    """Batches of any size below the whole set run on the BLAS kernel; batch GD on the buffered stepper."""
+def test_compiled_blas_takes_every_batch_short_of_batch_gd_and_batch_gd_made_in_blocks(toy, tmp_path, monkeypatch):
+    """Batches of any size below the whole set run on the BLAS kernel; batch GD too where its rows are made in
+    blocks (more than ROW_BLOCKS_MIN blocks of ROW_BLOCK_BYTES of inputs, products on one thread), else on the
+    fused or buffered stepper; batch GD on data on disk on the chunked stepper."""
     pytest.importorskip("numba")
+    from sgdlab.data import open_npy
+    from sgdlab.steppers import compiled
     from sgdlab.train import _TrainingData
 
     if not compiled_blas():
         pytest.skip("no CBLAS gemm in NumPy's BLAS here")
     net = sgdlab.Network([5, 4, 3], seed=0)
     data = _TrainingData.prepare(net, *toy)
-    assert select_stepper(StepContext(net, data, optim.sgd(0.1), 39)).name == "compiled"
-    assert select_stepper(StepContext(net, data, optim.sgd(0.1), 40)).name == "fused"  # small products
-    assert select_stepper(StepContext(net, data, optim.sgd(0.1, momentum=0.9), 40)).name == "buffered"
+
+    def chosen(m, momentum=0.0, d=data):
+        ctx = StepContext(net, d, optim.sgd(0.1, momentum=momentum), m)
+        return select_stepper(ctx).name, compiled.row_block(ctx)
+
+    assert chosen(39) == ("compiled", 39)  # one block
+    assert chosen(40) == ("fused", 40)  # small products
+    assert chosen(40, 0.9) == ("buffered", 40)
+    monkeypatch.setattr(compiled, "ROW_BLOCK_BYTES", 4 * 5 * 4)  # blocks of 4 rows of 5 float32 inputs
+    assert chosen(32) == ("compiled", 32)  # 8 blocks: one
+    assert chosen(33) == ("compiled", 4)
+    assert chosen(40) == chosen(40, 0.9) == ("compiled", 4)
+    np.save(tmp_path / "X.npy", toy[0])
+    on_disk = _TrainingData.prepare(net, open_npy(tmp_path / "X.npy"), toy[1])
+    assert chosen(40, d=on_disk)[0] == "chunked"
+    monkeypatch.setattr(compiled, "products_threads", lambda sizes, rows: 2)  # products shared by two threads
+    assert chosen(40) == ("fused", 40) and chosen(40, 0.9) == ("buffered", 40)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -259,77 +259,162 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
 
 @njit
 def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out, cost, nesterov,
-               A, Z, D, G, Gw, costs, want_costs, in_order):
+               A, Z, D, G, GS, costs, want_costs, in_order):
     """``block`` for bigger batches: the same updates, formulas and order, with every matrix product made
     by the BLAS ``?gemm`` at address ``gemm_at`` (NumPy's own, on its threads): the forward products, the
-    backward products delta_l W_l^T and the weights' gradients. Plain SGD updates the weights inside gemm,
-    W <- (1 - eta lam) W - (eta/m) a^T delta (the fused stepper's update); with momentum the gradient goes
-    into Gw first. G: (max batch, fan_in) for the batch's rows, gathered, unless ``in_order`` says that
-    every batch's rows follow each other in X (idx[r0:r1] = idx[r0], idx[r0] + 1, ...: batch GD, or rows
-    gathered beforehand), where the products read them in place; Gw: a (fan_in, fan_out) buffer of the
-    largest layer. Everything between the products (bias, activations, output error, cost, the
-    slopes, the bias updates) is compiled code on the same workspaces; nothing is allocated per update."""
+    backward products delta_l W_l^T and the weights' gradients. Everything between the products (bias,
+    activations, output error, cost, the slopes, the bias sums) is compiled code on the same workspaces;
+    nothing is allocated per update.
+
+    A, Z, D (R rows) hold one block of rows: a batch of at most R rows is one block, and plain SGD then
+    updates the weights inside gemm, W <- (1 - eta lam) W - (eta/m) a^T delta (the fused stepper's update).
+    A bigger batch is made R rows at a time (the stepper picks R so that a block's inputs stay in the
+    core's cache between its forward product and its gradient product): each block's gradient sums are
+    added into GS (shaped as P: every layer's a^T delta and sum_rows delta), and once all rows are in, the
+    update is made from the sums, W <- (1 - eta lam) W - (eta/m) sum, b <- b - eta (sum/m). With momentum
+    the sums always go through GS (``apply_sums``: the reference chain's formulas). G: (R, fan_in) for a
+    block's rows, gathered, unless ``in_order`` says that every batch's rows follow each other in X
+    (idx[r0:r1] = idx[r0], idx[r0] + 1, ...: batch GD, or rows gathered beforehand), where the products
+    read them in place. How a batch is split depends on R and m only, never on where a block of updates
+    starts, so a resumed run stays bit-identical."""
     L = sizes.shape[0] - 1
     mu, lam = H[0], H[1]
-    k_out = sizes[L]
-    oo = uoff[L - 1]
+    R = A.shape[0]
     ld = A.shape[1]
     one = P.dtype.type(1.0)
     zero = P.dtype.type(0.0)
-    want_z = want_costs and cost == 1
     for u in range(etas.shape[0]):
         r0, r1 = starts[u], starts[u + 1]
         m = r1 - r0
         eta = etas[u]
-        if in_order:
-            Xb = X[idx[r0]:idx[r0] + m]
-        else:
-            gather(X, idx[r0:r1], G)
-            Xb = G[:m]
-        for l in range(L):  # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l), layers side by side in A
-            fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
-            W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
-            if l == 0:
-                gemm(gemm_at, NO_TRANS, NO_TRANS, m, fo, fi, one, Xb, fi, W, fo, zero, A[:, o:], ld)
-            else:
-                gemm(gemm_at, NO_TRANS, NO_TRANS, m, fo, fi, one, A[:, uoff[l - 1]:], ld, W, fo, zero, A[:, o:], ld)
-            for r in range(m):
-                z = A[r, o:o + fo]
-                for j in range(fo):
-                    z[j] += b[j]
-                if l == L - 1 and want_z:
-                    Z[r, :] = z
-                activate(z, 0, fo, out if l == L - 1 else hidden)
+        fm = P.dtype.type(m)
         total = 0.0
-        for r in range(m):
-            y = T[idx[r0 + r]]
-            output_delta(A[r], D[r], y, oo, k_out, out, cost)
-            if want_costs:
-                total += row_cost(A[r], Z[r], y, oo, k_out, out, cost)
+        if m <= R and mu == 0:  # one block: the weights' update inside gemm
+            Xb = block_rows(X, idx, r0, m, G, in_order)
+            total = forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hidden, out, cost, A, Z,
+                                     D, want_costs)
+            for l in range(L):
+                fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
+                W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
+                a_in, lda = (Xb, fi) if l == 0 else (A[:, uoff[l - 1]:], ld)
+                gemm(gemm_at, TRANS, NO_TRANS, fi, fo, m, -(eta / fm), a_in, lda, D[:, o:], ld, one - eta * lam, W, fo)
+                bias_sums(GS, offb[l], D, o, fo, m, True)
+                apply_bias(P, V, GS, offb[l], fo, fm, eta, mu, nesterov)
+        else:  # block by block, the sums into GS, then the update
+            for q0 in range(r0, r1, R):
+                mb = min(R, r1 - q0)
+                first = q0 == r0
+                Xb = block_rows(X, idx, q0, mb, G, in_order)
+                total += forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, q0, mb, hidden, out, cost,
+                                          A, Z, D, want_costs)
+                for l in range(L):
+                    fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
+                    a_in, lda = (Xb, fi) if l == 0 else (A[:, uoff[l - 1]:], ld)
+                    gemm(gemm_at, TRANS, NO_TRANS, fi, fo, mb, one, a_in, lda, D[:, o:], ld, zero if first else one,
+                         GS[offW[l]:], fo)
+                    bias_sums(GS, offb[l], D, o, fo, mb, first)
+            apply_sums(P, V, GS, H, offW, offb, sizes, eta, fm, nesterov)
         if want_costs:
             costs[u] = total / m
-        for l in range(L - 1, 0, -1):  # backward: delta_{l-1} = (delta_l W_l^T) * f'(a_{l-1}), before any update
-            fi, fo, o, oi = sizes[l], sizes[l + 1], uoff[l], uoff[l - 1]
-            W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
-            backward_gemm(gemm_at, W, D, A, o, oi, m, hidden)
-        fm = P.dtype.type(m)
-        for l in range(L):  # the updates, each from its layer's input and delta
-            fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
-            W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
-            a_in, lda = (Xb, fi) if l == 0 else (A[:, uoff[l - 1]:], ld)
-            if mu == 0:
-                gemm(gemm_at, TRANS, NO_TRANS, fi, fo, m, -(eta / fm), a_in, lda, D[:, o:], ld, one - eta * lam, W, fo)
-            else:
-                gw = Gw[:fi * fo].reshape((fi, fo))
-                gemm(gemm_at, TRANS, NO_TRANS, fi, fo, m, one, a_in, lda, D[:, o:], ld, zero, gw, fo)
-                VW = V[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
-                for i in range(fi):
-                    for j in range(fo):
-                        g = gw[i, j] / fm + lam * W[i, j]
-                        v = mu * VW[i, j] + g
-                        VW[i, j] = v
-                        W[i, j] -= eta * (g + mu * v if nesterov else v)
-            update_bias(b, V, offb[l], D, o, m, eta, mu, nesterov)
+
+
+@njit
+def block_rows(X, idx, r0, m, G, in_order):
+    """The m rows idx[r0:r0 + m] of X: in place where they follow each other (``in_order``), else gathered
+    into G."""
+    if in_order:
+        return X[idx[r0]:idx[r0] + m]
+    gather(X, idx[r0:r0 + m], G)
+    return G[:m]
+
+
+@njit
+def forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hidden, out, cost, A, Z, D, want_costs):
+    """Forward and backward passes of the m rows Xb (targets T[idx[r0 + r]]) into the workspaces: A the
+    activations, D the deltas, layers side by side; every product by gemm. Returns sum_x C_x over the rows
+    when ``want_costs`` (else 0)."""
+    L = sizes.shape[0] - 1
+    k_out, oo, ld = sizes[L], uoff[L - 1], A.shape[1]
+    one, zero = P.dtype.type(1.0), P.dtype.type(0.0)
+    want_z = want_costs and cost == 1
+    for l in range(L):  # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l)
+        fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
+        W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
+        if l == 0:
+            gemm(gemm_at, NO_TRANS, NO_TRANS, m, fo, fi, one, Xb, fi, W, fo, zero, A[:, o:], ld)
+        else:
+            gemm(gemm_at, NO_TRANS, NO_TRANS, m, fo, fi, one, A[:, uoff[l - 1]:], ld, W, fo, zero, A[:, o:], ld)
+        for r in range(m):
+            z = A[r, o:o + fo]
+            for j in range(fo):
+                z[j] += b[j]
+            if l == L - 1 and want_z:
+                Z[r, :] = z
+            activate(z, 0, fo, out if l == L - 1 else hidden)
+    total = 0.0
+    for r in range(m):
+        y = T[idx[r0 + r]]
+        output_delta(A[r], D[r], y, oo, k_out, out, cost)
+        if want_costs:
+            total += row_cost(A[r], Z[r], y, oo, k_out, out, cost)
+    for l in range(L - 1, 0, -1):  # backward: delta_{l-1} = (delta_l W_l^T) * f'(a_{l-1}), before any update
+        fi, fo, o, oi = sizes[l], sizes[l + 1], uoff[l], uoff[l - 1]
+        W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
+        backward_gemm(gemm_at, W, D, A, o, oi, m, hidden)
+    return total
+
+
+@njit
+def bias_sums(GS, ob, D, o, fo, m, first):
+    """GS[ob:ob + fo] (+)= sum over rows 0..m-1 of D[:, o:o + fo], row by row (each column summed in row
+    order, as ``update_bias`` does, reading D as it lies); ``first``: start from the first row."""
+    s = GS[ob:ob + fo]
+    r = 0
+    if first:
+        for j in range(fo):
+            s[j] = D[0, o + j]
+        r = 1
+    for rr in range(r, m):
+        d = D[rr, o:o + fo]
+        for j in range(fo):
+            s[j] += d[j]
+
+
+@njit
+def apply_bias(P, V, GS, ob, fo, fm, eta, mu, nesterov):
+    """b <- b - eta u from g = GS[ob:ob + fo] / m, as ``update_bias`` (u = g, or with momentum the velocity's)."""
+    b = P[ob:ob + fo]
+    for j in range(fo):
+        g = GS[ob + j] / fm
+        if mu != 0:
+            v = mu * V[ob + j] + g
+            V[ob + j] = v
+            g = g + mu * v if nesterov else v
+        b[j] -= eta * g
+
+
+@njit
+def apply_sums(P, V, GS, H, offW, offb, sizes, eta, fm, nesterov):
+    """The update from the batch's gradient sums GS (shaped as P): plain SGD W <- (1 - eta lam) W - (eta/m) sum;
+    with momentum the reference chain's g = sum/m + lam W; v <- mu v + g; W <- W - eta (v, or g + mu v)."""
+    mu, lam = H[0], H[1]
+    one = P.dtype.type(1.0)
+    c = eta / fm
+    for l in range(sizes.shape[0] - 1):
+        fi, fo = sizes[l], sizes[l + 1]
+        W, gs = P[offW[l]:offW[l] + fi * fo], GS[offW[l]:offW[l] + fi * fo]
+        if mu == 0:
+            decay = one - eta * lam
+            for i in range(fi * fo):
+                W[i] = decay * W[i] - c * gs[i]
+        else:
+            VW = V[offW[l]:offW[l] + fi * fo]
+            for i in range(fi * fo):
+                g = gs[i] / fm + lam * W[i]
+                v = mu * VW[i] + g
+                VW[i] = v
+                W[i] -= eta * (g + mu * v if nesterov else v)
+        apply_bias(P, V, GS, offb[l], fo, fm, eta, mu, nesterov)
 
 
 @njit

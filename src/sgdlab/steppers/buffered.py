@@ -13,7 +13,8 @@ the reference path makes a dozen per update: at 8,000 x 784-100-10 rows they cos
 the elementwise arithmetic (README, "Speed"). In float32, with numba, the sigmoid's elementwise
 passes are compiled loops (``compiled_sigmoid``): NumPy's vectorised exp alone takes 1.05 ms of a
 batch-GD step at 8,000 x 100. Automatic selection takes this stepper for batch GD
-(unless the fused one's small products pay), and, where the compiled stepper's BLAS kernel cannot
+(unless the fused one's small products pay, or the compiled stepper makes the batch in row blocks:
+one BLAS thread, ``compiled.row_block``), and, where the compiled stepper's BLAS kernel cannot
 run (no numba, or no CBLAS in NumPy's BLAS), for batches where the fused one stops paying (above
 ``fused.FUSED_MAX_BATCH`` rows, or with momentum: measured 1.5-8% faster than the reference chain
 from 2 to 1,024 rows).

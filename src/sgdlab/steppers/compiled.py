@@ -30,15 +30,22 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   (their products still go through gemm); ``stepper_info["upper_layers"]`` says "gemm" or "loops".
 * ``blas``, for bigger batches: the matrix products are NumPy's own BLAS ``?gemm``, called from
   the compiled loop through its C interface (no Python, no NumPy call, no array allocated per
-  update); the plain SGD update happens inside gemm, as in the fused stepper. It needs NumPy's
+  update); the plain SGD update happens inside gemm, as in the fused stepper. A batch of more than
+  ROW_BLOCKS_MIN row blocks (``row_block``: ROW_BLOCK_BYTES of inputs, 167 rows for MNIST in
+  float32), on one BLAS thread, is made block by block instead: each block's forward product,
+  backward pass and gradient product run while its inputs are still in the core's cache, the
+  gradient is summed over the blocks, and the update is made from the sums
+  (``stepper_info["row_block"]``). It needs NumPy's
   BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
   without it automatic selection leaves these batches to the fused and buffered steppers (and a
   forced ``compiled`` runs the ``rows`` kernel at every batch size). Automatic selection takes it
-  for every bigger batch short of the whole training set; batch GD goes to the buffered stepper, or
-  to the fused one while its products are small (784-100-10,
-  ms per epoch of 8,000 rows against the buffered stepper, one BLAS thread: 37.5 vs 38.7 at 1,024
-  rows, 40.8 vs 41.0 at 4,000, 39.4 vs 38.9 for the full batch; two threads: 22.0 vs 23.1 at
-  1,024, 23.2 vs 23.4 at 2,048, 21.4 vs 21.3 for the full batch).
+  for every bigger batch short of the whole training set, and for batch GD in memory where it is
+  made in blocks; other batch GD goes to the buffered stepper, or to the fused one while its
+  products are small (784-100-10, ms per epoch of 8,000 rows against the buffered stepper, one
+  BLAS thread, AMD EPYC, before the row blocks: 37.5 vs 38.7 at 1,024 rows, 40.8 vs 41.0 at 4,000,
+  39.4 vs 38.9 for the full batch; two threads: 22.0 vs 23.1 at 1,024, 23.2 vs 23.4 at 2,048, 21.4
+  vs 21.3 for the full batch; with them, Intel Xeon, one thread: 33.1 vs 41.2 at 4,000 and 30.4 vs
+  35.4 for the full batch, ROW_BLOCKS_MIN).
 
 numba is imported only when this stepper runs; compilation is cached on disk (``cache=True``)
 and happens in ``prepare``, before ``fit`` starts its clock; its time is reported once in
@@ -58,7 +65,7 @@ import numpy as np
 
 from ..optim import sgd_state, sgd_velocity
 from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
-from .threads import blas_threads
+from .threads import blas_threads, products_threads
 
 COMPILED_MAX_BATCH = 7
 """Largest batch the ``rows`` kernel takes on sparse inputs (``skip_fraction`` >= SKIP_MIN, e.g. MNIST)."""
@@ -72,6 +79,18 @@ epoch of 8,000 rows, rows against blas kernel: MNIST (81% zeros, skip fraction 0
 at 7) 52 vs 70 at 4, 67 vs 78 at 7, 60 vs 55 at 8; uniform random inputs with 80% zeros at random
 places (skip fraction 0.17 at 4) 88 vs 71 at 4, slower than on dense inputs (78), the skip's branch
 being unpredictable there."""
+ROW_BLOCK_BYTES = 512 * 1024
+"""Inputs per row block of the ``blas`` kernel (``row_block``): 167 rows of 784 float32. Measured, batch GD
+on 8,000 x 784-100-10 float32, one thread, ms per update, three rounds (Intel Xeon, 2 MiB of L2 per core):
+31.1-31.7 at 64 rows, 30.4-30.6 at 128, 30.9-31.6 at 167, 30.3-30.9 at 256, 31.6-32.0 at 512, 31.7-32.3
+at 900; unblocked 36.1-36.7, the buffered stepper 38.0-38.8 in the same rounds. Flat from 128 to 256 rows
+(within the rounds' spread). Not measured on the AMD EPYC (Zen 3, 512 KiB of L2) of the earlier tables."""
+ROW_BLOCKS_MIN = 8
+"""Batches of at most this many row blocks are one block. Measured as above, ms per epoch of 8,000 rows,
+167-row blocks against one block (the buffered stepper): batch 256 33.1 against 30.5 (36.2), 1,024 31.7
+against 31.7 (32.5), 2,000 33.3 against 35.9 (34.9), 4,000 33.1 against 42.3 (41.2), 8,000 30.4 against
+36.4 (35.4): a block's gradient product on inputs still in cache gains more than the sums' extra pass
+over the weights costs once a batch is several times the cache."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 """CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
@@ -128,6 +147,18 @@ def rows_kernel_preferred(ctx) -> bool:
             and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size)) >= SKIP_MIN)
 
 
+def row_block(ctx) -> int:
+    """Rows per block of the ``blas`` kernel: a batch bigger than this is made block by block, its gradient
+    summed over the blocks (``_numba_kernels.blas_block``), so that a block's inputs, ROW_BLOCK_BYTES of them,
+    are still in the core's cache when the gradient product reads them again after the forward product.
+    Only for batches of more than ROW_BLOCKS_MIN blocks, and where the products run on one BLAS thread
+    (``threads.products_threads``; on more threads a block's products would be too small to share out);
+    otherwise a batch is one block, and the batch size is returned."""
+    m = ctx.batch_size
+    rows = max(1, ROW_BLOCK_BYTES // (ctx.net.sizes[0] * np.dtype(ctx.net.dtype).itemsize))
+    return rows if m > ROW_BLOCKS_MIN * rows and products_threads(ctx.net.sizes, m) == 1 else m
+
+
 @functools.cache
 def _kernel(name: str = "rows"):
     """A compiled kernel (numba imported, and the kernel loaded from its cache, on first use)."""
@@ -154,7 +185,10 @@ class CompiledStepper(Stepper):
     def preferred(cls, ctx):
         if rows_kernel_preferred(ctx):
             return True
-        return not ctx.full_batch and gemm_address(np.dtype(ctx.net.dtype).name) is not None
+        if gemm_address(np.dtype(ctx.net.dtype).name) is None:
+            return False
+        # batch GD in memory where its rows are made in blocks (one BLAS thread); on disk the chunked stepper
+        return not ctx.full_batch or (not ctx.data.on_disk and row_block(ctx) < ctx.batch_size)
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -176,14 +210,14 @@ class CompiledStepper(Stepper):
         self.P = np.zeros(o, dtype=dtype)
         self.V = np.zeros(o if ctx.hyper.momentum else 0, dtype=dtype)
         self.pviews, self.vviews = self._views(self.P), (self._views(self.V) if len(self.V) else None)
-        m = ctx.batch_size
+        m = ctx.batch_size if self.kernel == "rows" else row_block(ctx)  # the blas kernel: rows per block
         units = int(sizes[1:].sum())
         self.A, self.D = np.zeros((m, units), dtype), np.zeros((m, units), dtype)
         self.Z, self.acc = np.zeros((m, int(sizes[-1])), dtype), np.zeros(int(sizes[1:].max()), dtype)
-        if self.kernel == "blas":  # the batch's rows, gathered (never for batch GD: ``run``); the weights'
-            # gradient with momentum
+        if self.kernel == "blas":  # a block's rows, gathered (batch GD reads them in place: ``run``); the
+            # gradient sums, shaped as the parameters
             self.G = np.zeros((0 if ctx.full_batch else m, int(sizes[0])), dtype)
-            self.Gw = np.zeros(max(fi * fo for fi, fo in shapes) if ctx.hyper.momentum else 0, dtype)
+            self.GS = np.zeros(o, dtype)
         h = ctx.hyper
         self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
         arch = net.arch
@@ -214,7 +248,7 @@ class CompiledStepper(Stepper):
     def _call(self, X, T, idx, starts, etas, costs, want, in_order=False):
         if self.kernel == "blas":
             _kernel("blas")(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T,
-                            idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.Gw, costs, want,
+                            idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.GS, costs, want,
                             in_order)
         else:
             _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx,
@@ -232,14 +266,15 @@ class CompiledStepper(Stepper):
         self._call(X, T, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, dtype), np.zeros(0), False)
         import numba
 
-        return {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__, "kernel": self.kernel,
+        info = {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__, "kernel": self.kernel,
                 "upper_layers": "gemm" if self.gemm_at else "loops"}
+        return info | ({"row_block": self.A.shape[0]} if self.kernel == "blas" else {})
 
     def run(self, state, batches, etas, want_costs):
         self._bind(state)
         k, n, data = len(batches), self.data.n, self.data
         lengths = [n if b is FULL_BATCH else len(b) for b in batches]
-        if k and max(lengths) > self.A.shape[0]:
+        if k and self.kernel == "rows" and max(lengths) > self.A.shape[0]:  # the blas kernel makes any batch in blocks
             raise ValueError(f"a batch of {max(lengths)} rows exceeds this stepper's {self.A.shape[0]}")
         etas = np.asarray(etas, dtype=self.net.dtype)
         costs = np.zeros(k) if want_costs else self._no_costs
@@ -258,7 +293,7 @@ class CompiledStepper(Stepper):
                 u = v
         else:  # in memory: batch GD reads the rows in place, index batches are gathered by the kernel
             in_order = all(b is FULL_BATCH for b in batches) and data.X.flags.c_contiguous
-            if self.kernel == "blas" and not in_order and k and self.G.shape[0] < max(lengths):
+            if self.kernel == "blas" and not in_order and k and self.G.shape[0] < min(max(lengths), self.A.shape[0]):
                 self.G = np.zeros((self.A.shape[0], self.G.shape[1]), self.G.dtype)
             self._call(data.X, data.T, self._indices(batches), self._starts(lengths), etas, costs, bool(want_costs),
                        in_order)
