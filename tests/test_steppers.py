@@ -657,6 +657,47 @@ def test_small_row_pass_equals_batch_row_pass(dtype):
                 assert not np.any(A2[mn:]), (K, m, mn)  # rows beyond the next batch's untouched
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_grouped_row_pass_equals_the_row_by_row_pass(dtype):
+    """Batch 1's pass over the first layer's weights, four rows at a time where all four are needed, against
+    row by row: equal values (array_equal) on dense inputs, inputs zero in x, in xn or both, for some rows
+    and for whole groups, and a row count that leaves a tail of rows after the last group."""
+    pytest.importorskip("numba")
+    from sgdlab.steppers._numba_kernels import sgd_row_pass, sgd_row_pass_grouped
+
+    rng = np.random.default_rng(4)
+    fi, fo, eta = 39, 13, np.dtype(dtype).type(0.05)
+    for zeros in (0.0, 0.3, 0.7):
+        x, xn = rng.standard_normal(fi).astype(dtype), rng.standard_normal(fi).astype(dtype)
+        x[rng.random(fi) < zeros] = 0.0
+        xn[rng.random(fi) < zeros] = 0.0
+        x[8:12] = xn[8:12] = 0.0  # a whole group skipped
+        x[17] = 0.0  # needed for xn only
+        d, W0 = rng.standard_normal(fo).astype(dtype), rng.standard_normal((fi, fo)).astype(dtype)
+        z0 = rng.standard_normal(fo).astype(dtype)
+        (W1, z1), (W2, z2) = (W0.copy(), z0.copy()), (W0.copy(), z0.copy())
+        sgd_row_pass(W1, x, xn, d, z1, eta)
+        sgd_row_pass_grouped(W2, x, xn, d, z2, eta)
+        assert np.array_equal(W1, W2) and np.array_equal(z1, z2), zeros
+        assert np.array_equal(W1[8:12], W0[8:12]) and not np.array_equal(W1, W0)
+
+
+def test_grouped_row_pass_is_chosen_for_plain_sgd_on_one_row_of_dense_inputs(toy):
+    pytest.importorskip("numba")
+    X, y = toy
+
+    def grouped(data, m=1, **kw):
+        h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, stepper="compiled", **kw)
+        return h.config["stepper_info"]["grouped"]
+
+    assert grouped(X) is True
+    assert grouped(sparse_toy(toy)[0]) is True  # 40% zeros at random places: skip fraction 0.16
+    sparse = X.copy()
+    sparse[:, 1:] = 0.0  # 4 of 5 inputs never used: skip fraction 0.8
+    assert grouped(sparse) is False
+    assert grouped(X, momentum=0.9) is False and grouped(X, weight_decay=0.01) is False and grouped(X, 2) is False
+
+
 def test_exp_of_non_positive_float32_is_within_one_ulp():
     """The compiled sigmoid's exp (a polynomial, so that loops over it vectorize) against e^x in float64,
     over 2 million points of [-87.3, 0]; 0 below (where e^x leaves the normal float32 range)."""

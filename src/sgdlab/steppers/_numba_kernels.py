@@ -148,9 +148,10 @@ def slope(a, code):
 
 @njit
 def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out, cost, nesterov,
-          A, Z, D, acc, costs, want_costs):
+          A, Z, D, acc, costs, want_costs, grouped):
     """Make len(etas) updates. P/V: flat params/velocity; H = [mu, lam] in the params' dtype;
-    A, Z, D: (max batch, units) workspaces for activations, output logits and deltas.
+    A, Z, D: (max batch, units) workspaces for activations, output logits and deltas; ``grouped``: how
+    plain SGD on one row passes over the first layer's weights (``sgd_row_pass_grouped``).
 
     The first layer's weights are the largest array and are read twice per update, by the update and
     by the next update's forward pass. Both are made in one pass over its rows: row i is updated,
@@ -233,7 +234,8 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
                 gemm(gemm_at, TRANS, NO_TRANS, fi, fo, m, -(eta / fm), A[:, uoff[l - 1]:], ld, D[:, o:], ld,
                      one - eta * lam, W, fo)
             elif l > 0:  # inputs: the activations of the layer below, rows 0..m-1 of A
-                update_layer(W, VW, A, local, uoff[l - 1], m, D, o, X, idx, 0, A, acc, eta, fm, mu, lam, nesterov)
+                update_layer(W, VW, A, local, uoff[l - 1], m, D, o, X, idx, 0, A, acc, eta, fm, mu, lam, nesterov,
+                             False)
             else:  # inputs: the batch's rows of X; and the next batch's products (into A, which is free now)
                 mn = starts[u + 2] - starts[u + 1] if ahead else 0
                 A[:mn, :fo] = 0.0
@@ -252,7 +254,7 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
                     cur, gathered = 1 - cur, True
                 else:
                     update_layer(W, VW, X, idx[r0:r1], 0, m, D, o, X, idx[r1:r1 + mn], mn, A, acc, eta, fm, mu,
-                                 lam, nesterov)
+                                 lam, nesterov, grouped)
                     gathered = False
             update_bias(P[offb[l]:offb[l] + fo], V, offb[l], D, o, m, eta, mu, nesterov)
 
@@ -469,17 +471,21 @@ def output_delta(a_row, d_row, y, oo, k_out, out, cost):
 
 
 @njit
-def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm, mu, lam, nesterov):
+def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm, mu, lam, nesterov, grouped):
     """One layer's update from its m inputs a_ri = S[rows[r], so + i] and deltas D[r, do:do + fo], with the
     formulas of ``optim.sgd`` (VW: the weights' velocity, momentum only); then, for the first layer, the
     next batch's products z_r = x_r W with the updated rows, x_r = N[next_rows[r]], into A[:mn, :fo]: one
     pass over W's rows, each updated and then used while it is in cache (the order of the arithmetic for
-    every element is that of updating all rows first and then starting the next forward pass)."""
+    every element is that of updating all rows first and then starting the next forward pass). ``grouped``:
+    plain SGD on one row by ``sgd_row_pass_grouped``."""
     fi, fo = W.shape
     if m == 1 and mu == 0 and lam == 0 and mn <= 1:  # plain SGD, one example: w_i <- w_i - (eta a_i) delta
         x, d, z = S[rows[0], so:so + fi], D[0, do:do + fo], A[0, :fo]
         if mn == 1:
-            sgd_row_pass(W, x, N[next_rows[0]], d, z, eta)
+            if grouped:
+                sgd_row_pass_grouped(W, x, N[next_rows[0]], d, z, eta)
+            else:
+                sgd_row_pass(W, x, N[next_rows[0]], d, z, eta)
             return
         for i in range(fi):
             c = eta * x[i]
@@ -627,6 +633,37 @@ def sgd_row_pass(W, x, xn, d, z, eta):
             v = W[i, j] - c * d[j]
             W[i, j] = v
             z[j] += a * v
+
+
+@njit
+def sgd_row_pass_grouped(W, x, xn, d, z, eta):
+    """``sgd_row_pass`` four rows at a time wherever all four are needed (an input nonzero in x or in xn), so
+    that d and z are loaded and z stored once per four rows, not once per row; row by row elsewhere. The same
+    values: every weight's arithmetic is unchanged, and z's sums keep their order, term by term. For inputs
+    with few zero rows (``compiled.ROW_GROUPS_MAX_SKIP``): dense 784 x 100, 11.0 against 12.3 us per pass;
+    MNIST digits, where a group's four rows are rarely all needed, 6.1 against 5.9 (measured)."""
+    fi, fo = W.shape
+    i = 0
+    while i + 4 <= fi:
+        c0, c1, c2, c3 = eta * x[i], eta * x[i + 1], eta * x[i + 2], eta * x[i + 3]
+        a0, a1, a2, a3 = xn[i], xn[i + 1], xn[i + 2], xn[i + 3]
+        if (c0 != 0 or a0 != 0) and (c1 != 0 or a1 != 0) and (c2 != 0 or a2 != 0) and (c3 != 0 or a3 != 0):
+            w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
+            for j in range(fo):
+                dj = d[j]
+                u0 = w0[j] - c0 * dj
+                u1 = w1[j] - c1 * dj
+                u2 = w2[j] - c2 * dj
+                u3 = w3[j] - c3 * dj
+                w0[j] = u0
+                w1[j] = u1
+                w2[j] = u2
+                w3[j] = u3
+                z[j] = (((z[j] + a0 * u0) + a1 * u1) + a2 * u2) + a3 * u3
+        else:
+            sgd_row_pass(W[i:i + 4], x[i:i + 4], xn[i:i + 4], d, z, eta)
+        i += 4
+    sgd_row_pass(W[i:], x[i:], xn[i:], d, z, eta)
 
 
 @njit
