@@ -513,8 +513,8 @@ def test_compiled_full_size_batches_agree_with_reference(tmp_path, toy, kernel, 
 def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
     pytest.importorskip("numba")
     from sgdlab.steppers import compiled
-    from sgdlab.steppers.compiled import COMPILED_MAX_BATCH, COMPILED_MAX_BATCH_DENSE
 
+    COMPILED_MAX_BATCH_DENSE, COMPILED_MAX_BATCH = compiled.rows_kernel_limits()  # this machine's BLAS's
     X, y = toy  # dense inputs
     sparse = X.copy()
     sparse[:, 2:] = 0.0  # 3 of 5 inputs never used (as MNIST's border pixels): the pass skips 60% of W's rows
@@ -541,6 +541,26 @@ def test_compiled_is_chosen_for_small_batches_in_memory(toy, monkeypatch):
     assert chosen(X, COMPILED_MAX_BATCH_DENSE + 1, 0.9) == ("buffered", None)
     h = sgdlab.fit(sgdlab.Network([5, 4, 3]), X, y, batch_size=8, epochs=1, stepper="compiled")
     assert h.config["stepper_info"]["kernel"] == "rows"  # forced: every batch size runs on the rows kernel
+
+
+def test_rows_kernel_limits_follow_the_blas_small_matrix_kernels(monkeypatch):
+    """The rows/blas crossovers measured on OpenBLAS's Haswell kernels (AMD EPYC) and its SkylakeX ones (Intel
+    Xeon), picked by the core type NumPy's OpenBLAS runs on."""
+    pytest.importorskip("numba")
+    from types import SimpleNamespace
+
+    from sgdlab.steppers import compiled, threads
+
+    for arch, small in (("SkylakeX", True), ("Haswell", False), ("Zen", False)):
+        compiled.blas_small_kernels.cache_clear()
+        lib = SimpleNamespace(internal_api="openblas", architecture=arch)
+        monkeypatch.setattr(threads, "_numpy_blas", lambda lib=lib: lib)
+        assert compiled.blas_small_kernels() is small
+        assert compiled.rows_kernel_limits() == ((1, 3) if small else (3, 7))
+    compiled.blas_small_kernels.cache_clear()
+    monkeypatch.setattr(threads, "_numpy_blas", lambda: None)
+    assert compiled.rows_kernel_limits() == (3, 7)
+    compiled.blas_small_kernels.cache_clear()
 
 
 def test_skip_fraction_is_the_expected_share_of_first_layer_rows_skipped(toy):
@@ -581,7 +601,7 @@ def test_skip_fraction_is_measured_once_per_fit(toy, monkeypatch):
     calls = []
     real = compiled.skip_fraction
     monkeypatch.setattr(compiled, "skip_fraction", lambda data, m: calls.append(m) or real(data, m))
-    m = compiled.COMPILED_MAX_BATCH_DENSE + 1
+    m = compiled.rows_kernel_limits()[0] + 1
     h = sgdlab.fit(sgdlab.Network([5, 4, 3], seed=0), X, y, batch_size=m, epochs=1)
     assert (h.config["stepper"], h.config["stepper_info"]["kernel"]) == ("compiled", "rows")
     assert calls == [m]
@@ -688,7 +708,7 @@ def test_grouped_row_pass_is_chosen_for_plain_sgd_on_one_row_of_dense_inputs(toy
 
     def grouped(data, m=1, **kw):
         h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, stepper="compiled", **kw)
-        return h.config["stepper_info"]["grouped"]
+        return h.config["stepper_info"].get("grouped", False)  # the blas kernel (2 rows, on some BLAS) has none
 
     assert grouped(X) is True
     assert grouped(sparse_toy(toy)[0]) is True  # 40% zeros at random places: skip fraction 0.16

@@ -26,7 +26,9 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   batches of at most COMPILED_MAX_BATCH_DENSE rows, or, for plain SGD, COMPILED_MAX_BATCH rows where
   at least SKIP_MIN of the first layer's rows can be expected to have an input that is zero in the
   batch and the next one (``skip_fraction``: such an input adds nothing to z or to the weights'
-  gradient, exactly, and its work is skipped). With momentum the upper layers' updates stay loops
+  gradient, exactly, and its work is skipped); 1 and 3 rows (SMALL_KERNEL_MAX_BATCH_DENSE and
+  SMALL_KERNEL_MAX_BATCH) where NumPy's OpenBLAS has small-matrix kernels (``rows_kernel_limits``).
+  With momentum the upper layers' updates stay loops
   (their products still go through gemm); ``stepper_info["upper_layers"]`` says "gemm" or "loops".
 * ``blas``, for bigger batches: the matrix products are NumPy's own BLAS ``?gemm``, called from
   the compiled loop through its C interface (no Python, no NumPy call, no array allocated per
@@ -68,13 +70,26 @@ from .base import FULL_BATCH, Stepper, advance, needs_numpy_sgd, register
 from .threads import blas_threads, products_threads
 
 COMPILED_MAX_BATCH = 7
-"""Largest batch the ``rows`` kernel takes on sparse inputs (``skip_fraction`` >= SKIP_MIN, e.g. MNIST)."""
+"""Largest batch the ``rows`` kernel takes on sparse inputs (``skip_fraction`` >= SKIP_MIN, e.g. MNIST)
+where NumPy's BLAS packs even the smallest products (``rows_kernel_limits``)."""
 COMPILED_MAX_BATCH_DENSE = 3
-"""... and on any inputs. Measured crossovers with the ``blas`` kernel, 784-100-10, one thread (README):
-the ``rows`` kernel skips the inputs that are zero in a batch and the next one exactly, BLAS does not,
-so the crossover depends on how often that happens, not on the fraction of zeros alone."""
+"""... and on any inputs. Measured crossovers with the ``blas`` kernel, 784-100-10, one thread (README;
+AMD EPYC, OpenBLAS's Haswell kernels): the ``rows`` kernel skips the inputs that are zero in a batch and
+the next one exactly, BLAS does not, so the crossover depends on how often that happens, not on the
+fraction of zeros alone."""
+SMALL_KERNEL_MAX_BATCH = 3
+"""COMPILED_MAX_BATCH where NumPy's OpenBLAS has small-matrix kernels (``SMALL_KERNEL_CORES``): they run a
+product of a few rows without packing its operands, and the ``blas`` kernel wins sooner. Measured on an
+Intel Xeon (OpenBLAS 0.3.31, SkylakeX kernels), ms per epoch of 8,000 rows, rows against blas kernel:
+MNIST 61 vs 147 at batch 1, 65 vs 81 at 2, 59 vs 71 at 3, 59 vs 54 at 4, 80 vs 45 at 7."""
+SMALL_KERNEL_MAX_BATCH_DENSE = 1
+"""COMPILED_MAX_BATCH_DENSE there. Measured as above on dense inputs: 103 vs 148 at batch 1, 107 vs 81 at 2,
+98 vs 71 at 3, 99 vs 53 at 4."""
+SMALL_KERNEL_CORES = ("SkylakeX",)
+"""OpenBLAS core types (threadpoolctl's ``architecture``) measured to have the small-matrix kernels: the
+SkylakeX kernels' ``sgemm_small_kernel_*`` ran the ``blas`` kernel's products at 2-7 rows (perf)."""
 SKIP_MIN = 0.4
-"""Least ``skip_fraction`` for the ``rows`` kernel above COMPILED_MAX_BATCH_DENSE rows. Measured, ms per
+"""Least ``skip_fraction`` for the ``rows`` kernel above its dense limit (``rows_kernel_limits``). Measured, ms per
 epoch of 8,000 rows, rows against blas kernel: MNIST (81% zeros, skip fraction 0.54 at batch 4, 0.49
 at 7) 52 vs 70 at 4, 67 vs 78 at 7, 60 vs 55 at 8; uniform random inputs with 80% zeros at random
 places (skip fraction 0.17 at 4) 88 vs 71 at 4, slower than on dense inputs (78), the skip's branch
@@ -141,16 +156,36 @@ def gemm_address(dtype: str) -> int | None:
     return None
 
 
+@functools.cache
+def blas_small_kernels() -> bool:
+    """Whether NumPy's BLAS is an OpenBLAS running on a core type with small-matrix kernels (SMALL_KERNEL_CORES)."""
+    from .threads import _numpy_blas
+
+    lc = _numpy_blas()
+    return lc is not None and lc.internal_api == "openblas" and getattr(lc, "architecture", None) in SMALL_KERNEL_CORES
+
+
+def rows_kernel_limits() -> tuple[int, int]:
+    """(on any inputs, on sparse inputs with plain SGD): the largest batches the ``rows`` kernel takes. The
+    crossovers with the ``blas`` kernel depend on how fast NumPy's BLAS makes products of a few rows, so they
+    were measured on both kinds of BLAS kernels and are picked by it (fixed per machine, so that a resumed
+    run makes the same choice as the run it resumes)."""
+    if blas_small_kernels():
+        return SMALL_KERNEL_MAX_BATCH_DENSE, SMALL_KERNEL_MAX_BATCH
+    return COMPILED_MAX_BATCH_DENSE, COMPILED_MAX_BATCH
+
+
 def rows_kernel_preferred(ctx) -> bool:
-    """Whether the batch is small enough for the ``rows`` kernel (the crossovers above). Above
-    COMPILED_MAX_BATCH_DENSE rows only for plain SGD: with momentum or decay the first layer's update
-    touches every weight and skips nothing (measured on 8,000 MNIST digits, ms per epoch, rows against
-    blas kernel with momentum 0.9: 153 vs 119 at batch 4, 128 vs 108 at 7)."""
-    if ctx.batch_size <= COMPILED_MAX_BATCH_DENSE:
+    """Whether the batch is small enough for the ``rows`` kernel (the crossovers above, ``rows_kernel_limits``).
+    Above the dense limit only for plain SGD: with momentum or decay the first layer's update touches every
+    weight and skips nothing (measured on 8,000 MNIST digits, ms per epoch, rows against blas kernel with
+    momentum 0.9: 153 vs 119 at batch 4, 128 vs 108 at 7; AMD EPYC)."""
+    dense, sparse = rows_kernel_limits()
+    if ctx.batch_size <= dense:
         return True
     h = ctx.hyper
     plain = h is None or (h.momentum == 0 and h.weight_decay == 0)
-    return (plain and ctx.batch_size <= COMPILED_MAX_BATCH
+    return (plain and ctx.batch_size <= sparse
             and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size)) >= SKIP_MIN)
 
 
