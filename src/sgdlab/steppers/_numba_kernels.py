@@ -387,12 +387,7 @@ def apply_bias(P, V, GS, ob, fo, fm, eta, mu, nesterov):
     """b <- b - eta u from g = GS[ob:ob + fo] / m, as ``update_bias`` (u = g, or with momentum the velocity's)."""
     b = P[ob:ob + fo]
     for j in range(fo):
-        g = GS[ob + j] / fm
-        if mu != 0:
-            v = mu * V[ob + j] + g
-            V[ob + j] = v
-            g = g + mu * v if nesterov else v
-        b[j] -= eta * g
+        bias_step(b, V, ob, j, GS[ob + j] / fm, eta, mu, nesterov)
 
 
 @njit
@@ -443,12 +438,18 @@ def update_bias(b, V, vo, D, o, m, eta, mu, nesterov):
         s = D[0, o + j]
         for r in range(1, m):
             s += D[r, o + j]
-        g = s / fm
-        if mu != 0:
-            v = mu * V[vo + j] + g
-            V[vo + j] = v
-            g = g + mu * v if nesterov else v
-        b[j] -= eta * g
+        bias_step(b, V, vo, j, s / fm, eta, mu, nesterov)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def bias_step(b, V, vo, j, g, eta, mu, nesterov):
+    """b[j] <- b[j] - eta u from its gradient g: u = g, or with momentum (velocity V[vo + j]) v <- mu v + g and
+    u = v, or g + mu v (Nesterov): the reference chain's formulas."""
+    if mu != 0:
+        v = mu * V[vo + j] + g
+        V[vo + j] = v
+        g = g + mu * v if nesterov else v
+    b[j] -= eta * g
 
 
 @njit
