@@ -551,16 +551,18 @@ def test_rows_kernel_limits_follow_the_blas_small_matrix_kernels(monkeypatch):
 
     from sgdlab.steppers import compiled, threads
 
-    for arch, small in (("SkylakeX", True), ("Haswell", False), ("Zen", False)):
+    try:  # the answer is cached per process: cleared for each pretended BLAS, and for the real one after
+        for arch, small in (("SkylakeX", True), ("Haswell", False), ("Zen", False)):
+            compiled.blas_small_kernels.cache_clear()
+            lib = SimpleNamespace(internal_api="openblas", architecture=arch)
+            monkeypatch.setattr(threads, "_numpy_blas", lambda lib=lib: lib)
+            assert compiled.blas_small_kernels() is small
+            assert compiled.rows_kernel_limits() == ((1, 3) if small else (3, 7))
         compiled.blas_small_kernels.cache_clear()
-        lib = SimpleNamespace(internal_api="openblas", architecture=arch)
-        monkeypatch.setattr(threads, "_numpy_blas", lambda lib=lib: lib)
-        assert compiled.blas_small_kernels() is small
-        assert compiled.rows_kernel_limits() == ((1, 3) if small else (3, 7))
-    compiled.blas_small_kernels.cache_clear()
-    monkeypatch.setattr(threads, "_numpy_blas", lambda: None)
-    assert compiled.rows_kernel_limits() == (3, 7)
-    compiled.blas_small_kernels.cache_clear()
+        monkeypatch.setattr(threads, "_numpy_blas", lambda: None)
+        assert compiled.rows_kernel_limits() == (3, 7)
+    finally:
+        compiled.blas_small_kernels.cache_clear()
 
 
 def test_skip_fraction_is_the_expected_share_of_first_layer_rows_skipped(toy):

@@ -387,7 +387,7 @@ def apply_bias(P, V, GS, ob, fo, fm, eta, mu, nesterov):
     """b <- b - eta u from g = GS[ob:ob + fo] / m, as ``update_bias`` (u = g, or with momentum the velocity's)."""
     b = P[ob:ob + fo]
     for j in range(fo):
-        bias_step(b, V, ob, j, GS[ob + j] / fm, eta, mu, nesterov)
+        sgd_step(b, V, ob, j, GS[ob + j] / fm, eta, mu, nesterov)
 
 
 @njit
@@ -407,10 +407,7 @@ def apply_sums(P, V, GS, H, offW, offb, sizes, eta, fm, nesterov):
         else:
             VW = V[offW[l]:offW[l] + fi * fo]
             for i in range(fi * fo):
-                g = gs[i] / fm + lam * W[i]
-                v = mu * VW[i] + g
-                VW[i] = v
-                W[i] -= eta * (g + mu * v if nesterov else v)
+                sgd_step(W, VW, 0, i, gs[i] / fm + lam * W[i], eta, mu, nesterov)
         apply_bias(P, V, GS, offb[l], fo, fm, eta, mu, nesterov)
 
 
@@ -438,18 +435,19 @@ def update_bias(b, V, vo, D, o, m, eta, mu, nesterov):
         s = D[0, o + j]
         for r in range(1, m):
             s += D[r, o + j]
-        bias_step(b, V, vo, j, s / fm, eta, mu, nesterov)
+        sgd_step(b, V, vo, j, s / fm, eta, mu, nesterov)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def bias_step(b, V, vo, j, g, eta, mu, nesterov):
-    """b[j] <- b[j] - eta u from its gradient g: u = g, or with momentum (velocity V[vo + j]) v <- mu v + g and
-    u = v, or g + mu v (Nesterov): the reference chain's formulas."""
+def sgd_step(p, V, vo, j, g, eta, mu, nesterov):
+    """p[j] <- p[j] - eta u from its gradient g (decay included by the caller): u = g, or with momentum
+    (velocity V[vo + j]) v <- mu v + g and u = v, or g + mu v (Nesterov): the reference chain's formulas, for a
+    weight or a bias."""
     if mu != 0:
         v = mu * V[vo + j] + g
         V[vo + j] = v
         g = g + mu * v if nesterov else v
-    b[j] -= eta * g
+    p[j] -= eta * g
 
 
 @njit
@@ -505,11 +503,9 @@ def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm
                 for j in range(fo):
                     acc[j] += ai * d[j]
         if mu != 0:
+            vw = VW[i]
             for j in range(fo):
-                g = acc[j] / fm + lam * w[j]
-                v = mu * VW[i, j] + g
-                VW[i, j] = v
-                w[j] -= eta * (g + mu * v if nesterov else v)
+                sgd_step(w, vw, 0, j, acc[j] / fm + lam * w[j], eta, mu, nesterov)
         elif lam != 0:
             for j in range(fo):
                 w[j] -= eta * (acc[j] / fm + lam * w[j])

@@ -240,7 +240,8 @@ class CompiledStepper(Stepper):
         h = ctx.hyper
         # plain SGD on one row: the first layer's pass in groups of four rows unless many rows are skipped
         self.grouped = (self.kernel == "rows" and ctx.batch_size == 1 and h.momentum == 0 and h.weight_decay == 0
-                        and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, 1)) < ROW_GROUPS_MAX_SKIP)
+                        and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size))
+                        < ROW_GROUPS_MAX_SKIP)
         self.gemm_at = 0 if at is None else at
         self.reads_batches = self.kernel == "blas"  # data on disk: batch by batch, read ahead by the prefetcher
         sizes = np.asarray(net.sizes, dtype=np.int64)
