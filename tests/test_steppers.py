@@ -680,44 +680,92 @@ def test_small_row_pass_equals_batch_row_pass(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_grouped_row_pass_equals_the_row_by_row_pass(dtype):
-    """Batch 1's pass over the first layer's weights, four rows at a time where all four are needed, against
-    row by row: equal values (array_equal) on dense inputs, inputs zero in x, in xn or both, for some rows
-    and for whole groups, and a row count that leaves a tail of rows after the last group."""
+def test_column_pass_on_the_transposed_weights_agrees_with_the_row_pass(dtype):
+    """Batch 1's pass over W^T (one column of W at a time, multiply-adds fused, sums reordered) against the row
+    pass over W: each weight's update w - (eta x_i) d_j within one rounding of the exact value (a fused
+    multiply-add rounds once, so it is the exact value rounded; the row pass rounds twice), and each next
+    product z_j within the error bound of a sum of n terms in any order, n eps sum_i |xn_i w_ij|; on dense
+    inputs and inputs zero in x, in xn and both. A pass with c = d = 0 leaves W as it is and gives the same z as
+    a pass that updated it to the same values."""
     pytest.importorskip("numba")
-    from sgdlab.steppers._numba_kernels import sgd_row_pass, sgd_row_pass_grouped
+    from sgdlab.steppers._numba_kernels import sgd_column_pass, sgd_row_pass
 
     rng = np.random.default_rng(4)
-    fi, fo, eta = 39, 13, np.dtype(dtype).type(0.05)
+    fi, fo, eta = 83, 13, np.dtype(dtype).type(0.05)
+    eps = np.finfo(dtype).eps
     for zeros in (0.0, 0.3, 0.7):
         x, xn = rng.standard_normal(fi).astype(dtype), rng.standard_normal(fi).astype(dtype)
         x[rng.random(fi) < zeros] = 0.0
         xn[rng.random(fi) < zeros] = 0.0
-        x[8:12] = xn[8:12] = 0.0  # a whole group skipped
-        x[17] = 0.0  # needed for xn only
+        x[8:12] = xn[8:12] = 0.0
         d, W0 = rng.standard_normal(fo).astype(dtype), rng.standard_normal((fi, fo)).astype(dtype)
-        z0 = rng.standard_normal(fo).astype(dtype)
-        (W1, z1), (W2, z2) = (W0.copy(), z0.copy()), (W0.copy(), z0.copy())
+        W1, z1 = W0.copy(), np.zeros(fo, dtype)
         sgd_row_pass(W1, x, xn, d, z1, eta)
-        sgd_row_pass_grouped(W2, x, xn, d, z2, eta)
-        assert np.array_equal(W1, W2) and np.array_equal(z1, z2), zeros
-        assert np.array_equal(W1[8:12], W0[8:12]) and not np.array_equal(W1, W0)
+        WT, z2 = np.ascontiguousarray(W0.T), np.full(fo, np.nan, dtype)
+        c = eta * x
+        sgd_column_pass(WT, c, xn, d, z2)
+        cd = c.astype(np.longdouble)[:, None] * d.astype(np.longdouble)
+        exact = W0.astype(np.longdouble) - cd
+        assert np.all(np.abs(WT.T - exact) <= 0.5 * eps * np.abs(exact) + np.finfo(dtype).tiny), zeros
+        assert np.all(np.abs(W1 - exact) <= 0.5 * eps * (np.abs(exact) + np.abs(cd)) + np.finfo(dtype).tiny), zeros
+        assert np.array_equal(WT.T[8:12], W0[8:12]) and not np.array_equal(WT.T, W0)
+        terms = xn.astype(np.longdouble)[:, None] * WT.T.astype(np.longdouble)
+        bound = fi * eps * np.abs(terms).sum(axis=0)
+        assert np.all(np.abs(z2 - terms.sum(axis=0)) <= bound), zeros
+        np.testing.assert_allclose(z2, z1, rtol=0, atol=float(2 * bound.max()))
+        W3, z3 = WT.copy(), np.full(fo, np.nan, dtype)
+        sgd_column_pass(W3, np.zeros(fi, dtype), xn, np.zeros(fo, dtype), z3)  # no update: a block's first product
+        assert np.array_equal(W3, WT) and np.array_equal(z3, z2), zeros
 
 
-def test_grouped_row_pass_is_chosen_for_plain_sgd_on_one_row_of_dense_inputs(toy):
+def test_transposed_first_layer_is_chosen_for_plain_sgd_on_one_row_of_dense_inputs(toy):
     pytest.importorskip("numba")
     X, y = toy
 
-    def grouped(data, m=1, **kw):
-        h = sgdlab.fit(sgdlab.Network([5, 4, 3]), data, y, batch_size=m, epochs=1, stepper="compiled", **kw)
-        return h.config["stepper_info"].get("grouped", False)  # the blas kernel (2 rows, on some BLAS) has none
+    def transposed(data, m=1, **kw):
+        net = sgdlab.Network([5, 4, 3])
+        h = sgdlab.fit(net, data, y, batch_size=m, epochs=1, stepper="compiled", **kw)
+        assert net.params[0][0].flags.c_contiguous  # given back in row-major order
+        return h.config["stepper_info"].get("transposed", False)  # the blas kernel (2 rows, on some BLAS) has none
 
-    assert grouped(X) is True
-    assert grouped(sparse_toy(toy)[0]) is True  # 40% zeros at random places: skip fraction 0.16
+    assert transposed(X) is True
+    assert transposed(sparse_toy(toy)[0]) is True  # 40% zeros at random places: skip fraction 0.16
     sparse = X.copy()
     sparse[:, 1:] = 0.0  # 4 of 5 inputs never used: skip fraction 0.8
-    assert grouped(sparse) is False
-    assert grouped(X, momentum=0.9) is False and grouped(X, weight_decay=0.01) is False and grouped(X, 2) is False
+    assert transposed(sparse) is False
+    assert transposed(X, momentum=0.9) is False and transposed(X, weight_decay=0.01) is False
+    assert transposed(X, 2) is False
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_transposed_first_layer_gives_the_same_bits_however_updates_are_cut_into_blocks(dtype):
+    """The column pass's sums have their own order, so a block's first product is made by the same pass (with no
+    update): an epoch in one block, in blocks of one update (record_updates) and in blocks cut by a callback
+    every 7 updates end with equal parameters and batch costs; during the run the network's first weights
+    are a column-major view of the stepper's W^T, afterwards row-major arrays of their own. 83 inputs: enough
+    for the pass's vectorised sums (5 would be summed in order)."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((30, 83)), rng.integers(0, 3, 30)
+    seen = []
+
+    class Every7(sgdlab.Callback):
+        update_interval = 7
+
+        def on_update_end(self, record):
+            seen.append((net.params[0][0].flags.f_contiguous, net.params[0][0].base is not None))
+
+    runs = []
+    for kw in ({}, {"record_updates": True}, {"callbacks": [Every7()]}):
+        net = sgdlab.Network([83, 6, 3], seed=1, dtype=dtype)
+        h = sgdlab.fit(net, X, y, batch_size=1, epochs=2, seed=3, lr=0.3, stepper="compiled", **kw)
+        assert h.config["stepper_info"]["transposed"] is True
+        assert net.params[0][0].flags.c_contiguous and net.params[0][0].flags.owndata
+        runs.append((net.params, h))
+    assert seen and all(f and v for f, v in seen)
+    for params, h in runs[1:]:
+        assert params_equal(params, runs[0][0])
+        assert h["train_cost"] == runs[0][1]["train_cost"]
 
 
 def test_exp_of_non_positive_float32_is_within_one_ulp():

@@ -30,6 +30,10 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   SMALL_KERNEL_MAX_BATCH) where NumPy's OpenBLAS has small-matrix kernels (``rows_kernel_limits``).
   With momentum the upper layers' updates stay loops
   (their products still go through gemm); ``stepper_info["upper_layers"]`` says "gemm" or "loops".
+  Plain SGD on one row of inputs with few zeros (``skip_fraction`` < ROW_COLUMNS_MAX_SKIP) holds the
+  first layer's weights transposed for the whole fit and passes over them a column at a time
+  (``stepper_info["transposed"]``; ``net.params[0][0]`` is a column-major view of them during the
+  run, a row-major array again at its end).
 * ``blas``, for bigger batches: the matrix products are NumPy's own BLAS ``?gemm``, called from
   the compiled loop through its C interface (no Python, no NumPy call, no array allocated per
   update); the plain SGD update happens inside gemm, as in the fused stepper. A batch of more than
@@ -106,13 +110,14 @@ ROW_BLOCKS_MIN = 8
 against 31.7 (32.5), 2,000 33.3 against 35.9 (34.9), 4,000 33.1 against 42.3 (41.2), 8,000 30.4 against
 36.4 (35.4): a block's gradient product on inputs still in cache gains more than the sums' extra pass
 over the weights costs once a batch is several times the cache."""
-ROW_GROUPS_MAX_SKIP = 0.4
-"""Plain SGD on one row passes over the first layer's weights four rows at a time (``_numba_kernels.
-sgd_row_pass_grouped``) where the expected share of skipped rows (``skip_fraction``) is below this.
-Measured, us per pass over 784 x 100 float32, ungrouped against grouped (Intel Xeon, one core): dense
-inputs 12.3 vs 11.0; 15% / 25% / 32% / 40% zeros at random places (skip fraction 0.02 / 0.06 / 0.10 /
-0.16) 13.0 vs 11.6, 13.2 vs 12.0, 13.8 vs 12.6, 14.2 vs 13.6; MNIST digits (0.71) 5.9 vs 6.1. A batch-1
-epoch of 8,000 dense rows, 784-100-10: 115-118 against 101-103 ms."""
+ROW_COLUMNS_MAX_SKIP = 0.5
+"""Plain SGD on one row holds the first layer's weights transposed and passes over them column by column
+(``_numba_kernels.sgd_column_pass``) where the expected share of skipped rows (``skip_fraction``) is below
+this; above it the row pass, which skips the inputs that are zero in a row and the next one, wins.
+Measured, ms per batch-1 epoch of 8,000 rows, 784-100-10 float32, rows against columns (Intel Xeon, one
+core, three interleaved rounds): dense inputs 112-117 vs 83-84; zeros at random places, skip fraction 0.20
+121-125 vs 81-84, 0.40 108-111 vs 82-85, 0.56 86-92 vs 82-93 (even), 0.61 80-81 vs 91-92, 0.67 73-77 vs
+91-93; MNIST digits (0.71, zeros in predictable places) 59 vs 83."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 """CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
@@ -238,10 +243,11 @@ class CompiledStepper(Stepper):
         at = gemm_address(np.dtype(dtype).name)  # the rows kernel's upper layers use it too, where it is found
         self.kernel = "rows" if at is None or rows_kernel_preferred(ctx) else "blas"
         h = ctx.hyper
-        # plain SGD on one row: the first layer's pass in groups of four rows unless many rows are skipped
-        self.grouped = (self.kernel == "rows" and ctx.batch_size == 1 and h.momentum == 0 and h.weight_decay == 0
-                        and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size))
-                        < ROW_GROUPS_MAX_SKIP)
+        # plain SGD on one row: the first layer's weights transposed (column passes) unless many rows are skipped
+        self.transposed = (self.kernel == "rows" and ctx.batch_size == 1 and h.momentum == 0
+                           and h.weight_decay == 0
+                           and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size))
+                           < ROW_COLUMNS_MAX_SKIP)
         self.gemm_at = 0 if at is None else at
         self.reads_batches = self.kernel == "blas"  # data on disk: batch by batch, read ahead by the prefetcher
         sizes = np.asarray(net.sizes, dtype=np.int64)
@@ -256,7 +262,8 @@ class CompiledStepper(Stepper):
         self.uoff = np.cumsum([0] + [fo for _, fo in shapes])[:-1].astype(np.int64)
         self.P = np.zeros(o, dtype=dtype)
         self.V = np.zeros(o if ctx.hyper.momentum else 0, dtype=dtype)
-        self.pviews, self.vviews = self._views(self.P), (self._views(self.V) if len(self.V) else None)
+        self.pviews = self._views(self.P, self.transposed)
+        self.vviews = self._views(self.V) if len(self.V) else None
         m = ctx.batch_size if self.kernel == "rows" else row_block(ctx)  # the blas kernel: rows per block
         units = int(sizes[1:].sum())
         self.A, self.D = np.zeros((m, units), dtype), np.zeros((m, units), dtype)
@@ -272,9 +279,15 @@ class CompiledStepper(Stepper):
                       COST_CODES[arch.cost.name],
                       bool(h.nesterov))
 
-    def _views(self, flat):
-        return [(flat[a:a + fi * fo].reshape(fi, fo), flat[a + fi * fo:a + fi * fo + fo])
-                for (fi, fo), a in zip(self.shapes, self.offW, strict=True)]
+    def _views(self, flat, transposed=False):
+        """(W, b) views of each layer in ``flat``; ``transposed``: the first layer's W^T lies there (W is then a
+        column-major view)."""
+        views = [(flat[a:a + fi * fo].reshape(fi, fo), flat[a + fi * fo:a + fi * fo + fo])
+                 for (fi, fo), a in zip(self.shapes, self.offW, strict=True)]
+        if transposed:
+            (fi, fo), a = self.shapes[0], self.offW[0]
+            views[0] = (flat[a:a + fi * fo].reshape(fo, fi).T, views[0][1])
+        return views
 
     def _bind(self, state) -> None:
         """Make net.params (and the momentum buffers) views of the flat arrays, copying in if replaced."""
@@ -298,11 +311,20 @@ class CompiledStepper(Stepper):
                             in_order)
         else:
             _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx,
-                      starts, etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want, self.grouped)
+                      starts, etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want, self.transposed)
 
+    @contextlib.contextmanager
     def session(self):
-        """BLAS threads by product size (``steppers.threads``), for the kernels' gemm calls."""
-        return blas_threads(self.net.sizes, self.ctx.batch_size) if self.gemm_at else contextlib.nullcontext()
+        """BLAS threads by product size (``steppers.threads``), for the kernels' gemm calls. With the first
+        layer transposed, its weights are given back to the network in row-major order at the end (during
+        the run ``net.params[0][0]`` is a column-major view of the stepper's W^T)."""
+        try:
+            with blas_threads(self.net.sizes, self.ctx.batch_size) if self.gemm_at else contextlib.nullcontext():
+                yield
+        finally:
+            W, b = self.net.params[0]
+            if self.transposed and W is self.pviews[0][0]:
+                self.net.params = [(np.ascontiguousarray(W), b), *self.net.params[1:]]
 
     def prepare(self) -> dict:
         """Compile (or load from numba's cache) with this run's dtypes, on an empty block."""
@@ -314,7 +336,7 @@ class CompiledStepper(Stepper):
 
         info = {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__, "kernel": self.kernel,
                 "upper_layers": "gemm" if self.gemm_at else "loops"}
-        return info | ({"row_block": self.A.shape[0]} if self.kernel == "blas" else {"grouped": self.grouped})
+        return info | ({"row_block": self.A.shape[0]} if self.kernel == "blas" else {"transposed": self.transposed})
 
     def run(self, state, batches, etas, want_costs):
         self._bind(state)
