@@ -1089,3 +1089,13 @@ def test_sigmoid_in_place_matches_expit_and_saturates_without_warnings():
         np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps, atol=0)  # a few roundings apart
         assert got[-3] == 0.0 and got[-2] == 1.0 and got[-1] == 0.5
     assert ACTIVATIONS["sigmoid"](0.0) == 0.5  # scalars still work
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_aligned_zeros_start_on_a_cache_line(dtype):
+    from sgdlab.steppers.compiled import aligned_zeros
+
+    for n in (1, 7, 78_510, 300_000):  # (an empty array points anywhere)
+        a = aligned_zeros(n, dtype)
+        assert a.ctypes.data % 64 == 0 and a.shape == (n,) and a.dtype == dtype and not a.any()
+        a[:] = 1  # writable, its own memory
