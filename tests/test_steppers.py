@@ -767,6 +767,18 @@ def test_transposed_first_layer_gives_the_same_bits_however_updates_are_cut_into
         assert params_equal(params, runs[0][0])
         assert h["train_cost"] == runs[0][1]["train_cost"]
 
+    class StopAt17(sgdlab.Callback):
+        def on_update_end(self, record):
+            if record["update"] == 17:
+                raise sgdlab.StopTraining
+
+    net, state = sgdlab.Network([83, 6, 3], seed=1, dtype=dtype), sgdlab.TrainState()  # interrupted, resumed
+    sgdlab.fit(net, X, y, batch_size=1, epochs=2, seed=3, lr=0.3, stepper="compiled", state=state,
+               callbacks=[StopAt17()])
+    assert state.step == 17
+    sgdlab.fit(net, X, y, batch_size=1, epochs=2, seed=3, lr=0.3, stepper="compiled", state=state)
+    assert params_equal(net.params, runs[0][0])
+
 
 def test_exp_of_non_positive_float32_is_within_one_ulp():
     """The compiled sigmoid's exp (a polynomial, so that loops over it vectorize) against e^x in float64,
