@@ -1110,4 +1110,29 @@ def test_aligned_zeros_start_on_a_cache_line(dtype):
     for n in (1, 7, 78_510, 300_000):  # (an empty array points anywhere)
         a = aligned_zeros(n, dtype)
         assert a.ctypes.data % 64 == 0 and a.shape == (n,) and a.dtype == dtype and not a.any()
-        a[:] = 1  # writable, its own memory
+        a[:] = 1  # writable
+
+
+def test_weights_are_row_major_after_a_transposed_fit_whichever_way_it_ends():
+    """During a batch-1 fit on transposed weights net.params[0][0] is a column-major view; the copies taken of
+    it (the last good parameters, the best ones) are row-major, so a fit that diverges, or whose best weights
+    are restored, leaves row-major arrays too, and the network keeps no view of the stepper's arrays."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((40, 83)), rng.integers(0, 3, 40)
+
+    def row_major(net):
+        return all(W.flags.c_contiguous and W.flags.owndata and b.flags.owndata for W, b in net.params)
+
+    net = sgdlab.Network([83, 6, 3], seed=1)
+    h = sgdlab.fit(net, X, y, batch_size=1, stepper="compiled", epochs=3, lr=0.3)
+    assert h.config["stepper_info"]["transposed"] is True and row_major(net)
+    net = sgdlab.Network([83, 6, 3], seed=1, activation="identity", output_activation="identity")
+    with pytest.raises(sgdlab.DivergenceError, match="from the end of epoch 1"):  # epoch 1 good, then NaN
+        sgdlab.fit(net, X, y, batch_size=1, stepper="compiled", epochs=6, lr=lambda t: 1e3 if t > 40 else 0.01)
+    assert row_major(net) and all(np.all(np.isfinite(W)) for W, _ in net.params)
+    net = sgdlab.Network([83, 6, 3], seed=1)
+    stop = sgdlab.callbacks.EarlyStopping("val_cost", patience=1, restore_best=True, net=net)
+    h = sgdlab.fit(net, X, y, batch_size=1, stepper="compiled", epochs=20, lr=3.0, validation=(X[:10], y[:10]),
+                   callbacks=[stop])
+    assert len(h.epochs) < 21 and stop.best_params is not None and row_major(net)  # stopped, best restored

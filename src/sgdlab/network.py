@@ -120,7 +120,10 @@ class Network:
         return sum(math.prod(W.shape) + math.prod(b.shape) for W, b in self.params)
 
     def copy_params(self) -> Params:
-        """A deep copy of the parameters, in the same structure."""
+        """A deep copy of the parameters, in the same structure (NumPy arrays row-major, whatever order the
+        originals lie in: a stepper may hold them transposed while it runs)."""
+        if self.backend.name == "numpy":
+            return [(np.array(W, order="C"), np.array(b, order="C")) for W, b in self.params]
         return [(self.xp.asarray(W, copy=True), self.xp.asarray(b, copy=True)) for W, b in self.params]
 
     # ----------------------------------------------------------------- validated public API

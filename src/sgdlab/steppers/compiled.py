@@ -131,10 +131,13 @@ GATHER_ROWS = 8192
 
 
 def aligned_zeros(n: int, dtype, align: int = 64) -> np.ndarray:
-    """np.zeros(n, dtype) starting at a multiple of ``align`` bytes (a cache line). NumPy places a big array 16
+    """np.zeros(n, dtype) starting at a multiple of ``align`` bytes (a cache line; n > 0: an empty array's
+    address is any). NumPy places a big array 16
     bytes past a page boundary; the kernels' passes over the weights from there, where every other 32-byte
     load straddles two cache lines, took 86-90 against 75-79 ms per batch-1 epoch (784-100-10 float32, Intel
     Xeon; 32 bytes past a line as fast as 0)."""
+    if n < 0:
+        raise ValueError(f"negative size {n}")
     size = np.dtype(dtype).itemsize
     buf = np.zeros(n * size + align, np.uint8)
     start = -buf.ctypes.data % align
@@ -328,14 +331,14 @@ class CompiledStepper(Stepper):
     def session(self):
         """BLAS threads by product size (``steppers.threads``), for the kernels' gemm calls. With the first
         layer transposed, its weights are given back to the network in row-major order at the end (during
-        the run ``net.params[0][0]`` is a column-major view of the stepper's W^T)."""
+        the run ``net.params[0][0]`` is a column-major view of the stepper's W^T): every layer copied out,
+        so that the network keeps no view of the stepper's arrays, whose W^T is stale once they are copied."""
         try:
             with blas_threads(self.net.sizes, self.ctx.batch_size) if self.gemm_at else contextlib.nullcontext():
                 yield
         finally:
-            W, b = self.net.params[0]
-            if self.transposed and W is self.pviews[0][0]:
-                self.net.params = [(np.ascontiguousarray(W), b), *self.net.params[1:]]
+            if self.transposed:
+                self.net.params = self.net.copy_params()
 
     def prepare(self) -> dict:
         """Compile (or load from numba's cache) with this run's dtypes, on an empty block."""
