@@ -1136,3 +1136,23 @@ def test_weights_are_row_major_after_a_transposed_fit_whichever_way_it_ends():
     h = sgdlab.fit(net, X, y, batch_size=1, stepper="compiled", epochs=20, lr=3.0, validation=(X[:10], y[:10]),
                    callbacks=[stop])
     assert len(h.epochs) < 21 and stop.best_params is not None and row_major(net)  # stopped, best restored
+
+
+def test_kernels_use_512_bit_vectors_where_the_cpu_has_them():
+    """``wide_vectors`` asks LLVM, for one function, for the 512-bit registers it otherwise leaves unused on
+    CPUs with AVX-512; where the CPU has none it changes nothing (the same code as without it)."""
+    numba = pytest.importorskip("numba")
+    import llvmlite.binding as llvm
+
+    from sgdlab.steppers._numba_kernels import sgd_column_pass
+
+    # a copy without numba's cache (cached code shows no asm), its options otherwise
+    options = {k: v for k, v in sgd_column_pass.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**options)(sgd_column_pass.py_func)
+    fresh(np.zeros((3, 40), np.float32), np.zeros(40, np.float32), np.zeros(40, np.float32), np.zeros(3, np.float32),
+          np.zeros(3, np.float32))
+    asm = "".join(fresh.inspect_asm().values())
+    if "+avx512f" in llvm.get_host_cpu_features().flatten():
+        assert "zmm" in asm
+    else:
+        assert "zmm" not in asm

@@ -49,6 +49,22 @@ def gemm(typingctx, addr, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta
 
 
 @intrinsic
+def wide_vectors(typingctx):
+    """Let the compiler vectorise the calling function with 512-bit registers where the CPU has them: LLVM
+    prefers 256 bits on CPUs with AVX-512 (their clock once dropped under wide vectors), for every function
+    numba compiles unless a process-wide setting (NUMBA_CPU_FEATURES) says otherwise; this sets LLVM's own
+    per-function attribute ("prefer-vector-width"), for the function it is called in only. No effect where
+    the CPU's vectors are narrower, nor on any value."""
+
+    def codegen(context, builder, signature, args):
+        # llvmlite's attribute set accepts only plain names; LLVM reads this key=value pair as it is
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
 def _bits_to_float32(typingctx, i):
     """The float32 whose bits are the low 32 bits of the integer i."""
     if not isinstance(i, types.Integer):
@@ -106,6 +122,7 @@ def _exp_nonpos(x):
 def activate(z, lo, hi, code):
     """f(z) in place on z[lo:hi]. Loops run over a view from index 0: with indices of unknown sign numba
     wraps negative ones around, element by element, and the loop does not vectorize."""
+    wide_vectors()
     one = z.dtype.type(1.0)  # arithmetic in the array's own precision
     w = z[lo:hi]
     k = w.shape[0]
@@ -163,6 +180,7 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
     in ``blas_block``; 0: none) their forward and backward products, and their plain-SGD updates, are
     gemm calls, 0.3-0.6 us each for 1-3 rows against 1-3 us for these loops on rows of ten (measured);
     without it, and with momentum for the updates, they are the loops below."""
+    wide_vectors()
     L = sizes.shape[0] - 1
     mu, lam = H[0], H[1]
     k_out = sizes[L]
@@ -292,6 +310,7 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
     (idx[r0:r1] = idx[r0], idx[r0] + 1, ...: batch GD, or rows gathered beforehand), where the products
     read them in place. How a batch is split depends on R and m only, never on where a block of updates
     starts, so a resumed run stays bit-identical."""
+    wide_vectors()
     L = sizes.shape[0] - 1
     mu, lam = H[0], H[1]
     R = A.shape[0]
@@ -348,6 +367,7 @@ def forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hid
     """Forward and backward passes of the m rows Xb (targets T[idx[r0 + r]]) into the workspaces: A the
     activations, D the deltas, layers side by side; every product by gemm. Returns sum_x C_x over the rows
     when ``want_costs`` (else 0)."""
+    wide_vectors()
     L = sizes.shape[0] - 1
     k_out, oo, ld = sizes[L], uoff[L - 1], A.shape[1]
     one, zero = P.dtype.type(1.0), P.dtype.type(0.0)
@@ -383,6 +403,7 @@ def forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hid
 def bias_sums(GS, ob, D, o, fo, m, first):
     """GS[ob:ob + fo] (+)= sum over rows 0..m-1 of D[:, o:o + fo], row by row (each column summed in row
     order, as ``update_bias`` does, reading D as it lies); ``first``: start from the first row."""
+    wide_vectors()
     s = GS[ob:ob + fo]
     r = 0
     if first:
@@ -407,6 +428,7 @@ def apply_bias(P, V, GS, ob, fo, fm, eta, mu, nesterov):
 def apply_sums(P, V, GS, H, offW, offb, sizes, eta, fm, nesterov):
     """The update from the batch's gradient sums GS (shaped as P): plain SGD W <- (1 - eta lam) W - (eta/m) sum;
     with momentum the reference chain's g = sum/m + lam W; v <- mu v + g; W <- W - eta (v, or g + mu v)."""
+    wide_vectors()
     mu, lam = H[0], H[1]
     one = P.dtype.type(1.0)
     c = eta / fm
@@ -441,6 +463,7 @@ def backward_gemm(gemm_at, W, D, A, o, oi, m, hidden):
 def update_bias(b, V, vo, D, o, m, eta, mu, nesterov):
     """b <- b - eta u from g = (1/m) sum over the rows of D[:m, o:o + len(b)]: u = g, or with momentum
     (velocity V[vo:vo + len(b)]) v <- mu v + g and u = v, or g + mu v (Nesterov)."""
+    wide_vectors()
     if m == 0:
         return
     fm = b.dtype.type(m)
@@ -489,6 +512,7 @@ def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm
     next batch's products z_r = x_r W with the updated rows, x_r = N[next_rows[r]], into A[:mn, :fo]: one
     pass over W's rows, each updated and then used while it is in cache (the order of the arithmetic for
     every element is that of updating all rows first and then starting the next forward pass)."""
+    wide_vectors()
     fi, fo = W.shape
     if m == 1 and mu == 0 and lam == 0 and mn <= 1:  # plain SGD, one example: w_i <- w_i - (eta a_i) delta
         x, d, z = S[rows[0], so:so + fi], D[0, do:do + fo], A[0, :fo]
@@ -532,6 +556,7 @@ def update_layer(W, VW, S, rows, so, m, D, do, N, next_rows, mn, A, acc, eta, fm
 @njit
 def gather(X, rows, out):
     """out[:len(rows)] = X[rows] (an explicit loop: 3x faster than numba's slice assignment, measured)."""
+    wide_vectors()
     n = X.shape[1]
     for r in range(rows.shape[0]):
         row = rows[r]
@@ -548,6 +573,7 @@ def batch_row_pass(W, Xb, m, D, c, Xn, mn, A, acc):
     stays in a register instead of going to memory and back: the same roundings as one term at a time.
     A zero input adds nothing: four rows' zeros (an input unused by the batch, as MNIST's border
     pixels are) are skipped together."""
+    wide_vectors()
     fi, fo = W.shape
     zero = W.dtype.type(0)
     for i in range(fi):
@@ -585,6 +611,7 @@ def small_row_pass(W, Xb, m, D, c, Xn, mn, A, S, K):
     at the end; three arrays in the loop, so that the compiler checks once that they do not overlap. K is
     a compile-time constant (``numba.literally``): each K is its own loop."""
     numba.literally(K)
+    wide_vectors()
     fi, fo = W.shape
     zero = W.dtype.type(0)
     S[:, :fo] = zero
@@ -630,6 +657,7 @@ def small_row_pass(W, Xb, m, D, c, Xn, mn, A, S, K):
 @njit
 def sgd_row_pass(W, x, xn, d, z, eta):
     """W <- W - eta x d^T, then z = xn W with the new W, in one pass over W's rows."""
+    wide_vectors()
     fi, fo = W.shape
     for i in range(fi):
         c, a = eta * x[i], xn[i]
@@ -654,6 +682,7 @@ def sgd_column_pass(WT, c, xn, d, z):
     restart 784 times: 7.0-8.1 against 9.6-10.3 us per pass over 784 x 100 float32 (Intel Xeon, one core,
     dense inputs); a stream over the same weights takes 6.1. It cannot skip the zero inputs that the row pass
     skips, so it is for inputs with few of them (``compiled.ROW_COLUMNS_MAX_SKIP``)."""
+    wide_vectors()
     fo, fi = WT.shape
     for j in range(fo):
         dj = d[j]
@@ -703,6 +732,7 @@ def sigmoid32(w):
     """w <- 1/(1+e^{-w}) in place on a flat float32 array, the form and the saturation of NumPy's four passes
     (``activations``): e^{-w} inf where it overflows (sigma 0), 1 where w > 87.3 (sigma 1). e^x by
     ``exp_core32``, over [-87.3, 89]; NaN stays NaN (max and min keep a NaN first argument)."""
+    wide_vectors()
     one = np.float32(1.0)
     for j in range(w.shape[0]):
         w[j] = one / (one + exp_core32(min(max(-w[j], _EXP_MIN), _EXP_OVER)))
@@ -712,6 +742,7 @@ def sigmoid32(w):
 def sigmoid_times_grad32(d, a):
     """d <- d * a(1-a) on flat float32 arrays of one length: sigma' from the sigmoid's output a, the
     roundings of NumPy's three passes (1-a, times a, then d times that)."""
+    wide_vectors()
     one = np.float32(1.0)
     for j in range(d.shape[0]):
         d[j] = d[j] * (a[j] * (one - a[j]))
