@@ -113,14 +113,16 @@ ROW_BLOCKS_MIN = 8
 against 31.7 (32.5), 2,000 33.3 against 35.9 (34.9), 4,000 33.1 against 42.3 (41.2), 8,000 30.4 against
 36.4 (35.4): a block's gradient product on inputs still in cache gains more than the sums' extra pass
 over the weights costs once a batch is several times the cache."""
-ROW_COLUMNS_MAX_SKIP = 0.5
+ROW_COLUMNS_MAX_SKIP = 0.6
 """Plain SGD on one row holds the first layer's weights transposed and passes over them column by column
 (``_numba_kernels.sgd_column_pass``) where the expected share of skipped rows (``skip_fraction``) is below
 this; above it the row pass, which skips the inputs that are zero in a row and the next one, wins.
 Measured, ms per batch-1 epoch of 8,000 rows, 784-100-10 float32, rows against columns (Intel Xeon, one
-core, three interleaved rounds): dense inputs 112-117 vs 83-84; zeros at random places, skip fraction 0.20
-121-125 vs 81-84, 0.40 108-111 vs 82-85, 0.56 86-92 vs 82-93 (even), 0.61 80-81 vs 91-92, 0.67 73-77 vs
-91-93; MNIST digits (0.71, zeros in predictable places) 59 vs 83."""
+core, three interleaved rounds, both passes on 512-bit vectors): dense inputs 97-102 vs 68-71; zeros at
+random places, skip fraction 0.40 97-105 vs 68-71, 0.56 75-77 vs 69-70, 0.61 70-72 vs 67-69, 0.64 66-68 vs
+67-69 (even), 0.67 65 vs 69-70; MNIST digits (0.71, zeros in predictable places) 51-52 vs 68-70. The same
+with numba generating code for an AVX2-only CPU (``NUMBA_CPU_NAME=haswell``, on this Xeon): dense 103-104
+vs 71, 0.40 100-103 vs 70-72, 0.56 81-82 vs 70-71, MNIST 58-60 vs 69-71."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 """CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
