@@ -161,6 +161,12 @@ def skip_fraction(data, batch_size: int, rows: int = 1024) -> float:
     return float(np.mean(z ** (2 * batch_size)))
 
 
+def expected_skip(ctx) -> float:
+    """``skip_fraction`` of this fit's data at its batch size, measured once per fit (``ctx.fact``): selection
+    and the stepper read the same number."""
+    return ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size))
+
+
 def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
@@ -210,7 +216,7 @@ def rows_kernel_preferred(ctx) -> bool:
     h = ctx.hyper
     plain = h is None or (h.momentum == 0 and h.weight_decay == 0)
     return (plain and ctx.batch_size <= sparse
-            and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size)) >= SKIP_MIN)
+            and expected_skip(ctx) >= SKIP_MIN)
 
 
 def row_block(ctx) -> int:
@@ -264,9 +270,7 @@ class CompiledStepper(Stepper):
         h = ctx.hyper
         # plain SGD on one row: the first layer's weights transposed (column passes) unless many rows are skipped
         self.transposed = (self.kernel == "rows" and ctx.batch_size == 1 and h.momentum == 0
-                           and h.weight_decay == 0
-                           and ctx.fact("skip_fraction", lambda: skip_fraction(ctx.data, ctx.batch_size))
-                           < ROW_COLUMNS_MAX_SKIP)
+                           and h.weight_decay == 0 and expected_skip(ctx) < ROW_COLUMNS_MAX_SKIP)
         self.gemm_at = 0 if at is None else at
         self.reads_batches = self.kernel == "blas"  # data on disk: batch by batch, read ahead by the prefetcher
         sizes = np.asarray(net.sizes, dtype=np.int64)
