@@ -81,3 +81,27 @@ def test_bench_eval_cost_smallest_configuration_end_to_end(tmp_path):
     assert after["results"]["64/default"]["train_cost_epochs"] == [0, 3] and after["results"]["64/default"][
         "mean_batch_cost"]
     assert len(after["load_before"]) == 3 and all(c["epoch_wall_s"]["median"] > 0 for c in saved["summary"].values())
+
+
+def test_bench_batch1_smallest_configuration_end_to_end(tmp_path):
+    pytest.importorskip("numba")
+    from sgdlab.steppers import compiled
+
+    bench = load("bench_batch1")
+    threshold, aligned = compiled.ROW_COLUMNS_MAX_SKIP, compiled.aligned_zeros
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        out = tmp_path / "batch1.json"
+        bench.main(["--rounds", "1", "--epochs", "2", "--n", "40", "--skips", "0.5", "--placement", "--out", str(out)])
+    finally:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+    assert (compiled.ROW_COLUMNS_MAX_SKIP, compiled.aligned_zeros) == (threshold, aligned)  # given back
+    saved = json.loads(out.read_text())
+    assert [r["data"] for r in saved["rows"]][:2] == ["dense", "zeros, skip 0.5"]
+    assert abs(saved["rows"][1]["skip_fraction"] - 0.5) < 0.15  # zeros at rate sqrt(0.5): p^2 = 0.5 expected
+    for row in saved["rows"]:
+        assert set(row) >= {"rows", "columns", "rows16", "columns16"}
+        assert all(row[m]["median_ms"] > 0 and len(row[m]["all_ms"]) == 1 for m in ("rows", "columns"))
+    assert saved["load_before"] is not None or not hasattr(os, "getloadavg")
+    assert bench.past_a_line(1000, "float32").ctypes.data % 64 == 16

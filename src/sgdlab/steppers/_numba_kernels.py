@@ -679,9 +679,9 @@ def sgd_column_pass(WT, c, xn, d, z):
     sum (fastmath "reassoc": several partial sums, added at the end, in an order fixed by the compiled code,
     the same in every call) and fuse multiply-adds ("contract": one rounding instead of two). Against the row
     pass over W, whose z is a vector of partial sums loaded and stored once per input row and whose loops
-    restart 784 times: 7.0-8.1 against 9.6-10.3 us per pass over 784 x 100 float32 (Intel Xeon, one core,
-    dense inputs), 6.5 with 512-bit vectors (``wide_vectors``; 7.3 without, in the same run); a stream over
-    the same weights takes 6.1 on 256-bit vectors. It cannot skip the zero inputs that the row pass
+    restart 784 times: ``benchmarks/bench_batch1.py``, 70.2 against 94.4 ms per dense batch-1 epoch of 8,000
+    rows, 784-100-10 float32 (Intel Xeon, one core, 512-bit vectors: ``wide_vectors``; 81 against 108 without
+    them). It cannot skip the zero inputs that the row pass
     skips, so it is for inputs with few of them (``compiled.ROW_COLUMNS_MAX_SKIP``)."""
     wide_vectors()
     fo, fi = WT.shape

@@ -54,7 +54,8 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   35.4 for the full batch, ROW_BLOCKS_MIN).
 
 The kernels' loops ask LLVM for 512-bit vectors where the CPU has them (``_numba_kernels.wide_vectors``;
-numba's default there is 256 bits): 5-14% less time per epoch at 1-128 rows on an Intel Xeon (README).
+numba's default there is 256 bits): a batch-1 epoch of dense rows 69 against 81 ms, of MNIST digits 54
+against 55-57, on an Intel Xeon (``benchmarks/bench_batch1.py`` on both trees, README).
 
 numba is imported only when this stepper runs; compilation is cached on disk (``cache=True``)
 and happens in ``prepare``, before ``fit`` starts its clock; its time is reported once in
@@ -117,12 +118,13 @@ ROW_COLUMNS_MAX_SKIP = 0.6
 """Plain SGD on one row holds the first layer's weights transposed and passes over them column by column
 (``_numba_kernels.sgd_column_pass``) where the expected share of skipped rows (``skip_fraction``) is below
 this; above it the row pass, which skips the inputs that are zero in a row and the next one, wins.
-Measured, ms per batch-1 epoch of 8,000 rows, 784-100-10 float32, rows against columns (Intel Xeon, one
-core, three interleaved rounds, both passes on 512-bit vectors): dense inputs 97-102 vs 68-71; zeros at
-random places, skip fraction 0.40 97-105 vs 68-71, 0.56 75-77 vs 69-70, 0.61 70-72 vs 67-69, 0.64 66-68 vs
-67-69 (even), 0.67 65 vs 69-70; MNIST digits (0.71, zeros in predictable places) 51-52 vs 68-70. The same
-with numba generating code for an AVX2-only CPU (``NUMBA_CPU_NAME=haswell``, on this Xeon): dense 103-104
-vs 71, 0.40 100-103 vs 70-72, 0.56 81-82 vs 70-71, MNIST 58-60 vs 69-71."""
+Measured by ``benchmarks/bench_batch1.py`` (JSON in ``benchmarks/results/bench_batch1.json``), ms per batch-1
+epoch of 8,000 rows, 784-100-10 float32, medians of three interleaved rounds, rows against columns (Intel
+Xeon, one core): dense inputs 94.4 vs 70.2; zeros at random places, skip fraction 0.40 96.7 vs 70.9, 0.56
+78.3 vs 71.1, 0.61 72.9 vs 71.2, 0.64 69.8 vs 69.7 (even), 0.67 66.3 vs 70.4; MNIST digits (0.71, zeros in
+predictable places) 53.2 vs 69.5. With numba's code for an AVX2-only CPU (``NUMBA_CPU_NAME=haswell``, on
+the same Xeon, ``bench_batch1_avx2_code.json``): dense 100.3 vs 70.0, 0.56 81.8 vs 70.3, 0.64 72.2 vs 68.4,
+MNIST 56.3 vs 69.4."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 """CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
@@ -137,10 +139,10 @@ GATHER_ROWS = 8192
 
 def aligned_zeros(n: int, dtype, align: int = 64) -> np.ndarray:
     """np.zeros(n, dtype) starting at a multiple of ``align`` bytes (a cache line; n > 0: an empty array's
-    address is any). NumPy places a big array 16
-    bytes past a page boundary; the kernels' passes over the weights from there, where every other 32-byte
-    load straddles two cache lines, took 86-90 against 75-79 ms per batch-1 epoch (784-100-10 float32, Intel
-    Xeon; 32 bytes past a line as fast as 0)."""
+    address is any). NumPy places a big array 16 bytes past a page boundary, where every other 32-byte load
+    of the kernels' passes over the weights straddles two cache lines: ``benchmarks/bench_batch1.py
+    --placement``, ms per batch-1 epoch (784-100-10 float32, Intel Xeon), column pass 70.2 against 82.8 on
+    dense inputs; the row pass (MNIST digits) 53.2 against 53.7, unchanged."""
     if n < 0:
         raise ValueError(f"negative size {n}")
     size = np.dtype(dtype).itemsize
