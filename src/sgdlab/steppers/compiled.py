@@ -41,7 +41,10 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   float32), on one BLAS thread, is made block by block instead: each block's forward product,
   backward pass and gradient product run while its inputs are still in the core's cache, the
   gradient is summed over the blocks, and the update is made from the sums
-  (``stepper_info["row_block"]``). It needs NumPy's
+  (``stepper_info["row_block"]``). In float32 on CPUs with 512-bit vectors, for batches of at least
+  TILES_MIN_BATCH rows on one BLAS thread, the forward products are made by compiled register tiles
+  instead of gemm (``tiled_products``, ``_numba_kernels.forward_product``;
+  ``stepper_info["forward_products"]``: "tiles" or "gemm"). It needs NumPy's
   BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
   without it automatic selection leaves these batches to the fused and buffered steppers (and a
   forced ``compiled`` runs the ``rows`` kernel at every batch size). Automatic selection takes it
@@ -125,6 +128,17 @@ Xeon, one core): dense inputs 94.4 vs 70.2; zeros at random places, skip fractio
 predictable places) 53.2 vs 69.5. With numba's code for an AVX2-only CPU (``NUMBA_CPU_NAME=haswell``, on
 the same Xeon, ``bench_batch1_avx2_code.json``): dense 100.3 vs 70.0, 0.56 81.8 vs 70.3, 0.64 72.2 vs 68.4,
 MNIST 56.3 vs 69.4."""
+FORWARD_TILES = True
+"""False: the ``blas`` kernel makes every forward product by gemm (``tiled_products``; for comparisons,
+``benchmarks/bench_forward.py``)."""
+TILES_MIN_BATCH = 16
+"""Smallest batch whose forward products are made by register tiles (``tiled_products``): below it the copy
+of the padded weights at every update (``_numba_kernels.pad_weights``) costs more than the tiles gain, and
+OpenBLAS's small-matrix kernels are quick. Measured by ``benchmarks/bench_forward.py`` (JSON in
+``benchmarks/results/bench_forward.json``), 784-100-10 float32, 8,000 dense rows, one thread, Intel Xeon,
+medians of 3 interleaved rounds, ms per epoch, tiles against gemm: 42.7 vs 36.9 at 10 rows, 38.0 vs 33.0 at
+12, 36.5 vs 38.9 at 16, 31.8 vs 34.0 at 32, 27.9 vs 29.2 at 128, 28.1 vs 30.3 at 1,024, 26.6 vs 28.8 for the
+full batch (167-row blocks)."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 """CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
@@ -186,6 +200,30 @@ def gemm_address(dtype: str) -> int | None:
         with contextlib.suppress(AttributeError):
             return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
     return None
+
+
+@functools.cache
+def wide_vector_code() -> bool:
+    """Whether numba makes code for a CPU with 512-bit vectors (AVX-512F): the host's, unless NUMBA_CPU_FEATURES
+    says otherwise; False where NUMBA_CPU_NAME names a CPU (its features are not looked up)."""
+    from llvmlite import binding
+    from numba.core import config
+
+    features, name = getattr(config, "CPU_FEATURES", None), getattr(config, "CPU_NAME", None)  # set at import
+    if features:
+        return "+avx512f" in features.split(",")
+    if name not in (None, "host"):
+        return False
+    return "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
+
+
+def tiled_products(ctx) -> bool:
+    """Whether the ``blas`` kernel makes its forward products by register tiles
+    (``_numba_kernels.forward_product``) instead of gemm: where FORWARD_TILES allows it, in float32, with
+    512-bit vectors (``wide_vector_code``), for batches of TILES_MIN_BATCH rows or more, where the products
+    run on one thread (``threads.products_threads`` for its blocks' rows, ``row_block``)."""
+    return (FORWARD_TILES and np.dtype(ctx.net.dtype) == np.float32 and ctx.batch_size >= TILES_MIN_BATCH
+            and wide_vector_code() and products_threads(ctx.net.sizes, row_block(ctx)) == 1)
 
 
 @functools.cache
@@ -297,6 +335,14 @@ class CompiledStepper(Stepper):
             # gradient sums, shaped as the parameters
             self.G = np.zeros((0 if ctx.full_batch else m, int(sizes[0])), dtype)
             self.GS = aligned_zeros(o, dtype)
+        self.tiles = self.kernel == "blas" and tiled_products(ctx)
+        self.WP, self.S = np.zeros(0, dtype), np.zeros((0, 0), dtype)  # padded weights, the tiles' scratch rows
+        if self.tiles:
+            from ._numba_kernels import MR, NV_MAX, VECTOR_BYTES
+
+            vl = VECTOR_BYTES // np.dtype(dtype).itemsize
+            self.WP = aligned_zeros(sum(fi * -(-fo // vl) * vl for fi, fo in shapes), dtype)
+            self.S = np.zeros((MR, NV_MAX * vl), dtype)
         self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
         arch = net.arch
         self._no_costs = np.zeros(0)
@@ -332,8 +378,8 @@ class CompiledStepper(Stepper):
     def _call(self, X, T, idx, starts, etas, costs, want, in_order=False):
         if self.kernel == "blas":
             _kernel("blas")(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T,
-                            idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.GS, costs, want,
-                            in_order)
+                            idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.GS, self.WP, self.S,
+                            costs, want, in_order)
         else:
             _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx,
                       starts, etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want, self.transposed)
@@ -361,7 +407,9 @@ class CompiledStepper(Stepper):
 
         info = {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__, "kernel": self.kernel,
                 "upper_layers": "gemm" if self.gemm_at else "loops"}
-        return info | ({"row_block": self.A.shape[0]} if self.kernel == "blas" else {"transposed": self.transposed})
+        if self.kernel == "blas":
+            return info | {"row_block": self.A.shape[0], "forward_products": "tiles" if self.tiles else "gemm"}
+        return info | {"transposed": self.transposed}
 
     def run(self, state, batches, etas, want_costs):
         self._bind(state)

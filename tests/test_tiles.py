@@ -1,0 +1,153 @@
+"""The register tiles of the ``blas`` kernel's forward products (``_numba_kernels.forward_product``):
+against a float64 product on every tile shape, their bits independent of how rows are grouped, and where
+selection takes them."""
+
+import numpy as np
+import pytest
+
+import sgdlab
+
+pytest.importorskip("numba")
+from sgdlab.steppers import _numba_kernels as nk  # noqa: E402
+from sgdlab.steppers import compiled  # noqa: E402
+from sgdlab.steppers._numba_kernels import MR, NV_MAX, VECTOR_BYTES  # noqa: E402
+
+SENTINEL = -7.25
+
+
+def padded_copy(W):
+    vl = VECTOR_BYTES // W.itemsize
+    Wp = np.zeros((W.shape[0], -(-W.shape[1] // vl) * vl), W.dtype)
+    Wp[:, :W.shape[1]] = W
+    return Wp
+
+
+def product(X, xr, xc, m, K, W, Z, zr, zc):
+    S = np.zeros((MR, NV_MAX * VECTOR_BYTES // X.itemsize), X.dtype)
+    nk.forward_product(X, xr, xc, m, K, padded_copy(W), W.shape[1], Z, zr, zc, S)
+
+
+# fo: one partial vector, whole vectors, a group of 4 and more, partial last groups (float32: 16 lanes,
+# float64: 8); m: tiles short of MR rows, whole tiles, a tile and a bit
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fo", [1, 10, 16, 17, 48, 64, 65, 100, 130])
+@pytest.mark.parametrize("m", [1, 5, 6, 13])
+def test_forward_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, m):
+    rng = np.random.default_rng(fo * 100 + m)
+    K = 37
+    X = rng.standard_normal((m + 4, K + 3)).astype(dtype)  # the block at rows 2.., columns 3..
+    W = rng.standard_normal((K, fo)).astype(dtype)
+    Z = np.full((m + 3, fo + 9), SENTINEL, dtype)  # written at rows 1.., columns 5..
+    product(X, 2, 3, m, K, W, Z, 1, 5)
+    exact = X[2:2 + m, 3:].astype(np.float64) @ W.astype(np.float64)
+    scale = np.abs(X[2:2 + m, 3:]).astype(np.float64) @ np.abs(W).astype(np.float64)  # bounds the rounding
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(Z[1:1 + m, 5:5 + fo] - exact) <= K * eps * scale)
+    outside = np.ones(Z.shape, bool)
+    outside[1:1 + m, 5:5 + fo] = False
+    assert np.all(Z[outside] == SENTINEL)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_forward_product_bits_do_not_depend_on_how_rows_are_grouped(dtype):
+    """Each element is its own sum over k in order, whatever tile or block its row falls in: made all at once,
+    row by row, or from row 4 on, the bits are the same (so block cuts and resumes cannot change them)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((23, 784)).astype(dtype)
+    W = rng.standard_normal((784, 100)).astype(dtype)
+    whole, single, shifted = (np.zeros((23, 100), dtype) for _ in range(3))
+    product(X, 0, 0, 23, 784, W, whole, 0, 0)
+    for r in range(23):
+        product(X, r, 0, 1, 784, W, single, r, 0)
+    product(X, 0, 0, 4, 784, W, shifted, 0, 0)
+    product(X, 4, 0, 19, 784, W, shifted, 4, 0)
+    assert np.array_equal(whole, single) and np.array_equal(whole, shifted)
+
+
+def test_forward_product_reads_and_writes_one_array_side_by_side():
+    """A layer above the first reads its inputs from the activations' array and writes beside them."""
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((9, 30 + 20)).astype(np.float32)
+    inputs = A[:, :30].copy()
+    W = rng.standard_normal((30, 20)).astype(np.float32)
+    product(A, 0, 0, 9, 30, W, A, 0, 30)
+    assert np.array_equal(A[:, :30], inputs)
+    np.testing.assert_allclose(A[:, 30:], inputs.astype(np.float64) @ W, rtol=1e-5, atol=1e-4)
+
+
+def test_pad_weights_copies_each_layer_into_whole_vector_rows():
+    sizes = np.array([5, 17, 3], np.int64)
+    P = np.arange(5 * 17 + 17 + 17 * 3 + 3, dtype=np.float32)
+    offW = np.array([0, 5 * 17 + 17], np.int64)
+    WP = np.zeros(5 * 32 + 17 * 16, np.float32)
+    nk.pad_weights(P, offW, sizes, WP)
+    for layer, (fi, fo) in enumerate([(5, 17), (17, 3)]):
+        W = P[offW[layer]:offW[layer] + fi * fo].reshape(fi, fo)
+        Wp = nk.padded(WP, sizes, layer, 4)
+        assert np.array_equal(Wp, padded_copy(W))
+
+
+def ctx_for(dtype, batch_size):
+    from sgdlab import optim
+    from sgdlab.steppers import StepContext
+    from sgdlab.train import _TrainingData
+
+    rng = np.random.default_rng(0)
+    net = sgdlab.Network([784, 100, 10], seed=0, dtype=dtype)
+    data = _TrainingData.prepare(net, rng.random((200, 784)), rng.integers(0, 10, 200))
+    return StepContext(net, data, optim.sgd(0.1), batch_size)
+
+
+def test_tiles_are_chosen_for_float32_with_wide_vectors_from_their_least_batch(monkeypatch):
+    monkeypatch.setattr(compiled, "wide_vector_code", lambda: True)
+    monkeypatch.setattr(compiled, "row_block", lambda ctx: min(167, ctx.batch_size))
+    assert compiled.tiled_products(ctx_for("float32", compiled.TILES_MIN_BATCH))
+    assert not compiled.tiled_products(ctx_for("float32", compiled.TILES_MIN_BATCH - 1))
+    assert not compiled.tiled_products(ctx_for("float64", 128))
+    monkeypatch.setattr(compiled, "FORWARD_TILES", False)
+    assert not compiled.tiled_products(ctx_for("float32", 128))
+    monkeypatch.setattr(compiled, "FORWARD_TILES", True)
+    monkeypatch.setattr(compiled, "wide_vector_code", lambda: False)
+    assert not compiled.tiled_products(ctx_for("float32", 128))
+
+
+def test_wide_vector_code_follows_numbas_target(monkeypatch):
+    import llvmlite.binding as llvm
+    from numba.core import config
+
+    check = compiled.wide_vector_code.__wrapped__
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(config, "CPU_NAME", None)
+    assert check() == ("+avx512f" in llvm.get_host_cpu_features().flatten().split(","))
+    monkeypatch.setattr(config, "CPU_NAME", "haswell")
+    assert not check()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma,+avx512f")
+    assert check()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma,-avx512f")
+    assert not check()
+
+
+def test_a_float32_fit_takes_the_tiles_where_they_pay_and_agrees_with_gemm(monkeypatch):
+    """On this machine's numba target: tiles at batch 32 in float32 where the CPU has 512-bit vectors (one
+    BLAS thread); the same updates as gemm's up to rounding."""
+    from threadpoolctl import threadpool_limits
+
+    if compiled.gemm_address("float32") is None:
+        pytest.skip("NumPy's BLAS exports no CBLAS gemm with 64-bit integers here")
+    rng = np.random.default_rng(3)
+    X, y = rng.random((96, 784), dtype=np.float32), rng.integers(0, 10, 96)
+
+    def fit():
+        net = sgdlab.Network([784, 100, 10], seed=0, dtype="float32")
+        h = sgdlab.fit(net, X, y, batch_size=32, epochs=2, lr=0.5, seed=1, stepper="compiled", eval_train=False)
+        return net, h.config["stepper_info"]["forward_products"]
+
+    with threadpool_limits(1):
+        tiled, how = fit()
+        assert how == ("tiles" if compiled.wide_vector_code() else "gemm")
+        monkeypatch.setattr(compiled, "FORWARD_TILES", False)
+        plain, how = fit()
+    assert how == "gemm"
+    for (W1, b1), (W2, b2) in zip(tiled.params, plain.params, strict=True):
+        np.testing.assert_allclose(W1, W2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b1, b2, rtol=1e-5, atol=1e-6)
