@@ -153,7 +153,12 @@ def activate(z, lo, hi, code):
             w[j] = w[j] / s
 
 
-@njit
+# slope, output_delta and row_cost are inlined where they are called (numba's inline="always"), so that the
+# loops over rows see the branches on the activation and cost codes and the compiler can hoist them: 784-100-10
+# float32, ms per epoch of 8,000 rows, the tree before against after, three alternating rounds (Intel Xeon, one
+# pinned core; a throwaway script): batch 10 38.7-40.2 vs 37.4-39.3, 128 29.4-29.9 vs 28.6-29.7, 8,000
+# 26.3-26.7 vs 26.0-26.1; in a loop over 8,000 rows, the output error and cost 0.79 against 0.45 ms.
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def slope(a, code):
     """f'(z) from the activation's output a."""
     if code == 0:
@@ -716,7 +721,7 @@ def sgd_step(p, V, vo, j, g, eta, mu, nesterov):
     p[j] -= eta * g
 
 
-@njit
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def output_delta(a_row, d_row, y, oo, k_out, out, cost):
     """The output error delta_L of one row into d_row[oo:oo + k_out], from its outputs a_row[oo:oo + k_out]."""
     if cost == 1:  # cross-entropy with its natural output: delta = a - y
@@ -926,7 +931,7 @@ def sgd_column_pass(WT, c, xn, d, z):
         z[j] = s
 
 
-@njit
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def row_cost(a_row, z, y, oo, k_out, out, cost):
     """C_x of one row from its outputs a_row[oo:oo + k_out] and logits z (as in ``sgdlab.costs``)."""
     total = 0.0
