@@ -136,8 +136,8 @@ TILES_MIN_BATCH = 16
 of the padded weights at every update (``_numba_kernels.pad_weights``) costs more than the tiles gain, and
 OpenBLAS's small-matrix kernels are quick. Measured by ``benchmarks/bench_forward.py`` (JSON in
 ``benchmarks/results/bench_forward.json``), 784-100-10 float32, 8,000 dense rows, one thread, Intel Xeon,
-medians of 3 interleaved rounds, ms per epoch, tiles against gemm: 42.7 vs 36.9 at 10 rows, 38.0 vs 33.0 at
-12, 36.5 vs 38.9 at 16, 31.8 vs 34.0 at 32, 27.9 vs 29.2 at 128, 28.1 vs 30.3 at 1,024, 26.6 vs 28.8 for the
+medians of 3 interleaved rounds, ms per epoch, tiles against gemm: 44.2 vs 38.0 at 10 rows, 38.8 vs 33.8 at
+12, 38.1 vs 40.0 at 16, 32.7 vs 34.7 at 32, 27.9 vs 30.0 at 128, 29.2 vs 32.1 at 1,024, 26.1 vs 29.1 for the
 full batch (167-row blocks)."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
