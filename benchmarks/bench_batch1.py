@@ -15,8 +15,9 @@ p^2 for zeros at rate p); and the first ``--n`` MNIST test digits where ``$SGDLA
               puts a big array (``compiled.aligned_zeros`` replaced), against their 64-byte placement
 
 A comparison of two source trees (e.g. before a kernel change) runs this script once per tree, with
-``PYTHONPATH=TREE/src``, and compares the JSONs; code for another CPU, with ``NUMBA_CPU_NAME`` (e.g.
-``haswell``: AVX2 only) and a ``NUMBA_CACHE_DIR`` of its own (recorded in the JSON). Prints a table
+``PYTHONPATH=TREE/src``, and compares the JSONs; code for another CPU, with ``NUMBA_CPU_FEATURES`` (numba
+keeps the host's features unless it is set; e.g. ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,...``
+for AVX2 only) and a ``NUMBA_CACHE_DIR`` of its own (recorded in the JSON). Prints a table
 (median, min-max over ``--rounds``) and writes JSON with the machine and its load.
 
     python benchmarks/bench_batch1.py [--rounds 3] [--epochs 2] [--n 8000] [--skips 0.2,0.4,0.56,0.61,0.64,0.67]

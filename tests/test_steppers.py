@@ -25,9 +25,10 @@ def kernel(request, monkeypatch):
     "rows-loops": the rows kernel without gemm for the layers above the first (NumPy's BLAS without CBLAS);
     "blas-blocked": the blas kernel making every batch of more than 2 rows in blocks of 2 (on MNIST-sized
     inputs the blocks are 167 rows: ``compiled.row_block``), its gradient summed over the blocks;
-    "blas-tiles": blocks of 2 as well, the forward products by register tiles at every batch size and in
-    both precisions (selection takes them for float32 on CPUs with 512-bit vectors only; the code is the
-    same, in narrower registers, elsewhere). "blas" and "blas-blocked" make every product by gemm."""
+    "blas-tiles": blocks of 2 as well, every layer's forward product by register tiles at every batch size
+    and in both precisions (selection takes them for float32 layers at least a vector wide on CPUs with
+    512-bit vectors only; the code is the same, in narrower registers, elsewhere). "blas" and
+    "blas-blocked" make every product by gemm."""
     pytest.importorskip("numba")
     from sgdlab.steppers import compiled
 
@@ -38,6 +39,7 @@ def kernel(request, monkeypatch):
     if request.param in ("blas-blocked", "blas-tiles"):
         monkeypatch.setattr(compiled, "row_block", lambda ctx: min(2, ctx.batch_size))
     monkeypatch.setattr(compiled, "tiled_products", lambda ctx: request.param == "blas-tiles")
+    monkeypatch.setattr(compiled, "TILES_MIN_VECTORS", 0)  # the toy layers are narrower than a vector
     monkeypatch.setattr(compiled, "rows_kernel_preferred", lambda ctx: not request.param.startswith("blas"))
     return request.param
 
@@ -377,7 +379,9 @@ def test_compiled_agrees_with_reference_over_whole_epochs(toy, arch, opt, dtype,
     assert h.config["stepper_info"]["kernel"] == kernel.split("-")[0]
     assert h.config["stepper_info"]["upper_layers"] == ("loops" if kernel == "rows-loops" else "gemm")
     if kernel.startswith("blas"):
-        assert h.config["stepper_info"]["forward_products"] == ("tiles" if kernel == "blas-tiles" else "gemm")
+        info = h.config["stepper_info"]
+        assert info["forward_products"] == ("tiles" if kernel == "blas-tiles" else "gemm")
+        assert info["tiled_layers"] == (len(net.sizes) - 1 if kernel == "blas-tiles" else 0)
     assert [u["lr"] for u in h.updates] == [u["lr"] for u in h_ref.updates]
     np.testing.assert_allclose([u["batch_cost"] for u in h.updates], [u["batch_cost"] for u in h_ref.updates],
                                rtol=TOL[dtype], atol=TOL[dtype])

@@ -32,9 +32,9 @@ def product(X, xr, xc, m, K, W, Z, zr, zc):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("fo", [1, 10, 16, 17, 48, 64, 65, 100, 130])
 @pytest.mark.parametrize("m", [1, 5, 6, 13])
-def test_forward_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, m):
-    rng = np.random.default_rng(fo * 100 + m)
-    K = 37
+@pytest.mark.parametrize("K", [1, 2, 37])  # the k loop: one step only, one turn of two, a first step and turns
+def test_forward_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, m, K):
+    rng = np.random.default_rng(fo * 100 + m + K)
     X = rng.standard_normal((m + 4, K + 3)).astype(dtype)  # the block at rows 2.., columns 3..
     W = rng.standard_normal((K, fo)).astype(dtype)
     Z = np.full((m + 3, fo + 9), SENTINEL, dtype)  # written at rows 1.., columns 5..
@@ -75,16 +75,32 @@ def test_forward_product_reads_and_writes_one_array_side_by_side():
     np.testing.assert_allclose(A[:, 30:], inputs.astype(np.float64) @ W, rtol=1e-5, atol=1e-4)
 
 
-def test_pad_weights_copies_each_layer_into_whole_vector_rows():
+def test_pad_weights_copies_the_tiled_layers_into_whole_vector_rows():
     sizes = np.array([5, 17, 3], np.int64)
     P = np.arange(5 * 17 + 17 + 17 * 3 + 3, dtype=np.float32)
     offW = np.array([0, 5 * 17 + 17], np.int64)
     WP = np.zeros(5 * 32 + 17 * 16, np.float32)
-    nk.pad_weights(P, offW, sizes, WP)
+    nk.pad_weights(P, offW, sizes, WP, 0)
     for layer, (fi, fo) in enumerate([(5, 17), (17, 3)]):
         W = P[offW[layer]:offW[layer] + fi * fo].reshape(fi, fo)
         Wp = nk.padded(WP, sizes, layer, 4)
         assert np.array_equal(Wp, padded_copy(W))
+    WP[:] = 0
+    nk.pad_weights(P, offW, sizes, WP, 16)  # the 3-wide layer is not made by the tiles: not copied
+    assert np.array_equal(nk.padded(WP, sizes, 0, 4), padded_copy(P[:85].reshape(5, 17)))
+    assert not nk.padded(WP, sizes, 1, 4).any()
+    with pytest.raises(ValueError, match="WP is shorter"):
+        nk.pad_weights(P, offW, sizes, WP[:-1], 0)
+
+
+def test_tiled_refuses_rows_short_of_whole_vectors_and_strided_columns():
+    X = np.ones((6, 4), np.float32)
+    S = np.zeros((MR, NV_MAX * 16), np.float32)
+    with pytest.raises(ValueError, match="whole vectors"):
+        nk.tiled(X, 0, 0, 4, 1, 6, np.ones((4, 10), np.float32), 10, np.zeros((6, 10), np.float32), 0, 0, S, 4)
+    with pytest.raises(ValueError, match="unit column strides"):
+        nk.tiled(X, 0, 0, 4, 1, 6, np.ones((4, 32), np.float32)[:, ::2], 10, np.zeros((6, 10), np.float32), 0, 0,
+                 S, 4)
 
 
 def ctx_for(dtype, batch_size):
@@ -107,20 +123,27 @@ def test_tiles_are_chosen_for_float32_with_wide_vectors_from_their_least_batch(m
     monkeypatch.setattr(compiled, "FORWARD_TILES", False)
     assert not compiled.tiled_products(ctx_for("float32", 128))
     monkeypatch.setattr(compiled, "FORWARD_TILES", True)
+    monkeypatch.setattr(compiled, "products_threads", lambda sizes, rows: 2)  # big products on two BLAS threads
+    assert not compiled.tiled_products(ctx_for("float32", 128))
+    monkeypatch.setattr(compiled, "products_threads", lambda sizes, rows: 1)
+    assert compiled.tiled_products(ctx_for("float32", 128))
     monkeypatch.setattr(compiled, "wide_vector_code", lambda: False)
     assert not compiled.tiled_products(ctx_for("float32", 128))
 
 
-def test_wide_vector_code_follows_numbas_target(monkeypatch):
+def test_wide_vector_code_follows_the_features_numba_compiles_for(monkeypatch):
+    """numba compiles for the host's features unless NUMBA_CPU_FEATURES lists others; NUMBA_CPU_NAME alone
+    does not change them (numba.core.codegen), so it does not change the answer either."""
     import llvmlite.binding as llvm
     from numba.core import config
 
     check = compiled.wide_vector_code.__wrapped__
+    host = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
     monkeypatch.setattr(config, "CPU_FEATURES", None)
     monkeypatch.setattr(config, "CPU_NAME", None)
-    assert check() == ("+avx512f" in llvm.get_host_cpu_features().flatten().split(","))
+    assert check() == host
     monkeypatch.setattr(config, "CPU_NAME", "haswell")
-    assert not check()
+    assert check() == host
     monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma,+avx512f")
     assert check()
     monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma,-avx512f")

@@ -154,10 +154,10 @@ def activate(z, lo, hi, code):
 
 
 # slope, output_delta and row_cost are inlined where they are called (numba's inline="always"), so that the
-# loops over rows see the branches on the activation and cost codes and the compiler can hoist them: 784-100-10
-# float32, ms per epoch of 8,000 rows, the tree before against after, three alternating rounds (Intel Xeon, one
-# pinned core; a throwaway script): batch 10 38.7-40.2 vs 37.4-39.3, 128 29.4-29.9 vs 28.6-29.7, 8,000
-# 26.3-26.7 vs 26.0-26.1; in a loop over 8,000 rows, the output error and cost 0.79 against 0.45 ms.
+# loops over rows see the branches on the activation and cost codes and the compiler can hoist them: in a loop
+# over 8,000 rows, the output error and cost 0.79 against 0.45 ms. Per epoch (784-100-10 float32, 8,000 rows,
+# the tree before against after, five alternating rounds, medians, one pinned core of the Intel Xeon; a
+# throwaway script): batch 1 69.0 vs 69.3 ms, 10 36.6 vs 36.2, 128 28.0 vs 27.0.
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def slope(a, code):
     """f'(z) from the activation's output a."""
@@ -299,14 +299,14 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
 
 @njit
 def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out, cost, nesterov,
-               A, Z, D, G, GS, WP, S, costs, want_costs, in_order):
+               A, Z, D, G, GS, WP, S, tile_fo, costs, want_costs, in_order):
     """``block`` for bigger batches: the same updates, formulas and order, with every matrix product made
     by the BLAS ``?gemm`` at address ``gemm_at`` (NumPy's own, on its threads): the forward products, the
     backward products delta_l W_l^T and the weights' gradients; or the forward products by register tiles
-    (``forward_product``) where WP, the padded weights (``pad_weights``, copied at each update), is not
-    empty, with S its scratch rows. Everything between the products (bias,
-    activations, output error, cost, the slopes, the bias sums) is compiled code on the same workspaces;
-    nothing is allocated per update.
+    (``forward_product``) for the layers at least ``tile_fo`` wide where WP, the padded weights
+    (``pad_weights``, copied at each update), is not empty, with S its scratch rows. Everything between
+    the products (bias, activations, output error, cost, the slopes, the bias sums) is compiled code on
+    the same workspaces; nothing is allocated per update.
 
     A, Z, D (R rows) hold one block of rows: a batch of at most R rows is one block, and plain SGD then
     updates the weights inside gemm, W <- (1 - eta lam) W - (eta/m) a^T delta (the fused stepper's update).
@@ -333,11 +333,11 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
         fm = P.dtype.type(m)
         total = 0.0
         if WP.shape[0] > 0:
-            pad_weights(P, offW, sizes, WP)
+            pad_weights(P, offW, sizes, WP, tile_fo)
         if m <= R and mu == 0:  # one block: the weights' update inside gemm
             Xb = block_rows(X, idx, r0, m, G, in_order)
             total = forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hidden, out, cost, A, Z,
-                                     D, WP, S, want_costs)
+                                     D, WP, S, tile_fo, want_costs)
             for l in range(L):
                 fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
                 W = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo))
@@ -351,7 +351,7 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
                 first = q0 == r0
                 Xb = block_rows(X, idx, q0, mb, G, in_order)
                 total += forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, q0, mb, hidden, out, cost,
-                                          A, Z, D, WP, S, want_costs)
+                                          A, Z, D, WP, S, tile_fo, want_costs)
                 for l in range(L):
                     fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
                     a_in, lda = (Xb, fi) if l == 0 else (A[:, uoff[l - 1]:], ld)
@@ -381,10 +381,10 @@ def _tile(nv: int):
 
     the sum taken over k in order, one fused multiply-add per term. Of the last vector only the first
     ``lanes`` are written. Rows i >= ``valid`` read A's row valid - 1 and go to row i of S (MR x
-    NV_MAX VL), so a short tile never touches rows outside it. K >= 1; 2-D arrays of one float dtype with
+    NV_MAX VL), so a short tile never touches rows outside it. K >= 0; 2-D arrays of one float dtype with
     unit column stride. The k loop makes two steps per turn (one first where K is odd): the forward
-    product of 8,000 x 784 by 784 x 100 at 113-131 against 101-104 GFLOP/s with one step per turn (a
-    throwaway script, Intel Xeon)."""
+    product of 8,000 x 784 by 784 x 100 in 168-row blocks at 113-131 GFLOP/s (six runs) against 101-106
+    with one step per turn (five runs of six; one at 127), in a throwaway script on the Intel Xeon."""
 
     @intrinsic
     def tile(typingctx, A, ar, ac, si, sk, valid, B, bc, Z, zr, zc, S, K, lanes):
@@ -510,18 +510,21 @@ def padded_width(fo, itemsize):
 
 
 @njit
-def pad_weights(P, offW, sizes, WP):
-    """Copy every layer's W (fan_in, fan_out), row-major in P at offW, into WP, rows padded to whole vectors
-    (``padded_width``), layer after layer; the padding columns are left as they are (zeros)."""
+def pad_weights(P, offW, sizes, WP, tile_fo):
+    """Copy the W (fan_in, fan_out) of every layer at least ``tile_fo`` wide, row-major in P at offW, into its
+    place in WP (``padded``), rows padded to whole vectors; the padding columns are left as they are (zeros)."""
     wide_vectors()
     po = 0
     for l in range(sizes.shape[0] - 1):
         fi, fo = sizes[l], sizes[l + 1]
         pw = padded_width(fo, P.itemsize)
-        for i in range(fi):
-            src, dst = P[offW[l] + i * fo:offW[l] + i * fo + fo], WP[po + i * pw:po + i * pw + fo]
-            for j in range(fo):
-                dst[j] = src[j]
+        if po + fi * pw > WP.shape[0]:
+            raise ValueError("pad_weights: WP is shorter than the padded weights")
+        if fo >= tile_fo:
+            for i in range(fi):
+                src, dst = P[offW[l] + i * fo:offW[l] + i * fo + fo], WP[po + i * pw:po + i * pw + fo]
+                for j in range(fo):
+                    dst[j] = src[j]
         po += fi * pw
 
 
@@ -545,10 +548,11 @@ def forward_product(X, xr, xc, m, K, Wp, fo, Z, zr, zc, S):
     one core of the Intel Xeon where it makes a 1024^3 product at 130: W's 100 columns are 6 1/4 of its
     kernel's 16-wide panels. Here a tile of MR = 6 rows by up to NV_MAX = 4 vectors of W's row (64
     columns) is held in 24 of the 32 vector registers for the whole sum over k: each step loads the
-    vectors of W's row k, broadcasts the 6 inputs x_rk and makes 24 fused multiply-adds (about 110
-    GFLOP/s). Rows outer, column groups inner: a tile's 6 rows of X stay in the first-level cache for all
-    of W's columns. The tile is written in LLVM IR (``_tile``): numba's loop vectoriser keeps a tile of
-    scalar accumulators scalar.
+    vectors of W's row k, broadcasts the 6 inputs x_rk and makes 24 fused multiply-adds (in an epoch,
+    11.7-12.4 ms for the 8,000 rows, 101-107 GFLOP/s, by cycle counters in a throwaway copy). Rows outer,
+    column groups inner: a tile's 6 rows of X stay in the first-level cache for all of W's columns. The
+    tile is written in LLVM IR (``_tile``): numba's loop vectoriser keeps a tile of scalar accumulators
+    scalar.
 
     Each element is its own sum over k in order, one fused multiply-add per term: it depends on its row
     of X and on W only, never on how rows fall into tiles or blocks (a tile's missing rows repeat its
@@ -560,9 +564,15 @@ def forward_product(X, xr, xc, m, K, Wp, fo, Z, zr, zc, S):
 def tiled(A, ar, ac, si, sk, m, B, n, Z, zr, zc, S, K):
     """Z[zr + i, zc + c] = sum_{k < K} a_ik B[k, c] for i < m, c < n, with a_ik = A[ar, ac + i si + k sk],
     tile by tile (``_tile``: MR rows by up to NV_MAX vectors), for each tile of rows all of B's columns
-    (the tile's rows of A stay in the first-level cache). S: scratch rows for a short tile."""
+    (the tile's rows of A stay in the first-level cache). B's rows hold whole vectors (n rounded up: the
+    tiles read them whole), S (at least MR x NV_MAX vectors) takes a short tile's missing rows; every
+    array has unit column stride (checked: a ValueError otherwise)."""
     vl = VECTOR_BYTES // A.itemsize
     nvt = (n + vl - 1) // vl
+    if B.shape[1] < nvt * vl or S.shape[0] < MR or S.shape[1] < min(nvt, NV_MAX) * vl:
+        raise ValueError("tiled: B's rows must hold whole vectors, S MR rows of NV_MAX vectors")
+    if A.strides[1] != A.itemsize or B.strides[1] != B.itemsize or Z.strides[1] != Z.itemsize:
+        raise ValueError("tiled: A, B and Z need unit column strides")
     for r in range(0, m, MR):
         valid = min(MR, m - r)
         for g in range(0, nvt, NV_MAX):
@@ -591,12 +601,11 @@ def block_rows(X, idx, r0, m, G, in_order):
 
 @njit
 def forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hidden, out, cost, A, Z, D, WP, S,
-                     want_costs):
+                     tile_fo, want_costs):
     """Forward and backward passes of the m rows Xb (targets T[idx[r0 + r]]) into the workspaces: A the
     activations, D the deltas, layers side by side; every product by gemm, or the forward ones of layers at
-    least a vector wide by register tiles from the padded weights WP where it is not empty (``blas_block``;
-    on the 10-wide output layer of 784-100-10 gemm took 0.25 ms per 8,000 rows, the tiles 0.55). Returns
-    sum_x C_x over the rows when ``want_costs`` (else 0)."""
+    least ``tile_fo`` wide by register tiles from the padded weights WP where it is not empty (``blas_block``).
+    Returns sum_x C_x over the rows when ``want_costs`` (else 0)."""
     wide_vectors()
     L = sizes.shape[0] - 1
     k_out, oo, ld = sizes[L], uoff[L - 1], A.shape[1]
@@ -605,7 +614,7 @@ def forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hid
     for l in range(L):  # forward: z_l = a_{l-1} W_l + b_l, a_l = f(z_l)
         fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
         W, b = P[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), P[offb[l]:offb[l] + fo]
-        if WP.shape[0] > 0 and fo * P.itemsize >= VECTOR_BYTES:  # narrower layers: gemm is quicker (measured)
+        if WP.shape[0] > 0 and fo >= tile_fo:
             if l == 0:
                 forward_product(Xb, 0, 0, m, fi, padded(WP, sizes, l, P.itemsize), fo, A, 0, o, S)
             else:

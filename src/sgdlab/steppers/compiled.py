@@ -125,20 +125,25 @@ Measured by ``benchmarks/bench_batch1.py`` (JSON in ``benchmarks/results/bench_b
 epoch of 8,000 rows, 784-100-10 float32, medians of three interleaved rounds, rows against columns (Intel
 Xeon, one core): dense inputs 94.4 vs 70.2; zeros at random places, skip fraction 0.40 96.7 vs 70.9, 0.56
 78.3 vs 71.1, 0.61 72.9 vs 71.2, 0.64 69.8 vs 69.7 (even), 0.67 66.3 vs 70.4; MNIST digits (0.71, zeros in
-predictable places) 53.2 vs 69.5. With numba's code for an AVX2-only CPU (``NUMBA_CPU_NAME=haswell``, on
-the same Xeon, ``bench_batch1_avx2_code.json``): dense 100.3 vs 70.0, 0.56 81.8 vs 70.3, 0.64 72.2 vs 68.4,
-MNIST 56.3 vs 69.4."""
+predictable places) 53.2 vs 69.5. With numba's code for an AVX2-only CPU (``NUMBA_CPU_NAME=haswell`` and
+``NUMBA_CPU_FEATURES=+avx2,+fma,+f16c,+bmi,+bmi2,+lzcnt,+popcnt,+movbe``, on the same Xeon,
+``bench_batch1_avx2_code.json``; load 0.8-1.2): dense 144.3 (108.5-147.9) vs 81.5, 0.56 87.9 vs 83.1, 0.61
+83.2 vs 81.2, 0.64 78.6 vs 81.0, MNIST 62.6 vs 80.4."""
 FORWARD_TILES = True
 """False: the ``blas`` kernel makes every forward product by gemm (``tiled_products``; for comparisons,
 ``benchmarks/bench_forward.py``)."""
+TILES_MIN_VECTORS = 1
+"""Least width of a layer, in whole vectors (16 float32), whose forward product the tiles make; narrower
+ones go to gemm: the 10-wide output layer of 784-100-10 took 0.55 ms per 8,000 rows by the tiles (one
+vector, 10 lanes written) against 0.25 by gemm (a throwaway measurement). ``stepper_info["tiled_layers"]``
+counts the layers made by the tiles."""
 TILES_MIN_BATCH = 16
-"""Smallest batch whose forward products are made by register tiles (``tiled_products``): below it the copy
-of the padded weights at every update (``_numba_kernels.pad_weights``) costs more than the tiles gain, and
-OpenBLAS's small-matrix kernels are quick. Measured by ``benchmarks/bench_forward.py`` (JSON in
-``benchmarks/results/bench_forward.json``), 784-100-10 float32, 8,000 dense rows, one thread, Intel Xeon,
-medians of 3 interleaved rounds, ms per epoch, tiles against gemm: 44.2 vs 38.0 at 10 rows, 38.8 vs 33.8 at
-12, 38.1 vs 40.0 at 16, 32.7 vs 34.7 at 32, 27.9 vs 30.0 at 128, 29.2 vs 32.1 at 1,024, 26.1 vs 29.1 for the
-full batch (167-row blocks)."""
+"""Smallest batch whose forward products are made by register tiles (``tiled_products``): the crossover
+measured by ``benchmarks/bench_forward.py`` (JSON in ``benchmarks/results/bench_forward.json``), 784-100-10
+float32, 8,000 dense rows, one thread, Intel Xeon, medians of 3 interleaved rounds, ms per epoch, tiles
+against gemm: 44.2 vs 38.0 at 10 rows, 38.8 vs 33.8 at 12, 38.1 vs 40.0 at 16, 32.7 vs 34.7 at 32, 27.9 vs
+30.0 at 128, 29.2 vs 32.1 at 1,024, 26.1 vs 29.1 for the full batch (167-row blocks). Not measured between
+12 and 16 rows."""
 GEMM_SYMBOLS = {"float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
                 "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_")}
 """CBLAS gemm with 64-bit integers, as NumPy's OpenBLAS exports it (NumPy >= 2 wheels; older 64-bit builds)."""
@@ -204,17 +209,14 @@ def gemm_address(dtype: str) -> int | None:
 
 @functools.cache
 def wide_vector_code() -> bool:
-    """Whether numba makes code for a CPU with 512-bit vectors (AVX-512F): the host's, unless NUMBA_CPU_FEATURES
-    says otherwise; False where NUMBA_CPU_NAME names a CPU (its features are not looked up)."""
+    """Whether numba makes code with 512-bit vectors (AVX-512F): it compiles for the host's features unless
+    NUMBA_CPU_FEATURES lists others (NUMBA_CPU_NAME alone changes the CPU model LLVM tunes for, not the
+    features: numba.core.codegen), so True where that list, or else the host's, enables avx512f."""
     from llvmlite import binding
     from numba.core import config
 
-    features, name = getattr(config, "CPU_FEATURES", None), getattr(config, "CPU_NAME", None)  # set at import
-    if features:
-        return "+avx512f" in features.split(",")
-    if name not in (None, "host"):
-        return False
-    return "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
+    features = getattr(config, "CPU_FEATURES", None) or binding.get_host_cpu_features().flatten()  # set at import
+    return "+avx512f" in features.split(",")
 
 
 def tiled_products(ctx) -> bool:
@@ -337,12 +339,14 @@ class CompiledStepper(Stepper):
             self.GS = aligned_zeros(o, dtype)
         self.tiles = self.kernel == "blas" and tiled_products(ctx)
         self.WP, self.S = np.zeros(0, dtype), np.zeros((0, 0), dtype)  # padded weights, the tiles' scratch rows
+        self.tile_fo = 0  # least fan-out of a layer made by the tiles
         if self.tiles:
-            from ._numba_kernels import MR, NV_MAX, VECTOR_BYTES
+            from ._numba_kernels import MR, NV_MAX, VECTOR_BYTES, padded_width
 
-            vl = VECTOR_BYTES // np.dtype(dtype).itemsize
-            self.WP = aligned_zeros(sum(fi * -(-fo // vl) * vl for fi, fo in shapes), dtype)
-            self.S = np.zeros((MR, NV_MAX * vl), dtype)
+            item = np.dtype(dtype).itemsize
+            self.tile_fo = TILES_MIN_VECTORS * VECTOR_BYTES // item
+            self.WP = aligned_zeros(sum(fi * padded_width(fo, item) for fi, fo in shapes), dtype)
+            self.S = np.zeros((MR, NV_MAX * VECTOR_BYTES // item), dtype)
         self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
         arch = net.arch
         self._no_costs = np.zeros(0)
@@ -379,7 +383,7 @@ class CompiledStepper(Stepper):
         if self.kernel == "blas":
             _kernel("blas")(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T,
                             idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.GS, self.WP, self.S,
-                            costs, want, in_order)
+                            self.tile_fo, costs, want, in_order)
         else:
             _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx,
                       starts, etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want, self.transposed)
@@ -408,7 +412,9 @@ class CompiledStepper(Stepper):
         info = {"compile_seconds": time.perf_counter() - t0, "numba": numba.__version__, "kernel": self.kernel,
                 "upper_layers": "gemm" if self.gemm_at else "loops"}
         if self.kernel == "blas":
-            return info | {"row_block": self.A.shape[0], "forward_products": "tiles" if self.tiles else "gemm"}
+            tiled = sum(fo >= self.tile_fo for _, fo in self.shapes) if self.tiles else 0
+            return info | {"row_block": self.A.shape[0], "forward_products": "tiles" if self.tiles else "gemm",
+                           "tiled_layers": tiled}
         return info | {"transposed": self.transposed}
 
     def run(self, state, batches, etas, want_costs):
