@@ -26,10 +26,8 @@ for AVX2 only) and a ``NUMBA_CACHE_DIR`` of its own (recorded in the JSON). Prin
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,9 @@ import numpy as np
 import sgdlab
 from sgdlab import machine
 from sgdlab.steppers import compiled
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _interleaved import cell, fastest_epoch_ms, interleave, parser, pin_one_cpu, report, summary  # noqa: E402
 
 
 def datasets(n: int, skips, seed: int = 0) -> dict:
@@ -79,30 +80,24 @@ class InMemory:
 def epoch_ms(X, y, mode: str, epochs: int, seed: int) -> tuple[float, dict]:
     compiled.ROW_COLUMNS_MAX_SKIP = 2.0 if mode.startswith("columns") else -1.0
     compiled.aligned_zeros = past_a_line if mode.endswith("16") else ALIGNED
-    net = sgdlab.Network([784, 100, 10], seed=0)
-    h = sgdlab.fit(net, X, y, batch_size=1, epochs=epochs, lr=0.1, eval_train=False, stepper="compiled", seed=seed)
-    return float(np.diff(h["train_seconds"]).min() * 1e3), h.config["stepper_info"]
+    ms, info = fastest_epoch_ms(X, y, epochs, seed, batch_size=1)
+    assert info["transposed"] == mode.startswith("columns")
+    return ms, info
 
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per fit; the fastest is kept (default 2)")
-    ap.add_argument("--n", type=int, default=8000)
+    ap = parser(__doc__, "bench_batch1", 2)
     ap.add_argument("--skips", default="0.2,0.4,0.56,0.61,0.64,0.67")
     ap.add_argument("--placement", action="store_true", help="also with the parameters 16 bytes past a line")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_batch1.json")
     args = ap.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
+    pin_one_cpu()
     skips = [float(s) for s in args.skips.split(",") if s]
     modes = ["rows", "columns"] + (["rows16", "columns16"] if args.placement else [])
     data = datasets(args.n, skips)
     result = {"benchmark": "bench_batch1", "n": args.n, "epochs": args.epochs, "rounds": args.rounds, "rows": []}
-    times: dict = {}
     threshold = compiled.ROW_COLUMNS_MAX_SKIP
     try:
         with machine.recording_load(result), threadpool_limits(1):
@@ -112,31 +107,16 @@ def main(argv=None) -> dict:
             # the code numba generates: for the host CPU, or as NUMBA_CPU_NAME / NUMBA_CPU_FEATURES say
             result["numba"] = {"version": numba.__version__, "cpu_name": os.environ.get("NUMBA_CPU_NAME"),
                                "cpu_features": os.environ.get("NUMBA_CPU_FEATURES")}
-            for r in range(args.rounds):
-                for name, (X, y) in data.items():
-                    for mode in (modes if r % 2 == 0 else modes[::-1]):
-                        ms, info = epoch_ms(X, y, mode, args.epochs, r)
-                        assert info["transposed"] == mode.startswith("columns")
-                        times.setdefault(name, {}).setdefault(mode, []).append(ms)
-                print(f"round {r + 1}/{args.rounds} done")
+            times = interleave(list(data), modes, args.rounds,
+                               lambda name, mode, r: epoch_ms(*data[name], mode, args.epochs, r)[0])
     finally:
         compiled.ROW_COLUMNS_MAX_SKIP, compiled.aligned_zeros = threshold, ALIGNED
     for name, (X, _) in data.items():
         row = {"data": name, "skip_fraction": compiled.skip_fraction(InMemory(X), 1)}
-        for mode, ms in times[name].items():
-            row[mode] = {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "all_ms": ms}
-        result["rows"].append(row)
-    print(f"{result['machine']['cpu']}; load {result['load_before']} -> {result['load_after']}")
-    print("| data | skip fraction | " + " | ".join(f"{m} ms/epoch" for m in modes) + " |")
-    print("|---|---:|" + "---:|" * len(modes))
-    for row in result["rows"]:
-        cells = [f"{row[m]['median_ms']:.1f} ({row[m]['min_ms']:.1f}-{row[m]['max_ms']:.1f})" for m in modes]
-        print(f"| {row['data']} | {row['skip_fraction']:.2f} | " + " | ".join(cells) + " |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
-    return result
-
+        result["rows"].append(row | {mode: summary(ms) for mode, ms in times[name].items()})
+    columns = [("data", False), ("skip fraction", True)] + [(f"{m} ms/epoch", True) for m in modes]
+    rows = [[row["data"], f"{row['skip_fraction']:.2f}", *(cell(row[m]) for m in modes)] for row in result["rows"]]
+    return report(result, columns, rows, args.out)
 
 if __name__ == "__main__":
     main()

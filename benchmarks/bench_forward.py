@@ -19,78 +19,57 @@ the machine and its load.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
 
-import sgdlab
 from sgdlab import machine
 from sgdlab.steppers import compiled
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _interleaved import cell, fastest_epoch_ms, interleave, parser, pin_one_cpu, report, summary  # noqa: E402
 
 
 def epoch_ms(X, y, batch: int, mode: str, epochs: int, seed: int) -> tuple[float, dict]:
     compiled.FORWARD_TILES, compiled.TILES_MIN_BATCH = mode == "tiles", 1
-    net = sgdlab.Network([784, 100, 10], seed=0)
     how = {"method": "batch"} if batch >= len(X) else {"batch_size": batch}
-    h = sgdlab.fit(net, X, y, epochs=epochs, lr=0.1, eval_train=False, stepper="compiled", seed=seed, **how)
-    return float(np.diff(h["train_seconds"]).min() * 1e3), h.config["stepper_info"]
+    ms, info = fastest_epoch_ms(X, y, epochs, seed, **how)
+    assert info["forward_products"] == mode, info
+    return ms, info
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per fit; the fastest is kept (default 3)")
-    ap.add_argument("--n", type=int, default=8000)
+    ap = parser(__doc__, "bench_forward", 3)
     ap.add_argument("--batch-sizes", default="10,12,16,32,128,1024,n", help="comma-separated; 'n' is the full batch")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_forward.json")
     args = ap.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
     if not compiled.wide_vector_code():
         print("no 512-bit vectors in numba's code here: the forward products are gemm's, nothing to compare")
         return {}
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
+    pin_one_cpu()
     batches = [args.n if b.strip() == "n" else int(b) for b in args.batch_sizes.split(",") if b.strip()]
     rng = np.random.default_rng(0)
     X, y = rng.random((args.n, 784), dtype=np.float32), rng.integers(0, 10, args.n)
     modes = ["tiles", "gemm"]
     result = {"benchmark": "bench_forward", "n": args.n, "epochs": args.epochs, "rounds": args.rounds, "rows": []}
-    times: dict = {}
     saved = compiled.FORWARD_TILES, compiled.TILES_MIN_BATCH
     try:
         with machine.recording_load(result), threadpool_limits(1):
             result["machine"] = machine.describe()
-            for r in range(args.rounds):
-                for batch in batches:
-                    for mode in (modes if r % 2 == 0 else modes[::-1]):
-                        ms, info = epoch_ms(X, y, batch, mode, args.epochs, r)
-                        assert info["forward_products"] == mode, info
-                        times.setdefault(batch, {}).setdefault(mode, []).append(ms)
-                print(f"round {r + 1}/{args.rounds} done")
+            times = interleave(batches, modes, args.rounds,
+                               lambda batch, mode, r: epoch_ms(X, y, batch, mode, args.epochs, r)[0])
     finally:
         compiled.FORWARD_TILES, compiled.TILES_MIN_BATCH = saved
     for batch in batches:
-        row: dict = {"batch_size": batch}
-        for mode, ms in times[batch].items():
-            row[mode] = {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "all_ms": ms}
+        row: dict = {"batch_size": batch} | {mode: summary(ms) for mode, ms in times[batch].items()}
         row["gemm_over_tiles"] = row["gemm"]["median_ms"] / row["tiles"]["median_ms"]
         result["rows"].append(row)
-    print(f"{result['machine']['cpu']}; load {result['load_before']} -> {result['load_after']}")
-    print("| batch | tiles ms/epoch | gemm ms/epoch | gemm / tiles |")
-    print("|---:|---:|---:|---:|")
-    for row in result["rows"]:
-        cells = [f"{row[m]['median_ms']:.1f} ({row[m]['min_ms']:.1f}-{row[m]['max_ms']:.1f})" for m in modes]
-        print(f"| {row['batch_size']} | " + " | ".join(cells) + f" | {row['gemm_over_tiles']:.2f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
-    return result
-
+    columns = [("batch", True), ("tiles ms/epoch", True), ("gemm ms/epoch", True), ("gemm / tiles", True)]
+    rows = [[str(row["batch_size"]), *(cell(row[m]) for m in modes), f"{row['gemm_over_tiles']:.2f}"]
+            for row in result["rows"]]
+    return report(result, columns, rows, args.out)
 
 if __name__ == "__main__":
     main()
