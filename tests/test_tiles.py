@@ -93,14 +93,14 @@ def test_pad_weights_copies_the_tiled_layers_into_whole_vector_rows():
         nk.pad_weights(P, offW, sizes, WP[:-1], 0)
 
 
-def test_tiled_refuses_rows_short_of_whole_vectors_and_strided_columns():
+def test_forward_product_refuses_rows_short_of_whole_vectors_and_strided_columns():
     X = np.ones((6, 4), np.float32)
     S = np.zeros((MR, NV_MAX * 16), np.float32)
     with pytest.raises(ValueError, match="whole vectors"):
-        nk.tiled(X, 0, 0, 4, 1, 6, np.ones((4, 10), np.float32), 10, np.zeros((6, 10), np.float32), 0, 0, S, 4)
+        nk.forward_product(X, 0, 0, 6, 4, np.ones((4, 10), np.float32), 10, np.zeros((6, 10), np.float32), 0, 0, S)
     with pytest.raises(ValueError, match="unit column strides"):
-        nk.tiled(X, 0, 0, 4, 1, 6, np.ones((4, 32), np.float32)[:, ::2], 10, np.zeros((6, 10), np.float32), 0, 0,
-                 S, 4)
+        nk.forward_product(X, 0, 0, 6, 4, np.ones((4, 32), np.float32)[:, ::2], 10, np.zeros((6, 10), np.float32),
+                           0, 0, S)
 
 
 def ctx_for(dtype, batch_size):

@@ -158,7 +158,7 @@ def activate(z, lo, hi, code):
 # over 8,000 rows, the output error and cost 0.79 against 0.45 ms. Per epoch (784-100-10 float32, 8,000 rows,
 # the tree before against after, five alternating rounds, medians, one pinned core of the Intel Xeon; a
 # throwaway script): batch 1 69.0 vs 69.3 ms, 10 36.6 vs 36.2, 128 28.0 vs 27.0.
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(inline="always")
 def slope(a, code):
     """f'(z) from the activation's output a."""
     if code == 0:
@@ -373,11 +373,10 @@ VECTOR_BYTES = 64
 
 
 def _tile(nv: int):
-    """An intrinsic tile(A, ar, ac, si, sk, valid, B, bc, Z, zr, zc, S, K, lanes): for the tile's rows i < MR
-    and its vectors v < nv, with a_ik = A[ar, ac + i si + k sk] (A's element i si + k sk past (ar, ac)),
-    VL = VECTOR_BYTES / itemsize lanes per vector and c = VL v + j,
+    """An intrinsic tile(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes): for the tile's rows i < MR and its
+    vectors v < nv, with VL = VECTOR_BYTES / itemsize lanes per vector and c = VL v + j,
 
-        Z[zr + i, zc + c] = sum_{k < K} a_ik B[k, bc + c],
+        Z[zr + i, zc + c] = sum_{k < K} A[ar + i, ac + k] B[k, bc + c],
 
     the sum taken over k in order, one fused multiply-add per term. Of the last vector only the first
     ``lanes`` are written. Rows i >= ``valid`` read A's row valid - 1 and go to row i of S (MR x
@@ -387,13 +386,13 @@ def _tile(nv: int):
     with one step per turn (five runs of six; one at 127), in a throwaway script on the Intel Xeon."""
 
     @intrinsic
-    def tile(typingctx, A, ar, ac, si, sk, valid, B, bc, Z, zr, zc, S, K, lanes):
+    def tile(typingctx, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes):
         arrays = (A, B, Z, S)
         if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == A.dtype for a in arrays):
             return None
         if A.dtype not in (types.float32, types.float64):
             return None
-        sig = types.void(A, ar, ac, si, sk, valid, B, bc, Z, zr, zc, S, K, lanes)
+        sig = types.void(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes)
 
         def codegen(context, builder, signature, args):
             dtype = signature.args[0].dtype
@@ -415,18 +414,18 @@ def _tile(nv: int):
             def vector(p, v):  # pointer to vector v from element pointer p
                 return builder.bitcast(builder.gep(p, [c64(vl * v)]), vt.as_pointer())
 
-            ap, _ = element(0, integer(1), integer(2))
-            si, sk, valid = integer(3), integer(4), integer(5)
-            bp, ldb = element(6, c64(0), integer(7))
-            zp, ldz = element(8, integer(9), integer(10))
-            sp, lds = element(11, c64(0), c64(0))
-            K, lanes = integer(12), integer(13)
+            ap, lda = element(0, integer(1), integer(2))
+            valid = integer(3)
+            bp, ldb = element(4, c64(0), integer(5))
+            zp, ldz = element(6, integer(7), integer(8))
+            sp, lds = element(9, c64(0), c64(0))
+            K, lanes = integer(10), integer(11)
             whole = builder.icmp_signed("==", lanes, c64(vl))
             last = builder.sub(valid, c64(1))
             arows, zrows = [], []
             for i in range(MR):
                 ok = builder.icmp_signed("<", c64(i), valid)
-                arows.append(builder.gep(ap, [builder.mul(builder.select(ok, c64(i), last), si)]))
+                arows.append(builder.gep(ap, [builder.mul(builder.select(ok, c64(i), last), lda)]))
                 zrows.append(builder.select(ok, builder.gep(zp, [builder.mul(c64(i), ldz)]),
                                             builder.gep(sp, [builder.mul(c64(i), lds)])))
             name = f"llvm.fma.v{vl}f{32 if dtype == types.float32 else 64}"
@@ -436,13 +435,12 @@ def _tile(nv: int):
 
             init = [[zero] * nv for _ in range(MR)]
 
-            def step(acc, k):  # acc + a_:k B[k]: one fused multiply-add per accumulator
+            def step(acc, k):  # acc + A[:, k] B[k]: one fused multiply-add per accumulator
                 brow = builder.gep(bp, [builder.mul(k, ldb)])
                 b = [builder.load(vector(brow, v), align=4) for v in range(nv)]
-                koff = builder.mul(k, sk)
                 out = []
                 for i in range(MR):
-                    x = builder.load(builder.gep(arows[i], [koff]))
+                    x = builder.load(builder.gep(arows[i], [k]))
                     a = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
                     out.append([builder.call(fma, [a, b[v], acc[i][v]]) for v in range(nv)])
                 return out
@@ -556,37 +554,29 @@ def forward_product(X, xr, xc, m, K, Wp, fo, Z, zr, zc, S):
 
     Each element is its own sum over k in order, one fused multiply-add per term: it depends on its row
     of X and on W only, never on how rows fall into tiles or blocks (a tile's missing rows repeat its
-    last row and are written to S), so a resumed run stays bit-identical."""
-    tiled(X, xr, xc, X.strides[0] // X.itemsize, 1, m, Wp, fo, Z, zr, zc, S, K)
-
-
-@njit
-def tiled(A, ar, ac, si, sk, m, B, n, Z, zr, zc, S, K):
-    """Z[zr + i, zc + c] = sum_{k < K} a_ik B[k, c] for i < m, c < n, with a_ik = A[ar, ac + i si + k sk],
-    tile by tile (``_tile``: MR rows by up to NV_MAX vectors), for each tile of rows all of B's columns
-    (the tile's rows of A stay in the first-level cache). B's rows hold whole vectors (n rounded up: the
-    tiles read them whole), S (at least MR x NV_MAX vectors) takes a short tile's missing rows; every
-    array has unit column stride (checked: a ValueError otherwise)."""
-    vl = VECTOR_BYTES // A.itemsize
-    nvt = (n + vl - 1) // vl
-    if B.shape[1] < nvt * vl or S.shape[0] < MR or S.shape[1] < min(nvt, NV_MAX) * vl:
-        raise ValueError("tiled: B's rows must hold whole vectors, S MR rows of NV_MAX vectors")
-    if A.strides[1] != A.itemsize or B.strides[1] != B.itemsize or Z.strides[1] != Z.itemsize:
-        raise ValueError("tiled: A, B and Z need unit column strides")
+    last row and are written to S), so a resumed run stays bit-identical. Wp's rows hold whole vectors (the
+    tiles read them whole) and S at least MR rows of NV_MAX vectors; every array has unit column stride
+    (checked: a ValueError otherwise)."""
+    vl = VECTOR_BYTES // X.itemsize
+    nvt = (fo + vl - 1) // vl
+    if Wp.shape[1] < nvt * vl or S.shape[0] < MR or S.shape[1] < min(nvt, NV_MAX) * vl:
+        raise ValueError("forward_product: Wp's rows must hold whole vectors, S MR rows of NV_MAX vectors")
+    if X.strides[1] != X.itemsize or Wp.strides[1] != Wp.itemsize or Z.strides[1] != Z.itemsize:
+        raise ValueError("forward_product: X, Wp and Z need unit column strides")
     for r in range(0, m, MR):
         valid = min(MR, m - r)
         for g in range(0, nvt, NV_MAX):
             c = g * vl
             nv = min(NV_MAX, nvt - g)
-            lanes = min(vl, n - c - vl * (nv - 1))
+            lanes = min(vl, fo - c - vl * (nv - 1))
             if nv == 4:
-                tile4(A, ar, ac + r * si, si, sk, valid, B, c, Z, zr + r, zc + c, S, K, lanes)
+                tile4(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
             elif nv == 3:
-                tile3(A, ar, ac + r * si, si, sk, valid, B, c, Z, zr + r, zc + c, S, K, lanes)
+                tile3(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
             elif nv == 2:
-                tile2(A, ar, ac + r * si, si, sk, valid, B, c, Z, zr + r, zc + c, S, K, lanes)
+                tile2(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
             else:
-                tile1(A, ar, ac + r * si, si, sk, valid, B, c, Z, zr + r, zc + c, S, K, lanes)
+                tile1(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
 
 
 @njit
@@ -718,7 +708,7 @@ def update_bias(b, V, vo, D, o, m, eta, mu, nesterov):
         sgd_step(b, V, vo, j, s / fm, eta, mu, nesterov)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(inline="always")
 def sgd_step(p, V, vo, j, g, eta, mu, nesterov):
     """p[j] <- p[j] - eta u from its gradient g (decay included by the caller): u = g, or with momentum
     (velocity V[vo + j]) v <- mu v + g and u = v, or g + mu v (Nesterov): the reference chain's formulas, for a
@@ -730,7 +720,7 @@ def sgd_step(p, V, vo, j, g, eta, mu, nesterov):
     p[j] -= eta * g
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(inline="always")
 def output_delta(a_row, d_row, y, oo, k_out, out, cost):
     """The output error delta_L of one row into d_row[oo:oo + k_out], from its outputs a_row[oo:oo + k_out]."""
     if cost == 1:  # cross-entropy with its natural output: delta = a - y
@@ -940,7 +930,7 @@ def sgd_column_pass(WT, c, xn, d, z):
         z[j] = s
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(inline="always")
 def row_cost(a_row, z, y, oo, k_out, out, cost):
     """C_x of one row from its outputs a_row[oo:oo + k_out] and logits z (as in ``sgdlab.costs``)."""
     total = 0.0
