@@ -29,10 +29,14 @@ machine (24.8 ms of CPU in 12.9 ms of wall time), so by default the process is a
 round and reported (column "CPU/wall"), so the thread counts are checked, not assumed.
 
 FLOPs are counted exactly from the layer sizes (``flops_per_example``): 319,600 per example for
-784-100-10, the multiply-adds of the matrix products (x2). The machine's float32 GEMM rate is
-measured in the same run, on the same threads, once per round, and each peer's GFLOP/s is also
-given as a fraction of it. The CPU, threads, BLAS and the load average before and after go into
-the JSON (``sgdlab.machine``).
+784-100-10, the multiply-adds of the matrix products (x2). The float32 GEMM rate (a 1024^3 product)
+of NumPy's BLAS, and of PyTorch and JAX where they are peers, is measured in the same run, on the
+same threads, once per round; the machine's rate is the best library's median, and each peer's
+GFLOP/s is given as a fraction of it (and sgdlab's of NumPy's too). NumPy's alone can understate
+the machine: with OPENBLAS_CORETYPE=Haswell set, as some machines here set it for older OpenBLAS
+builds, NumPy's OpenBLAS ran 105 GFLOP/s on a core of an AMD EPYC (AVX-512) where XLA ran 206 and
+the same OpenBLAS unrestricted 205. The CPU, threads, BLAS (the core OpenBLAS runs, and the
+settings in the environment) and the load average before and after go into the JSON (``sgdlab.machine``).
 
     python benchmarks/bench_epoch.py [--quick] [--threads 1] [--repeats 5] [--peers sgdlab,torch,...]
         [--stepper NAME] [--out benchmarks/results/bench_epoch.json]
@@ -226,6 +230,37 @@ def sgemm_gflops(threads: int, size: int = 1024, tries: int = 3) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
+def peer_gemm(library: str, size: int = 1024):
+    """A float32 size^3 product by ``library`` ("torch" or "jax"), returned as a call to time (the thread
+    limits are the run's: torch.set_num_threads, XLA's flags and the pinned CPUs)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    if library == "torch":
+        import torch
+
+        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(np.empty_like(a))
+        return lambda: torch.matmul(ta, tb, out=tc)
+    import jax
+    import jax.numpy as jnp
+
+    ja, jb, mm = jnp.asarray(a), jnp.asarray(b), jax.jit(jnp.matmul)
+    return lambda: mm(ja, jb).block_until_ready()
+
+
+def gemm_gflops(threads: int, peers, size: int = 1024, tries: int = 3) -> dict:
+    """The float32 GEMM rate of every library in the run (NumPy's BLAS, and PyTorch's and JAX's where they are
+    peers), each the best of a few tries: the machine's rate is the best of them. NumPy's alone can understate
+    it: an OpenBLAS held to older kernels (OPENBLAS_CORETYPE) or without kernels for this CPU runs at a
+    fraction of what the same core does for XLA or MKL."""
+    rates = {"numpy": sgemm_gflops(threads, size, tries)}
+    for library in ("torch", "jax"):
+        if any(MODULES.get(p) == library for p in peers):
+            f = peer_gemm(library, size)
+            f()
+            rates[library] = 2 * size ** 3 / min(_timed(f) for _ in range(tries)) / 1e9
+    return rates
+
+
 def _timed(f) -> float:
     t0 = time.perf_counter()
     f()
@@ -257,17 +292,20 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
         gemm = []
         for r in range(rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
-            gemm.append(sgemm_gflops(threads))
+            gemm.append(gemm_gflops(threads, peers))
             for m in batch_sizes:
                 for p in order:
                     seconds, load = _timed_cpu(runs[m, p])
                     times[m, p].append(seconds)
                     cpu[m, p].append(load)
             kept = "warm-up" if r < warmup else f"kept {r - warmup + 1}/{rounds - warmup}"
-            log(f"round {r + 1}/{rounds} ({kept}): sgemm {gemm[-1]:.1f} GFLOP/s; " +
+            log(f"round {r + 1}/{rounds} ({kept}): sgemm " + " ".join(f"{k} {v:.1f}" for k, v in gemm[-1].items()) +
+                " GFLOP/s; " +
                 ", ".join(f"B={m} " + " ".join(f"{p}={times[m, p][-1]:.4f}" for p in peers) for m in batch_sizes))
     flops = flops_per_example(SIZES) * n
-    roof = statistics.median(gemm[warmup:])
+    libraries = {k: statistics.median(g[k] for g in gemm[warmup:]) for k in gemm[0]}
+    best = max(libraries, key=libraries.get)
+    roof, numpy_roof = libraries[best], libraries["numpy"]
     rows = []
     for m in batch_sizes:
         row = {"batch_size": m, "updates_per_epoch": -(-n // m)}
@@ -276,12 +314,14 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
             med = statistics.median(t)
             row[p] = {"median_s": med, "min_s": min(t), "max_s": max(t), "all_s": t,
                       "gflops": flops / med / 1e9, "fraction_of_sgemm": flops / med / 1e9 / roof,
+                      "fraction_of_numpy_sgemm": flops / med / 1e9 / numpy_roof,
                       "cpu_per_wall": statistics.median(cpu[m, p][warmup:])}
             if p == "sgdlab":
                 row[p]["fit_wall_s_last"] = runs[m, p].info.get("wall")
                 row[p]["how"] = runs[m, p].info.get("how")
         rows.append(row)
-    return {"rows": rows, "sgemm_gflops": {"median": roof, "per_round": gemm[warmup:], "warmup": gemm[:warmup]},
+    return {"rows": rows, "sgemm_gflops": {"median": roof, "library": best, "by_library": libraries,
+                                           "per_round": gemm[warmup:], "warmup": gemm[:warmup]},
             "flops_per_epoch": flops}
 
 
@@ -307,9 +347,10 @@ def verdicts(rows, peers) -> list[str]:
                        f"{'met' if x >= 1.5 else 'ahead, aim not met' if x > 1 else 'not met'})")
     full = [r for r in rows if r["updates_per_epoch"] == 1]  # the full batch, when the run has it
     if full:
-        f = full[0]["sgdlab"]["fraction_of_sgemm"]
-        out.append(f"full batch (B={full[0]['batch_size']}): sgdlab at {f:.0%} of the float32 GEMM rate with exact "
-                   f"FLOPs (target >= 85%: {'met' if f >= 0.85 else 'not met'})")
+        f, fn = full[0]["sgdlab"]["fraction_of_sgemm"], full[0]["sgdlab"]["fraction_of_numpy_sgemm"]
+        out.append(f"full batch (B={full[0]['batch_size']}): sgdlab at {f:.0%} of the machine's float32 GEMM rate "
+                   f"(the best library's) with exact FLOPs (target >= 85%: {'met' if f >= 0.85 else 'not met'}); "
+                   f"{fn:.0%} of NumPy's")
     return out
 
 
@@ -397,8 +438,10 @@ def _main(args, ap, n, batch_sizes, repeats, threads) -> dict:
     result["verdicts"] = verdicts(result["rows"], peers)
     m = result["machine"]
     print(f"\n{m['cpu']}, {args.threads} thread(s); load {result['load_before']} -> {result['load_after']}")
-    print(f"float32 GEMM here, {args.threads} thread(s): {result['sgemm_gflops']['median']:.1f} GFLOP/s "
-          "(median of the kept rounds)")
+    g = result["sgemm_gflops"]
+    print(f"float32 GEMM here, {args.threads} thread(s), medians of the kept rounds: " +
+          ", ".join(f"{k} {v:.1f}" for k, v in g["by_library"].items()) + f" GFLOP/s; the machine's: {g['library']}'s"
+          + (f"; BLAS settings {m['blas_env']}" if m.get("blas_env") else ""))
     print(table(result["rows"], peers))
     print("\n".join(result["verdicts"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

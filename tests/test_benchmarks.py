@@ -107,27 +107,29 @@ def test_bench_batch1_smallest_configuration_end_to_end(tmp_path):
     assert bench.past_a_line(1000, "float32").ctypes.data % 64 == 16
 
 
-def test_bench_forward_smallest_configuration_end_to_end(tmp_path):
+@pytest.mark.parametrize("product", ["forward", "gradient"])
+def test_bench_forward_smallest_configuration_end_to_end(tmp_path, product):
     pytest.importorskip("numba")
     from sgdlab.steppers import compiled
 
     if compiled.gemm_address("float32") is None:
         pytest.skip("NumPy's BLAS exports no CBLAS gemm with 64-bit integers here")
     bench = load("bench_forward")
-    settings = compiled.FORWARD_TILES, compiled.TILES_MIN_BATCH
+    settings = {name: getattr(compiled, name) for name in bench.SETTINGS}
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    out = tmp_path / "forward.json"
+    out = tmp_path / f"{product}.json"
     try:
-        result = bench.main(["--rounds", "1", "--epochs", "2", "--n", "40", "--batch-sizes", "4,n", "--out", str(out)])
+        result = bench.main(["--product", product, "--rounds", "1", "--epochs", "2", "--n", "40", "--batch-sizes",
+                             "4,n", "--out", str(out)])
     finally:
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
-    assert (compiled.FORWARD_TILES, compiled.TILES_MIN_BATCH) == settings  # given back
+    assert {name: getattr(compiled, name) for name in bench.SETTINGS} == settings  # given back
     if not compiled.wide_vector_code():
         assert result == {} and not out.exists()
         return
     saved = json.loads(out.read_text())
-    assert [r["batch_size"] for r in saved["rows"]] == [4, 40]
+    assert [r["batch_size"] for r in saved["rows"]] == [4, 40] and saved["product"] == product
     for row in saved["rows"]:
         assert all(row[m]["median_ms"] > 0 and len(row[m]["all_ms"]) == 1 for m in ("tiles", "gemm"))
         assert row["gemm_over_tiles"] == row["gemm"]["median_ms"] / row["tiles"]["median_ms"]

@@ -19,7 +19,7 @@ def compiled_blas() -> bool:
     return compiled.numba_available() and all(compiled.gemm_address(t) is not None for t in ("float32", "float64"))
 
 
-@pytest.fixture(params=["rows", "rows-loops", "blas", "blas-blocked", "blas-tiles"])
+@pytest.fixture(params=["rows", "rows-loops", "blas", "blas-blocked", "blas-tiles", "blas-grad-tiles"])
 def kernel(request, monkeypatch):
     """Run the compiled stepper with one kernel at every batch size (selection normally picks by size);
     "rows-loops": the rows kernel without gemm for the layers above the first (NumPy's BLAS without CBLAS);
@@ -27,8 +27,10 @@ def kernel(request, monkeypatch):
     inputs the blocks are 167 rows: ``compiled.row_block``), its gradient summed over the blocks;
     "blas-tiles": blocks of 2 as well, every layer's forward product by register tiles at every batch size
     and in both precisions (selection takes them for float32 layers at least a vector wide on CPUs with
-    512-bit vectors only; the code is the same, in narrower registers, elsewhere). "blas" and
-    "blas-blocked" make every product by gemm."""
+    512-bit vectors only; the code is the same, in narrower registers, elsewhere), and every gradient product
+    too, summed block after block; "blas-grad-tiles": every gradient product by register tiles, a batch in one
+    block (its update then from the sums, not inside gemm). "blas" and "blas-blocked" make every product by
+    gemm."""
     pytest.importorskip("numba")
     from sgdlab.steppers import compiled
 
@@ -39,6 +41,7 @@ def kernel(request, monkeypatch):
     if request.param in ("blas-blocked", "blas-tiles"):
         monkeypatch.setattr(compiled, "row_block", lambda ctx: min(2, ctx.batch_size))
     monkeypatch.setattr(compiled, "tiled_products", lambda ctx: request.param == "blas-tiles")
+    monkeypatch.setattr(compiled, "gradient_tiles", lambda ctx: request.param in ("blas-tiles", "blas-grad-tiles"))
     monkeypatch.setattr(compiled, "TILES_MIN_VECTORS", 0)  # the toy layers are narrower than a vector
     monkeypatch.setattr(compiled, "rows_kernel_preferred", lambda ctx: not request.param.startswith("blas"))
     return request.param
@@ -382,6 +385,9 @@ def test_compiled_agrees_with_reference_over_whole_epochs(toy, arch, opt, dtype,
         info = h.config["stepper_info"]
         assert info["forward_products"] == ("tiles" if kernel == "blas-tiles" else "gemm")
         assert info["tiled_layers"] == (len(net.sizes) - 1 if kernel == "blas-tiles" else 0)
+        tiled = kernel in ("blas-tiles", "blas-grad-tiles")
+        assert info["gradient_products"] == ("tiles" if tiled else "gemm")
+        assert info["gradient_tiled_layers"] == (len(net.sizes) - 1 if tiled else 0)
     assert [u["lr"] for u in h.updates] == [u["lr"] for u in h_ref.updates]
     np.testing.assert_allclose([u["batch_cost"] for u in h.updates], [u["batch_cost"] for u in h_ref.updates],
                                rtol=TOL[dtype], atol=TOL[dtype])

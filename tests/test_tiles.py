@@ -1,6 +1,6 @@
-"""The register tiles of the ``blas`` kernel's forward products (``_numba_kernels.forward_product``):
-against a float64 product on every tile shape, their bits independent of how rows are grouped, and where
-selection takes them."""
+"""The register tiles of the ``blas`` kernel's forward and gradient products
+(``_numba_kernels.forward_product``, ``gradient_product``): against a float64 product on every tile shape,
+their bits independent of how rows are grouped, and where selection takes them."""
 
 import numpy as np
 import pytest
@@ -117,6 +117,7 @@ def ctx_for(dtype, batch_size):
 def test_tiles_are_chosen_for_float32_with_wide_vectors_from_their_least_batch(monkeypatch):
     monkeypatch.setattr(compiled, "wide_vector_code", lambda: True)
     monkeypatch.setattr(compiled, "row_block", lambda ctx: min(167, ctx.batch_size))
+    monkeypatch.setattr(compiled, "blas_wide_kernels", lambda: True)
     assert compiled.tiled_products(ctx_for("float32", compiled.TILES_MIN_BATCH))
     assert not compiled.tiled_products(ctx_for("float32", compiled.TILES_MIN_BATCH - 1))
     assert not compiled.tiled_products(ctx_for("float64", 128))
@@ -174,3 +175,130 @@ def test_a_float32_fit_takes_the_tiles_where_they_pay_and_agrees_with_gemm(monke
     for (W1, b1), (W2, b2) in zip(tiled.params, plain.params, strict=True):
         np.testing.assert_allclose(W1, W2, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(b1, b2, rtol=1e-5, atol=1e-6)
+
+
+# ----- the gradient products a^T delta (``_numba_kernels.gradient_product``)
+def gradient(X, xr, xc, K, fi, D, dc, fo, G, accumulate):
+    S = np.zeros((MR, NV_MAX * VECTOR_BYTES // X.itemsize), X.dtype)
+    nk.gradient_product(X, xr, xc, K, fi, D, dc, fo, G, accumulate, S)
+
+
+# fo: partial vectors, whole ones, groups of 4 and more; fi: tiles short of MR, whole, and a bit more; K: none,
+# one step, one turn, several k chunks (GRAD_KC rows each) with an odd last one
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fo", [1, 10, 16, 17, 64, 65, 100, 130])
+@pytest.mark.parametrize("fi", [1, 5, 6, 13])
+@pytest.mark.parametrize("K", [0, 1, 2, 2 * nk.GRAD_KC + 37])
+def test_gradient_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, fi, K):
+    rng = np.random.default_rng(fo * 1000 + fi * 10 + K)
+    X = rng.standard_normal((K + 5, fi + 3)).astype(dtype)
+    D = rng.standard_normal((K + 1, fo + 2)).astype(dtype)
+    big = np.full((fi + 2, fo + 20), SENTINEL, dtype)  # G is a view inside it, rows longer than fo
+    G0 = rng.standard_normal((fi, fo)).astype(dtype)
+    big[1:1 + fi, 3:3 + fo] = G0
+    G = big[1:1 + fi, 3:3 + fo]
+    ref = X[2:2 + K, 1:1 + fi].astype(np.float64).T @ D[1:1 + K, 2:2 + fo].astype(np.float64)
+    gradient(X, 2, 1, K, fi, D[1:], 2, fo, G, True)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    scale = 1.0 + np.abs(X).max() * np.abs(D).max() * K
+    np.testing.assert_allclose(G, G0 + ref, rtol=tol, atol=tol * scale)
+    gradient(X, 2, 1, K, fi, D[1:], 2, fo, G, False)
+    np.testing.assert_allclose(G, ref, rtol=tol, atol=tol * scale)
+    outside = np.ones(big.shape, bool)
+    outside[1:1 + fi, 3:3 + fo] = False
+    assert (big[outside] == SENTINEL).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_product_bits_do_not_depend_on_how_rows_are_split(dtype):
+    """One chain of fused multiply-adds per element over the rows in order, continued from G's value: rows in
+    blocks of any size, added one after another, give the bits of one block of all of them."""
+    rng = np.random.default_rng(7)
+    X, D = rng.random((301, 40)).astype(dtype), rng.random((301, 70)).astype(dtype)
+    whole = np.zeros((40, 70), dtype)
+    gradient(X, 0, 0, 301, 40, D, 0, 70, whole, False)
+    for size in (1, 7, 64, 167):
+        G = np.zeros((40, 70), dtype)
+        for q in range(0, 301, size):
+            gradient(X, q, 0, min(size, 301 - q), 40, D[q:], 0, 70, G, q > 0)
+        assert np.array_equal(G, whole), size
+
+
+def test_gradient_product_refuses_strided_columns_and_short_scratch_rows():
+    X, D, G = np.ones((4, 6), np.float32), np.ones((4, 10), np.float32), np.zeros((6, 10), np.float32)
+    with pytest.raises(ValueError, match="S must hold MR rows of NV_MAX vectors"):
+        nk.gradient_product(X, 0, 0, 4, 6, D, 0, 10, G, False, np.zeros((MR - 1, 64), np.float32))
+    S = np.zeros((MR, 64), np.float32)
+    with pytest.raises(ValueError, match="X, D and G need unit column strides"):
+        nk.gradient_product(X, 0, 0, 4, 6, np.ones((4, 20), np.float32)[:, ::2], 0, 10, G, False, S)
+
+
+class FakeBlas:
+    def __init__(self, api, architecture):
+        self.internal_api, self.architecture = api, architecture
+
+
+def test_blas_wide_kernels_reads_the_core_openblas_runs(monkeypatch):
+    from sgdlab.steppers import threads
+
+    check = compiled.blas_wide_kernels.__wrapped__
+    for api, arch, wide in [("openblas", "SkylakeX", True), ("openblas", "Haswell", False),
+                            ("openblas", "Zen", False), ("openblas", "SapphireRapids", True), ("mkl", None, True)]:
+        fake = FakeBlas(api, arch)
+        monkeypatch.setattr(threads, "_numpy_blas", lambda fake=fake: fake)
+        assert check() == wide, (api, arch)
+    monkeypatch.setattr(threads, "_numpy_blas", lambda: None)
+    assert check()
+
+
+def test_gradient_tiles_are_chosen_where_numpys_blas_has_no_wide_kernels(monkeypatch):
+    monkeypatch.setattr(compiled, "wide_vector_code", lambda: True)
+    monkeypatch.setattr(compiled, "row_block", lambda ctx: min(167, ctx.batch_size))
+    monkeypatch.setattr(compiled, "products_threads", lambda sizes, rows: 1)
+    monkeypatch.setattr(compiled, "blas_wide_kernels", lambda: False)
+    least = compiled.GRADIENT_TILES_MIN_BATCH
+    assert compiled.gradient_tiles(ctx_for("float32", least))
+    assert not compiled.gradient_tiles(ctx_for("float32", least - 1))
+    assert not compiled.gradient_tiles(ctx_for("float64", 128))
+    # the forward tiles start earlier where gemm has no wide kernels
+    assert compiled.tiled_products(ctx_for("float32", compiled.TILES_MIN_BATCH_NARROW_BLAS))
+    assert not compiled.tiled_products(ctx_for("float32", compiled.TILES_MIN_BATCH_NARROW_BLAS - 1))
+    monkeypatch.setattr(compiled, "products_threads", lambda sizes, rows: 2)
+    assert not compiled.gradient_tiles(ctx_for("float32", 128))
+    monkeypatch.setattr(compiled, "products_threads", lambda sizes, rows: 1)
+    monkeypatch.setattr(compiled, "GRADIENT_TILES", False)
+    assert not compiled.gradient_tiles(ctx_for("float32", 128))
+    monkeypatch.setattr(compiled, "GRADIENT_TILES", True)
+    monkeypatch.setattr(compiled, "wide_vector_code", lambda: False)
+    assert not compiled.gradient_tiles(ctx_for("float32", 128))
+    monkeypatch.setattr(compiled, "wide_vector_code", lambda: True)
+    monkeypatch.setattr(compiled, "blas_wide_kernels", lambda: True)
+    assert not compiled.gradient_tiles(ctx_for("float32", 128))
+
+
+def test_a_float32_fit_with_the_gradient_tiles_agrees_with_gemm(monkeypatch):
+    """Batch GD in 2-row blocks and a mini-batch in one block, gradient products by the tiles against gemm's."""
+    from threadpoolctl import threadpool_limits
+
+    if compiled.gemm_address("float32") is None:
+        pytest.skip("NumPy's BLAS exports no CBLAS gemm with 64-bit integers here")
+    rng = np.random.default_rng(4)
+    X, y = rng.random((96, 784), dtype=np.float32), rng.integers(0, 10, 96)
+
+    def fit(**how):
+        net = sgdlab.Network([784, 100, 10], seed=0, dtype="float32")
+        h = sgdlab.fit(net, X, y, epochs=2, lr=0.5, seed=1, stepper="compiled", eval_train=False, **how)
+        return net, h.config["stepper_info"]["gradient_products"]
+
+    with threadpool_limits(1):
+        for how in ({"batch_size": 32}, {"method": "batch"}):
+            monkeypatch.setattr(compiled, "row_block", lambda ctx: min(40, ctx.batch_size))
+            monkeypatch.setattr(compiled, "gradient_tiles", lambda ctx: True)
+            tiled, used = fit(**how)
+            assert used == "tiles"
+            monkeypatch.setattr(compiled, "gradient_tiles", lambda ctx: False)
+            plain, used = fit(**how)
+            assert used == "gemm"
+            for (W1, b1), (W2, b2) in zip(tiled.params, plain.params, strict=True):
+                np.testing.assert_allclose(W1, W2, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(b1, b2, rtol=1e-5, atol=1e-6)

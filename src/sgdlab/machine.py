@@ -39,8 +39,15 @@ def blas_info() -> list[dict]:
             for d in threadpool_info() if d.get("user_api") == "blas"]
 
 
+def blas_env() -> dict:
+    """The environment variables that steer the BLAS and thread pools (OpenBLAS's core type and cache size
+    among them: OPENBLAS_CORETYPE=Haswell holds OpenBLAS to 256-bit kernels on a CPU with 512-bit ones)."""
+    return {k: v for k, v in sorted(os.environ.items())
+            if k.startswith(("OPENBLAS_", "GOTO_", "MKL_", "OMP_", "XLA_", "NUMBA_"))}
+
+
 def describe() -> dict:
-    """CPU model, logical CPUs (and those this process may use), OS, Python, NumPy, BLAS, load."""
+    """CPU model, logical CPUs (and those this process may use), OS, Python, NumPy, BLAS, its settings, load."""
     import numpy as np
 
     try:
@@ -49,7 +56,7 @@ def describe() -> dict:
         usable = os.cpu_count()
     return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "os": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-            "blas": blas_info(), "load_average": load_average()}
+            "blas": blas_info(), "blas_env": blas_env(), "load_average": load_average()}
 
 
 @contextlib.contextmanager

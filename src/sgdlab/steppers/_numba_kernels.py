@@ -299,7 +299,7 @@ def block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hi
 
 @njit
 def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, etas, hidden, out, cost, nesterov,
-               A, Z, D, G, GS, WP, S, tile_fo, costs, want_costs, in_order):
+               A, Z, D, G, GS, WP, S, tile_fo, grad_fo, costs, want_costs, in_order):
     """``block`` for bigger batches: the same updates, formulas and order, with every matrix product made
     by the BLAS ``?gemm`` at address ``gemm_at`` (NumPy's own, on its threads): the forward products, the
     backward products delta_l W_l^T and the weights' gradients; or the forward products by register tiles
@@ -318,7 +318,8 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
     block's rows, gathered, unless ``in_order`` says that every batch's rows follow each other in X
     (idx[r0:r1] = idx[r0], idx[r0] + 1, ...: batch GD, or rows gathered beforehand), where the products
     read them in place. How a batch is split depends on R and m only, never on where a block of updates
-    starts, so a resumed run stays bit-identical."""
+    starts, so a resumed run stays bit-identical. The gradient sums of layers at least ``grad_fo`` wide are
+    made by register tiles (``gradient_product``) instead of gemm, a batch then always through GS."""
     wide_vectors()
     L = sizes.shape[0] - 1
     mu, lam = H[0], H[1]
@@ -326,6 +327,7 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
     ld = A.shape[1]
     one = P.dtype.type(1.0)
     zero = P.dtype.type(0.0)
+    fo_max = sizes[1:].max() if L > 0 else 0
     for u in range(etas.shape[0]):
         r0, r1 = starts[u], starts[u + 1]
         m = r1 - r0
@@ -334,7 +336,7 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
         total = 0.0
         if WP.shape[0] > 0:
             pad_weights(P, offW, sizes, WP, tile_fo)
-        if m <= R and mu == 0:  # one block: the weights' update inside gemm
+        if m <= R and mu == 0 and grad_fo > fo_max:  # one block: the weights' update inside gemm
             Xb = block_rows(X, idx, r0, m, G, in_order)
             total = forward_backward(gemm_at, P, offW, offb, sizes, uoff, Xb, T, idx, r0, m, hidden, out, cost, A, Z,
                                      D, WP, S, tile_fo, want_costs)
@@ -354,9 +356,13 @@ def blas_block(gemm_at, P, V, H, offW, offb, sizes, uoff, X, T, idx, starts, eta
                                           A, Z, D, WP, S, tile_fo, want_costs)
                 for l in range(L):
                     fi, fo, o = sizes[l], sizes[l + 1], uoff[l]
-                    a_in, lda = (Xb, fi) if l == 0 else (A[:, uoff[l - 1]:], ld)
-                    gemm(gemm_at, TRANS, NO_TRANS, fi, fo, mb, one, a_in, lda, D[:, o:], ld, zero if first else one,
-                         GS[offW[l]:], fo)
+                    if fo >= grad_fo:
+                        gradient_product(Xb if l == 0 else A, 0, 0 if l == 0 else uoff[l - 1], mb, fi, D, o, fo,
+                                         GS[offW[l]:offW[l] + fi * fo].reshape((fi, fo)), not first, S)
+                    else:
+                        a_in, lda = (Xb, fi) if l == 0 else (A[:, uoff[l - 1]:], ld)
+                        gemm(gemm_at, TRANS, NO_TRANS, fi, fo, mb, one, a_in, lda, D[:, o:], ld,
+                             zero if first else one, GS[offW[l]:], fo)
                     bias_sums(GS, offb[l], D, o, fo, mb, first)
             apply_sums(P, V, GS, H, offW, offb, sizes, eta, fm, nesterov)
         if want_costs:
@@ -370,35 +376,41 @@ vector registers."""
 NV_MAX = 4
 """Vectors of W's row per tile (64 float32 columns)."""
 VECTOR_BYTES = 64
+GRAD_KC = 64
 
 
-def _tile(nv: int):
-    """An intrinsic tile(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes): for the tile's rows i < MR and its
-    vectors v < nv, with VL = VECTOR_BYTES / itemsize lanes per vector and c = VL v + j,
+def _tile(nv: int, trans_a: bool = False):
+    """An intrinsic tile(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes, accumulate): for the tile's rows i < MR
+    and its vectors v < nv, with VL = VECTOR_BYTES / itemsize lanes per vector and c = VL v + j,
 
-        Z[zr + i, zc + c] = sum_{k < K} A[ar + i, ac + k] B[k, bc + c],
+        Z[zr + i, zc + c] = (Z[zr + i, zc + c] if accumulate else 0) + sum_{k < K} a_ik B[k, bc + c],
 
-    the sum taken over k in order, one fused multiply-add per term. Of the last vector only the first
-    ``lanes`` are written. Rows i >= ``valid`` read A's row valid - 1 and go to row i of S (MR x
-    NV_MAX VL), so a short tile never touches rows outside it. K >= 0; 2-D arrays of one float dtype with
-    unit column stride. The k loop makes two steps per turn (one first where K is odd): the forward
-    product of 8,000 x 784 by 784 x 100 in 168-row blocks at 113-131 GFLOP/s (six runs) against 101-106
-    with one step per turn (five runs of six; one at 127), in a throwaway script on the Intel Xeon."""
+    a_ik = A[ar + i, ac + k], or with ``trans_a`` A[ar + k, ac + i] (the weights' gradient a^T delta reads
+    the block's inputs so). The sum is taken over k in order, one fused multiply-add per term, continuing
+    from Z's value when ``accumulate``. Of the last vector only the first ``lanes`` lanes are written (and
+    read from Z; with ``trans_a`` also from B, whose rows need not hold whole vectors then). Rows i >=
+    ``valid`` read A's row (column) valid - 1 and go to row i of S (MR x NV_MAX VL), so a short tile never
+    touches rows outside it. K >= 0; 2-D arrays of one float dtype with unit column stride. The k loop makes
+    two steps per turn (one first where K is odd): the forward product of 8,000 x 784 by 784 x 100 in
+    168-row blocks at 113-131 GFLOP/s (six runs) against 101-106 with one step per turn (five runs of six; one
+    at 127), in a throwaway script on the Intel Xeon."""
 
     @intrinsic
-    def tile(typingctx, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes):
+    def tile(typingctx, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes, accumulate):
         arrays = (A, B, Z, S)
         if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == A.dtype for a in arrays):
             return None
         if A.dtype not in (types.float32, types.float64):
             return None
-        sig = types.void(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes)
+        sig = types.void(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes, accumulate)
 
         def codegen(context, builder, signature, args):
             dtype = signature.args[0].dtype
             vl = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
             vt, i64, i32 = ir.VectorType(context.get_value_type(dtype), vl), ir.IntType(64), ir.IntType(32)
             item = ir.Constant(i64, 2 if dtype == types.float32 else 3)  # log2 of the itemsize
+            bits = 32 if dtype == types.float32 else 64
+            mt = ir.VectorType(ir.IntType(1), vl)
 
             def c64(v):
                 return ir.Constant(i64, v)
@@ -420,27 +432,46 @@ def _tile(nv: int):
             zp, ldz = element(6, integer(7), integer(8))
             sp, lds = element(9, c64(0), c64(0))
             K, lanes = integer(10), integer(11)
-            whole = builder.icmp_signed("==", lanes, c64(vl))
+            accumulate = builder.icmp_signed("!=", integer(12), c64(0))
             last = builder.sub(valid, c64(1))
-            arows, zrows = [], []
+            lane = ir.Constant(ir.VectorType(i64, vl), list(range(vl)))
+            mask = builder.icmp_signed("<", lane, builder.shuffle_vector(  # lanes < `lanes`
+                builder.insert_element(ir.Constant(ir.VectorType(i64, vl), ir.Undefined), lanes, ir.Constant(i32, 0)),
+                ir.Constant(ir.VectorType(i64, vl), ir.Undefined), ir.Constant(ir.VectorType(i32, vl), None)))
+            masked_load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                vt, [vt.as_pointer(), i32, mt, vt]), f"llvm.masked.load.v{vl}f{bits}.p0")
+            masked_store = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), i32, mt]),
+                f"llvm.masked.store.v{vl}f{bits}.p0")
+            zero, undef = ir.Constant(vt, None), ir.Constant(vt, ir.Undefined)
+            arows, zrows = [], []  # A's rows (trans_a: A's row 0 at the tile's columns), Z's rows (or S's)
             for i in range(MR):
                 ok = builder.icmp_signed("<", c64(i), valid)
-                arows.append(builder.gep(ap, [builder.mul(builder.select(ok, c64(i), last), lda)]))
+                src = builder.select(ok, c64(i), last)
+                arows.append(builder.gep(ap, [src if trans_a else builder.mul(src, lda)]))
                 zrows.append(builder.select(ok, builder.gep(zp, [builder.mul(c64(i), ldz)]),
                                             builder.gep(sp, [builder.mul(c64(i), lds)])))
-            name = f"llvm.fma.v{vl}f{32 if dtype == types.float32 else 64}"
+            name = f"llvm.fma.v{vl}f{bits}"
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), name)
-            zero, undef = ir.Constant(vt, None), ir.Constant(vt, ir.Undefined)
             splat = ir.Constant(ir.VectorType(i32, vl), None)  # shuffle mask: lane 0 everywhere
 
-            init = [[zero] * nv for _ in range(MR)]
+            def loaded(i, v):  # Z's (or S's) vector v of row i: the last one masked
+                p = vector(zrows[i], v)
+                if v < nv - 1:
+                    return builder.load(p, align=4)
+                return builder.call(masked_load, [p, ir.Constant(i32, 4), mask, zero])
+
+            init = [[builder.select(accumulate, loaded(i, v), zero) for v in range(nv)] for i in range(MR)]
 
             def step(acc, k):  # acc + A[:, k] B[k]: one fused multiply-add per accumulator
                 brow = builder.gep(bp, [builder.mul(k, ldb)])
-                b = [builder.load(vector(brow, v), align=4) for v in range(nv)]
+                b = [builder.load(vector(brow, v), align=4) for v in range(nv - 1 if trans_a else nv)]
+                if trans_a:  # B's rows may end inside the last vector
+                    b.append(builder.call(masked_load, [vector(brow, nv - 1), ir.Constant(i32, 4), mask, zero]))
                 out = []
+                koff = builder.mul(k, lda) if trans_a else k
                 for i in range(MR):
-                    x = builder.load(builder.gep(arows[i], [k]))
+                    x = builder.load(builder.gep(arows[i], [koff]))
                     a = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
                     out.append([builder.call(fma, [a, b[v], acc[i][v]]) for v in range(nv)])
                 return out
@@ -482,14 +513,7 @@ def _tile(nv: int):
             for i in range(MR):
                 for v in range(nv - 1):
                     builder.store(res[i][v], vector(zrows[i], v), align=4)
-                with builder.if_else(whole) as (full, part):
-                    with full:
-                        builder.store(res[i][nv - 1], vector(zrows[i], nv - 1), align=4)
-                    with part:  # the first `lanes` lanes only
-                        first = builder.gep(zrows[i], [c64(vl * (nv - 1))])
-                        with cgutils.for_range(builder, lanes) as j:
-                            lane = builder.extract_element(res[i][nv - 1], j.index)
-                            builder.store(lane, builder.gep(first, [j.index]))
+                builder.call(masked_store, [res[i][nv - 1], vector(zrows[i], nv - 1), ir.Constant(i32, 4), mask])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -498,6 +522,7 @@ def _tile(nv: int):
 
 
 tile1, tile2, tile3, tile4 = (_tile(nv) for nv in (1, 2, 3, 4))
+tile1t, tile2t, tile3t, tile4t = (_tile(nv, trans_a=True) for nv in (1, 2, 3, 4))
 
 
 @njit
@@ -570,13 +595,50 @@ def forward_product(X, xr, xc, m, K, Wp, fo, Z, zr, zc, S):
             nv = min(NV_MAX, nvt - g)
             lanes = min(vl, fo - c - vl * (nv - 1))
             if nv == 4:
-                tile4(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
+                tile4(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
             elif nv == 3:
-                tile3(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
+                tile3(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
             elif nv == 2:
-                tile2(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
+                tile2(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
             else:
-                tile1(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes)
+                tile1(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
+
+
+@njit
+def gradient_product(X, xr, xc, K, fi, D, dc, fo, G, accumulate, S):
+    """G[:fi, :fo] (+)= X[xr:xr + K, xc:xc + fi]^T D[:K, dc:dc + fo] by register tiles (``tile*t``): a layer's
+    gradient sum a^T delta over a block of K rows into G (fan_in, fan_out), added to G's values when
+    ``accumulate``. Each element is one chain of fused multiply-adds over the rows in order, continued from
+    G's value: blocks added one after another give the same bits as one block of all their rows. Tiles of
+    MR rows of G (MR inputs of a row of X, broadcast) by up to NV_MAX vectors of D's row; D's rows and G's
+    need not hold whole vectors (the last vector is read and written under a mask). Unit column strides."""
+    vl = VECTOR_BYTES // X.itemsize
+    nvt = (fo + vl - 1) // vl
+    if S.shape[0] < MR or S.shape[1] < min(nvt, NV_MAX) * vl:
+        raise ValueError("gradient_product: S must hold MR rows of NV_MAX vectors")
+    if X.strides[1] != X.itemsize or D.strides[1] != D.itemsize or G.strides[1] != G.itemsize:
+        raise ValueError("gradient_product: X, D and G need unit column strides")
+    if K == 0 and not accumulate:  # a sum over no rows
+        for i in range(fi):
+            for j in range(fo):
+                G[i, j] = 0.0
+    for k0 in range(0, K, GRAD_KC):  # chunks of rows: a chunk of D's rows stays in the first-level cache
+        kc = min(GRAD_KC, K - k0)
+        acc = accumulate or k0 > 0
+        for i in range(0, fi, MR):
+            valid = min(MR, fi - i)
+            for g in range(0, nvt, NV_MAX):
+                c = g * vl
+                nv = min(NV_MAX, nvt - g)
+                lanes = min(vl, fo - c - vl * (nv - 1))
+                if nv == 4:
+                    tile4t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
+                elif nv == 3:
+                    tile3t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
+                elif nv == 2:
+                    tile2t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
+                else:
+                    tile1t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
 
 
 @njit

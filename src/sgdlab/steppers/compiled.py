@@ -137,6 +137,24 @@ TILES_MIN_VECTORS = 1
 ones go to gemm: the 10-wide output layer of 784-100-10 took 0.55 ms per 8,000 rows by the tiles (one
 vector, 10 lanes written) against 0.25 by gemm (a throwaway measurement). ``stepper_info["tiled_layers"]``
 counts the layers made by the tiles."""
+GRADIENT_TILES = True
+"""False: the ``blas`` kernel makes every gradient product by gemm (``gradient_tiles``; for comparisons,
+``benchmarks/bench_forward.py --product gradient``)."""
+GRADIENT_TILES_MIN_BATCH = 16
+"""Smallest batch whose gradient products are made by register tiles where NumPy's BLAS runs without 512-bit
+kernels (``gradient_tiles``). Measured on the AMD EPYC (Zen 5, AVX-512) with OPENBLAS_CORETYPE=Haswell, as
+the machine sets it, 784-100-10 float32, 8,000 dense rows, one thread, ms per epoch, medians of 3 interleaved
+rounds, tiles against gemm (a throwaway script; ``bench_forward.py --product gradient`` for the committed
+run): 42.8 vs 40.6 at 8 rows, 53.9 vs 51.8 at 10, 42.0 vs 35.0 at 12, 26.6 vs 29.0 at 16, 22.2 vs 25.8 at 32,
+18.7 vs 23.4 at 128, 17.8 vs 23.9 at 1,024, 15.6 vs 21.6 for the full batch. The same OpenBLAS on its own
+kernels for the CPU (SkylakeX) made the full batch's gradient products in 7.8-8.8 ms against the tiles'
+7.9-9.4 (seven rounds each, a throwaway script): there gemm stays."""
+TILES_MIN_BATCH_NARROW_BLAS = 8
+"""``TILES_MIN_BATCH`` where NumPy's BLAS runs without 512-bit kernels (``blas_wide_kernels``): its gemm
+is slower there, and the tiles win earlier. Measured as GRADIENT_TILES_MIN_BATCH (``bench_forward.py``),
+tiles against gemm: 36.0 vs 46.9 at 8 rows, 37.8 vs 47.0 at 10, 29.2 vs 35.6 at 12, 32.1 vs 36.0 at 16.
+Smaller batches go to the ``rows`` kernel."""
+
 TILES_MIN_BATCH = 16
 """Smallest batch whose forward products are made by register tiles (``tiled_products``): the crossover
 measured by ``benchmarks/bench_forward.py`` (JSON in ``benchmarks/results/bench_forward.json``), 784-100-10
@@ -222,10 +240,40 @@ def wide_vector_code() -> bool:
 def tiled_products(ctx) -> bool:
     """Whether the ``blas`` kernel makes its forward products by register tiles
     (``_numba_kernels.forward_product``) instead of gemm: where FORWARD_TILES allows it, in float32, with
-    512-bit vectors (``wide_vector_code``), for batches of TILES_MIN_BATCH rows or more, where the products
+    512-bit vectors (``wide_vector_code``), for batches of TILES_MIN_BATCH rows or more (TILES_MIN_BATCH_NARROW_BLAS
+    where NumPy's BLAS runs without 512-bit kernels, ``blas_wide_kernels``), where the products
     run on one thread (``threads.products_threads`` for its blocks' rows, ``row_block``)."""
-    return (FORWARD_TILES and np.dtype(ctx.net.dtype) == np.float32 and ctx.batch_size >= TILES_MIN_BATCH
+    least = TILES_MIN_BATCH if blas_wide_kernels() else TILES_MIN_BATCH_NARROW_BLAS
+    return (FORWARD_TILES and np.dtype(ctx.net.dtype) == np.float32 and ctx.batch_size >= least
             and wide_vector_code() and products_threads(ctx.net.sizes, row_block(ctx)) == 1)
+
+
+WIDE_BLAS_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids", "zen5"})
+"""OpenBLAS's names (threadpoolctl's ``architecture``, lower case) of the cores whose kernels use 512-bit vectors."""
+
+
+@functools.cache
+def blas_wide_kernels() -> bool:
+    """Whether NumPy's BLAS runs kernels with 512-bit vectors: an OpenBLAS on a core of WIDE_BLAS_CORES (another
+    BLAS, whose kernels threadpoolctl does not name, is taken to have them)."""
+    from .threads import _numpy_blas
+
+    lc = _numpy_blas()
+    if lc is None or lc.internal_api != "openblas":
+        return True
+    return str(getattr(lc, "architecture", "")).lower() in WIDE_BLAS_CORES
+
+
+def gradient_tiles(ctx) -> bool:
+    """Whether the ``blas`` kernel makes the weights' gradient sums a^T delta by register tiles
+    (``_numba_kernels.gradient_product``) instead of gemm: as ``tiled_products`` (float32, 512-bit vectors in
+    numba's code, one BLAS thread), for batches of GRADIENT_TILES_MIN_BATCH rows or more, where NumPy's BLAS
+    runs without 512-bit kernels (``blas_wide_kernels``): an OpenBLAS held to its Haswell kernels
+    (OPENBLAS_CORETYPE=Haswell) or without kernels for a newer CPU. Where it has them, gemm is as fast or
+    faster (README, "Speed")."""
+    return (GRADIENT_TILES and np.dtype(ctx.net.dtype) == np.float32 and ctx.batch_size >= GRADIENT_TILES_MIN_BATCH
+            and wide_vector_code() and not blas_wide_kernels()
+            and products_threads(ctx.net.sizes, row_block(ctx)) == 1)
 
 
 @functools.cache
@@ -338,15 +386,21 @@ class CompiledStepper(Stepper):
             self.G = np.zeros((0 if ctx.full_batch else m, int(sizes[0])), dtype)
             self.GS = aligned_zeros(o, dtype)
         self.tiles = self.kernel == "blas" and tiled_products(ctx)
+        self.gradient_tiles = self.kernel == "blas" and gradient_tiles(ctx)
         self.WP, self.S = np.zeros(0, dtype), np.zeros((0, 0), dtype)  # padded weights, the tiles' scratch rows
         self.tile_fo = 0  # least fan-out of a layer made by the tiles
-        if self.tiles:
+        self.grad_fo = int(sizes.max()) + 1  # least fan-out of a layer whose gradient the tiles make: none
+        if self.tiles or self.gradient_tiles:
             from ._numba_kernels import MR, NV_MAX, VECTOR_BYTES, padded_width
 
             item = np.dtype(dtype).itemsize
-            self.tile_fo = TILES_MIN_VECTORS * VECTOR_BYTES // item
-            self.WP = aligned_zeros(sum(fi * padded_width(fo, item) for fi, fo in shapes), dtype)
+            least = TILES_MIN_VECTORS * VECTOR_BYTES // item
             self.S = np.zeros((MR, NV_MAX * VECTOR_BYTES // item), dtype)
+            if self.gradient_tiles:
+                self.grad_fo = least
+            if self.tiles:
+                self.tile_fo = least
+                self.WP = aligned_zeros(sum(fi * padded_width(fo, item) for fi, fo in shapes), dtype)
         self.H = np.array([h.momentum, h.weight_decay], dtype=dtype)
         arch = net.arch
         self._no_costs = np.zeros(0)
@@ -383,7 +437,7 @@ class CompiledStepper(Stepper):
         if self.kernel == "blas":
             _kernel("blas")(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T,
                             idx, starts, etas, *self.codes, self.A, self.Z, self.D, self.G, self.GS, self.WP, self.S,
-                            self.tile_fo, costs, want, in_order)
+                            self.tile_fo, self.grad_fo, costs, want, in_order)
         else:
             _kernel()(self.gemm_at, self.P, self.V, self.H, self.offW, self.offb, self.sizes, self.uoff, X, T, idx,
                       starts, etas, *self.codes, self.A, self.Z, self.D, self.acc, costs, want, self.transposed)
@@ -413,8 +467,10 @@ class CompiledStepper(Stepper):
                 "upper_layers": "gemm" if self.gemm_at else "loops"}
         if self.kernel == "blas":
             tiled = sum(fo >= self.tile_fo for _, fo in self.shapes) if self.tiles else 0
+            grads = sum(fo >= self.grad_fo for _, fo in self.shapes)
             return info | {"row_block": self.A.shape[0], "forward_products": "tiles" if self.tiles else "gemm",
-                           "tiled_layers": tiled}
+                           "tiled_layers": tiled, "gradient_products": "tiles" if grads else "gemm",
+                           "gradient_tiled_layers": grads}
         return info | {"transposed": self.transposed}
 
     def run(self, state, batches, etas, want_costs):
