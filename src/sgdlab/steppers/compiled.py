@@ -44,7 +44,12 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   (``stepper_info["row_block"]``). In float32 on CPUs with 512-bit vectors, for batches of at least
   TILES_MIN_BATCH rows on one BLAS thread, the forward products are made by compiled register tiles
   instead of gemm (``tiled_products``, ``_numba_kernels.forward_product``;
-  ``stepper_info["forward_products"]``: "tiles" or "gemm"). It needs NumPy's
+  ``stepper_info["forward_products"]``: "tiles" or "gemm"). Where NumPy's BLAS runs without 512-bit
+  kernels (``blas_wide_kernels``: an OpenBLAS held to its Haswell kernels by OPENBLAS_CORETYPE, as some
+  machines set it), the forward tiles start at TILES_MIN_BATCH_NARROW_BLAS rows, and from
+  GRADIENT_TILES_MIN_BATCH rows the weights' gradient sums are made by register tiles too
+  (``gradient_tiles``, ``_numba_kernels.gradient_product``; ``stepper_info["gradient_products"]``), a
+  batch's update then made from its sums. It needs NumPy's
   BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
   without it automatic selection leaves these batches to the fused and buffered steppers (and a
   forced ``compiled`` runs the ``rows`` kernel at every batch size). Automatic selection takes it
@@ -142,18 +147,19 @@ GRADIENT_TILES = True
 ``benchmarks/bench_forward.py --product gradient``)."""
 GRADIENT_TILES_MIN_BATCH = 16
 """Smallest batch whose gradient products are made by register tiles where NumPy's BLAS runs without 512-bit
-kernels (``gradient_tiles``). Measured on the AMD EPYC (Zen 5, AVX-512) with OPENBLAS_CORETYPE=Haswell, as
-the machine sets it, 784-100-10 float32, 8,000 dense rows, one thread, ms per epoch, medians of 3 interleaved
-rounds, tiles against gemm (a throwaway script; ``bench_forward.py --product gradient`` for the committed
-run): 42.8 vs 40.6 at 8 rows, 53.9 vs 51.8 at 10, 42.0 vs 35.0 at 12, 26.6 vs 29.0 at 16, 22.2 vs 25.8 at 32,
-18.7 vs 23.4 at 128, 17.8 vs 23.9 at 1,024, 15.6 vs 21.6 for the full batch. The same OpenBLAS on its own
-kernels for the CPU (SkylakeX) made the full batch's gradient products in 7.8-8.8 ms against the tiles'
-7.9-9.4 (seven rounds each, a throwaway script): there gemm stays."""
+kernels (``gradient_tiles``): the crossover measured by ``benchmarks/bench_forward.py --product gradient``
+(``benchmarks/results/bench_gradient.json``) on the AMD EPYC (Zen 5, AVX-512) with OPENBLAS_CORETYPE=Haswell,
+as that machine sets it, 784-100-10 float32, 8,000 dense rows, one thread, medians of 3 interleaved rounds,
+ms per epoch, tiles against gemm: 37.1 vs 33.2 at 8 rows, 27.4 vs 27.5 at 12, 25.4 vs 26.7 at 16, 21.0 vs
+24.1 at 32, 17.6 vs 22.3 at 128, 17.0 vs 22.0 at 1,024, 15.0 vs 20.1 for the full batch. The same OpenBLAS
+on its kernels for the CPU (SkylakeX; ``bench_gradient_skylakex_blas.json``, 5 rounds): 26.1 vs 21.9 at 16,
+18.2 vs 17.7 at 128, 17.4 vs 17.1 at 1,024, 14.9 vs 14.8 for the full batch: there gemm stays."""
 TILES_MIN_BATCH_NARROW_BLAS = 8
 """``TILES_MIN_BATCH`` where NumPy's BLAS runs without 512-bit kernels (``blas_wide_kernels``): its gemm
-is slower there, and the tiles win earlier. Measured as GRADIENT_TILES_MIN_BATCH (``bench_forward.py``),
-tiles against gemm: 36.0 vs 46.9 at 8 rows, 37.8 vs 47.0 at 10, 29.2 vs 35.6 at 12, 32.1 vs 36.0 at 16.
-Smaller batches go to the ``rows`` kernel."""
+is slower there, and the tiles win earlier. ``bench_forward.py`` as for GRADIENT_TILES_MIN_BATCH
+(``bench_forward_coretype_haswell.json``), tiles against gemm: 34.6 vs 39.5 at 8 rows, 30.9 vs 43.5 at 10,
+28.5 vs 33.5 at 12, 26.2 vs 30.8 at 16, 18.7 vs 24.0 at 128, 15.5 vs 23.5 for the full batch. Smaller dense
+batches go to the ``rows`` kernel, or to gemm at 4-7 rows (not measured)."""
 
 TILES_MIN_BATCH = 16
 """Smallest batch whose forward products are made by register tiles (``tiled_products``): the crossover
