@@ -34,9 +34,10 @@ of NumPy's BLAS, and of PyTorch and JAX where they are peers, is measured in the
 same threads, once per round; the machine's rate is the best library's median, and each peer's
 GFLOP/s is given as a fraction of it (and sgdlab's of NumPy's too). NumPy's alone can understate
 the machine: with OPENBLAS_CORETYPE=Haswell set, as some machines here set it for older OpenBLAS
-builds, NumPy's OpenBLAS ran 105 GFLOP/s on a core of an AMD EPYC (AVX-512) where XLA ran 206 and
-the same OpenBLAS unrestricted 205. The CPU, threads, BLAS (the core OpenBLAS runs, and the
-settings in the environment) and the load average before and after go into the JSON (``sgdlab.machine``).
+builds, NumPy's OpenBLAS ran 111.3 GFLOP/s on a core of an AMD EPYC (AVX-512) where XLA ran 211.7
+(medians; ``results/bench_epoch_coretype_haswell.json``), and unrestricted 188.8 (``bench_epoch.json``).
+The CPU, threads, BLAS (the core OpenBLAS runs, and the settings in the environment) and the load
+average before and after go into the JSON (``sgdlab.machine``).
 
     python benchmarks/bench_epoch.py [--quick] [--threads 1] [--repeats 5] [--peers sgdlab,torch,...]
         [--stepper NAME] [--out benchmarks/results/bench_epoch.json]

@@ -44,7 +44,10 @@ def configure(product: str, mode: str) -> None:
         compiled.TILES_MIN_BATCH = compiled.TILES_MIN_BATCH_NARROW_BLAS = 1
     else:
         compiled.GRADIENT_TILES, compiled.GRADIENT_TILES_MIN_BATCH = mode == "tiles", 1
-        compiled.blas_wide_kernels = lambda: False  # the gradient tiles wherever the flag allows them
+        if compiled.blas_wide_kernels():  # the gradient tiles wherever the flag allows them; the forward
+            # products' threshold stays the one for a BLAS with wide kernels, as selection makes it here
+            compiled.TILES_MIN_BATCH_NARROW_BLAS = compiled.TILES_MIN_BATCH
+            compiled.blas_wide_kernels = lambda: False
 
 
 def epoch_ms(X, y, batch: int, product: str, mode: str, epochs: int, seed: int) -> tuple[float, dict]:

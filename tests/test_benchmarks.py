@@ -38,12 +38,32 @@ def test_bench_epoch_quick_smallest_configuration_end_to_end(tmp_path, monkeypat
     for p in saved["peers"]:
         assert row[p]["median_s"] > 0 and len(row[p]["all_s"]) == 1 and row[p]["gflops"] > 0
     assert saved["sgemm_gflops"]["median"] > 0 and saved["threads"]["threads"] == 1
+    # the roof: every library's GEMM (NumPy's always, PyTorch's and JAX's with their peers), the best of them
+    g = saved["sgemm_gflops"]
+    expected = {"numpy"} | {bench.MODULES[p] for p in saved["peers"] if bench.MODULES.get(p) in ("torch", "jax")}
+    assert set(g["by_library"]) == expected and all(set(r) == expected for r in g["per_round"] + g["warmup"])
+    assert g["median"] == max(g["by_library"].values()) == g["by_library"][g["library"]]
+    for p in saved["peers"]:
+        assert row[p]["fraction_of_sgemm"] == pytest.approx(row[p]["gflops"] / g["median"])
+    assert row["sgdlab"]["fraction_of_numpy_sgemm"] == pytest.approx(row["sgdlab"]["gflops"] / g["by_library"]["numpy"])
+    assert saved["machine"]["blas_env"]["XLA_FLAGS"] == os.environ["XLA_FLAGS"]  # the flags the run set
     if hasattr(os, "sched_getaffinity"):  # pinned to one CPU while it ran, and given the CPUs back after
         assert len(saved["threads"]["pinned_cpus"]) == 1 and os.sched_getaffinity(0) == cpus
     assert all(row[p]["cpu_per_wall"] < 1.5 for p in saved["peers"])  # pinned to one CPU: at most ~1 CPU s per s
     assert saved["load_before"] is None or len(saved["load_before"]) == 3
     assert saved["machine"]["cpu"] and any(v.startswith("full batch (B=64)") for v in saved["verdicts"])
     assert result["rows"][0]["sgdlab"]["median_s"] == row["sgdlab"]["median_s"]
+
+
+def test_machine_records_the_blas_settings_of_the_environment(monkeypatch):
+    from sgdlab import machine
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("SGDLAB_NOT_A_BLAS_SETTING", "x")
+    env = machine.describe()["blas_env"]
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OMP_NUM_THREADS"] == "3"
+    assert "SGDLAB_NOT_A_BLAS_SETTING" not in env
 
 
 def test_bench_epoch_refuses_unknown_peers(tmp_path):

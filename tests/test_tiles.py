@@ -243,7 +243,8 @@ def test_blas_wide_kernels_reads_the_core_openblas_runs(monkeypatch):
 
     check = compiled.blas_wide_kernels.__wrapped__
     for api, arch, wide in [("openblas", "SkylakeX", True), ("openblas", "Haswell", False),
-                            ("openblas", "Zen", False), ("openblas", "SapphireRapids", True), ("mkl", None, True)]:
+                            ("openblas", "Zen", False), ("openblas", "SapphireRapids", True), ("mkl", None, True),
+                            ("openblas", None, True), ("openblas", "SomeNewCore", True)]:
         fake = FakeBlas(api, arch)
         monkeypatch.setattr(threads, "_numpy_blas", lambda fake=fake: fake)
         assert check() == wide, (api, arch)
@@ -302,3 +303,81 @@ def test_a_float32_fit_with_the_gradient_tiles_agrees_with_gemm(monkeypatch):
             for (W1, b1), (W2, b2) in zip(tiled.params, plain.params, strict=True):
                 np.testing.assert_allclose(W1, W2, rtol=1e-5, atol=1e-6)
                 np.testing.assert_allclose(b1, b2, rtol=1e-5, atol=1e-6)
+
+
+GUARDED = r"""
+import ctypes, mmap, sys
+import numpy as np
+from sgdlab.steppers import _numba_kernels as nk
+
+PAGE = mmap.PAGESIZE
+libc = ctypes.CDLL(None)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def at_page_end(shape, dtype):
+    # an array whose last element ends where an unreadable page begins
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    pages = -(-nbytes // PAGE) + 1
+    buf = mmap.mmap(-1, (pages + 1) * PAGE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    assert libc.mprotect(base + pages * PAGE, PAGE, 0) == 0
+    a = np.frombuffer(buf, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=pages * PAGE - nbytes)
+    return a.reshape(shape), buf
+
+
+rng = np.random.default_rng(0)
+for dtype in ("float32", "float64"):
+    for fo in (1, 10, 17, 100):
+        for K in (1, 3, 70):
+            fi = 7
+            X, kx = at_page_end((K, fi), dtype)
+            D, kd = at_page_end((K, fo), dtype)
+            G, kg = at_page_end((fi, fo), dtype)
+            X[:] = rng.random((K, fi)); D[:] = rng.random((K, fo)); G[:] = np.nan
+            S = np.zeros((nk.MR, nk.NV_MAX * nk.VECTOR_BYTES // X.itemsize), dtype)
+            nk.gradient_product(X, 0, 0, K, fi, D, 0, fo, G, False, S)
+            assert np.allclose(G, X.T.astype(np.float64) @ D, rtol=1e-4), (dtype, fo, K)
+print("ok")
+"""
+
+
+def test_gradient_product_reads_nothing_past_its_arrays():
+    """The last vectors of D's and G's rows are read under a mask: with every array ending where an unreadable
+    page begins, no read past them faults (in a child process: a fault would end it)."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("mprotect through ctypes: Linux")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run = subprocess.run([sys.executable, "-c", GUARDED], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_gradient_tiles_on_layers_above_the_first_agree_with_gemm(monkeypatch):
+    """Two tiled layers (the second reads its inputs from the activations' workspace), rows in blocks of 130
+    with a partial last one, more rows per block than a k chunk: the same updates as gemm's up to rounding."""
+    from threadpoolctl import threadpool_limits
+
+    if compiled.gemm_address("float32") is None:
+        pytest.skip("NumPy's BLAS exports no CBLAS gemm with 64-bit integers here")
+    rng = np.random.default_rng(5)
+    X, y = rng.random((300, 60), dtype=np.float32), rng.integers(0, 10, 300)
+    monkeypatch.setattr(compiled, "row_block", lambda ctx: min(130, ctx.batch_size))
+    monkeypatch.setattr(compiled, "TILES_MIN_VECTORS", 2)  # the 40- and 35-wide layers, not the 10-wide one
+
+    def fit(tiles):
+        monkeypatch.setattr(compiled, "gradient_tiles", lambda ctx: tiles)
+        net = sgdlab.Network([60, 40, 35, 10], seed=0, dtype="float32")
+        h = sgdlab.fit(net, X, y, batch_size=150, epochs=2, lr=0.5, seed=1, stepper="compiled", eval_train=False)
+        info = h.config["stepper_info"]
+        assert info["gradient_tiled_layers"] == (2 if tiles else 0) and info["row_block"] == 130
+        return net
+
+    with threadpool_limits(1):
+        tiled, plain = fit(True), fit(False)
+    for (W1, b1), (W2, b2) in zip(tiled.params, plain.params, strict=True):
+        np.testing.assert_allclose(W1, W2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b1, b2, rtol=1e-5, atol=1e-6)

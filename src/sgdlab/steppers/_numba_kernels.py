@@ -625,6 +625,7 @@ def gradient_product(X, xr, xc, K, fi, D, dc, fo, G, accumulate, S):
     for k0 in range(0, K, GRAD_KC):  # chunks of rows: a chunk of D's rows stays in the first-level cache
         kc = min(GRAD_KC, K - k0)
         acc = accumulate or k0 > 0
+        Dk = D[k0:]
         for i in range(0, fi, MR):
             valid = min(MR, fi - i)
             for g in range(0, nvt, NV_MAX):
@@ -632,13 +633,13 @@ def gradient_product(X, xr, xc, K, fi, D, dc, fo, G, accumulate, S):
                 nv = min(NV_MAX, nvt - g)
                 lanes = min(vl, fo - c - vl * (nv - 1))
                 if nv == 4:
-                    tile4t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
+                    tile4t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
                 elif nv == 3:
-                    tile3t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
+                    tile3t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
                 elif nv == 2:
-                    tile2t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
+                    tile2t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
                 else:
-                    tile1t(X, xr + k0, xc + i, valid, D[k0:], dc + c, G, i, c, S, kc, lanes, acc)
+                    tile1t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
 
 
 @njit

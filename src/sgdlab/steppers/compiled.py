@@ -254,20 +254,22 @@ def tiled_products(ctx) -> bool:
             and wide_vector_code() and products_threads(ctx.net.sizes, row_block(ctx)) == 1)
 
 
-WIDE_BLAS_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids", "zen5"})
-"""OpenBLAS's names (threadpoolctl's ``architecture``, lower case) of the cores whose kernels use 512-bit vectors."""
+NARROW_BLAS_CORES = frozenset({"haswell", "zen", "sandybridge", "nehalem", "core2", "prescott"})
+"""OpenBLAS's names (threadpoolctl's ``architecture``, lower case) of the cores whose kernels use vectors of at
+most 256 bits, among those OpenBLAS may run on a CPU with AVX-512: held to one (OPENBLAS_CORETYPE), or falling
+back for a CPU it does not know."""
 
 
 @functools.cache
 def blas_wide_kernels() -> bool:
-    """Whether NumPy's BLAS runs kernels with 512-bit vectors: an OpenBLAS on a core of WIDE_BLAS_CORES (another
-    BLAS, whose kernels threadpoolctl does not name, is taken to have them)."""
+    """Whether NumPy's BLAS may run kernels with 512-bit vectors: False only for an OpenBLAS on a core of
+    NARROW_BLAS_CORES (another BLAS, or a core threadpoolctl does not name, is taken to have them)."""
     from .threads import _numpy_blas
 
     lc = _numpy_blas()
     if lc is None or lc.internal_api != "openblas":
         return True
-    return str(getattr(lc, "architecture", "")).lower() in WIDE_BLAS_CORES
+    return str(getattr(lc, "architecture", None)).lower() not in NARROW_BLAS_CORES
 
 
 def gradient_tiles(ctx) -> bool:
