@@ -32,10 +32,13 @@ FLOPs are counted exactly from the layer sizes (``flops_per_example``): 319,600 
 784-100-10, the multiply-adds of the matrix products (x2). The float32 GEMM rate (a 1024^3 product)
 of NumPy's BLAS, and of PyTorch and JAX where they are peers, is measured in the same run, on the
 same threads, once per round; the machine's rate is the best library's median, and each peer's
-GFLOP/s is given as a fraction of it (and sgdlab's of NumPy's too). NumPy's alone can understate
+GFLOP/s is given as a fraction of it (and sgdlab's of NumPy's too). So is each library's rate on the
+full batch's own products (``step_products``: every forward, gradient and backward product of the
+step on n rows, nothing else), which is well below the 1024^3 rate for 784-100-10: sgdlab's epoch is
+also given as a fraction of the best of these (``fraction_of_step_products``). NumPy's alone can understate
 the machine: with OPENBLAS_CORETYPE=Haswell set, as some machines here set it for older OpenBLAS
-builds, NumPy's OpenBLAS ran 111.3 GFLOP/s on a core of an AMD EPYC (AVX-512) where XLA ran 211.7
-(medians; ``results/bench_epoch_coretype_haswell.json``), and unrestricted 188.8 (``bench_epoch.json``).
+builds, NumPy's OpenBLAS ran 112.0 GFLOP/s on a core of an AMD EPYC (AVX-512) where XLA ran 213.7
+(medians; ``results/bench_epoch_coretype_haswell.json``), and unrestricted 211.5 (``bench_epoch.json``).
 The CPU, threads, BLAS (the core OpenBLAS runs, and the settings in the environment) and the load
 average before and after go into the JSON (``sgdlab.machine``).
 
@@ -262,6 +265,55 @@ def gemm_gflops(threads: int, peers, size: int = 1024, tries: int = 3) -> dict:
     return rates
 
 
+def step_products(library: str, n: int):
+    """The matrix products of one full-batch training step of SIZES on n float32 rows, exactly the FLOPs
+    counted (``flops_per_example`` x n): per layer the forward a W and the gradient a^T delta, and delta W^T
+    for every layer but the first; by ``library`` ("numpy", "torch" or "jax", JAX's as one jit-compiled
+    function), returned as a call to time. Activations, biases and updates are left out: this is the
+    least time the library's GEMM needs for the step's own shapes."""
+    rng = np.random.default_rng(0)
+    pairs = list(zip(SIZES[:-1], SIZES[1:], strict=True))
+    acts = [rng.random((n, a), dtype=np.float32) for a, _ in pairs]  # each layer's input rows
+    ws = [rng.random((a, b), dtype=np.float32) for a, b in pairs]
+    ds = [rng.random((n, b), dtype=np.float32) for _, b in pairs]
+
+    def products(mm, t, acts, ws, ds):
+        out = [mm(a, w) for a, w in zip(acts, ws, strict=True)]
+        out += [mm(t(a), d) for a, d in zip(acts, ds, strict=True)]
+        out += [mm(d, t(w)) for d, w in zip(ds[1:], ws[1:], strict=True)]
+        return out
+
+    if library == "numpy":
+        return lambda: products(np.matmul, np.transpose, acts, ws, ds)
+    if library == "torch":
+        import torch
+
+        ta, tw, td = ([torch.from_numpy(x) for x in xs] for xs in (acts, ws, ds))
+        return lambda: products(torch.matmul, torch.t, ta, tw, td)
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda a, w, d: products(jnp.matmul, jnp.transpose, a, w, d))
+    ja, jw, jd = ([jnp.asarray(x) for x in xs] for xs in (acts, ws, ds))
+    return lambda: jax.block_until_ready(f(ja, jw, jd))
+
+
+def step_products_gflops(threads: int, peers, n: int, tries: int = 3) -> dict:
+    """``step_products``' rate (FLOPs of the step / best of a few tries) for every library in the run, as
+    ``gemm_gflops``: on the network's own shapes the best library runs well below its 1024^3 rate."""
+    from threadpoolctl import threadpool_limits
+
+    flops = flops_per_example(SIZES) * n
+    rates = {}
+    with threadpool_limits(threads):
+        for library in ("numpy", "torch", "jax"):
+            if library == "numpy" or any(MODULES.get(p) == library for p in peers):
+                f = step_products(library, n)
+                f()
+                rates[library] = flops / min(_timed(f) for _ in range(tries)) / 1e9
+    return rates
+
+
 def _timed(f) -> float:
     t0 = time.perf_counter()
     f()
@@ -290,10 +342,11 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
                 for m in batch_sizes for p in peers}
         times = {key: [] for key in runs}
         cpu = {key: [] for key in runs}
-        gemm = []
+        gemm, shaped = [], []
         for r in range(rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
             gemm.append(gemm_gflops(threads, peers))
+            shaped.append(step_products_gflops(threads, peers, n))
             for m in batch_sizes:
                 for p in order:
                     seconds, load = _timed_cpu(runs[m, p])
@@ -307,6 +360,8 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
     libraries = {k: statistics.median(g[k] for g in gemm[warmup:]) for k in gemm[0]}
     best = max(libraries, key=libraries.get)
     roof, numpy_roof = libraries[best], libraries["numpy"]
+    step = {k: statistics.median(g[k] for g in shaped[warmup:]) for k in shaped[0]}
+    step_best = max(step, key=step.get)
     rows = []
     for m in batch_sizes:
         row = {"batch_size": m, "updates_per_epoch": -(-n // m)}
@@ -316,6 +371,7 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
             row[p] = {"median_s": med, "min_s": min(t), "max_s": max(t), "all_s": t,
                       "gflops": flops / med / 1e9, "fraction_of_sgemm": flops / med / 1e9 / roof,
                       "fraction_of_numpy_sgemm": flops / med / 1e9 / numpy_roof,
+                      "fraction_of_step_products": flops / med / 1e9 / step[step_best],
                       "cpu_per_wall": statistics.median(cpu[m, p][warmup:])}
             if p == "sgdlab":
                 row[p]["fit_wall_s_last"] = runs[m, p].info.get("wall")
@@ -323,6 +379,8 @@ def run(X, y, batch_sizes, peers, rounds: int, warmup: int, threads: int, steppe
         rows.append(row)
     return {"rows": rows, "sgemm_gflops": {"median": roof, "library": best, "by_library": libraries,
                                            "per_round": gemm[warmup:], "warmup": gemm[:warmup]},
+            "step_products_gflops": {"median": step[step_best], "library": step_best, "by_library": step,
+                                     "rows": n, "per_round": shaped[warmup:], "warmup": shaped[:warmup]},
             "flops_per_epoch": flops}
 
 
@@ -351,7 +409,8 @@ def verdicts(rows, peers) -> list[str]:
         f, fn = full[0]["sgdlab"]["fraction_of_sgemm"], full[0]["sgdlab"]["fraction_of_numpy_sgemm"]
         out.append(f"full batch (B={full[0]['batch_size']}): sgdlab at {f:.0%} of the machine's float32 GEMM rate "
                    f"(the best library's) with exact FLOPs (target >= 85%: {'met' if f >= 0.85 else 'not met'}); "
-                   f"{fn:.0%} of NumPy's")
+                   f"{fn:.0%} of NumPy's; {full[0]['sgdlab']['fraction_of_step_products']:.0%} of the rate of the "
+                   "best library's bare products of the step (no activations, no update)")
     return out
 
 
@@ -443,6 +502,9 @@ def _main(args, ap, n, batch_sizes, repeats, threads) -> dict:
     print(f"float32 GEMM here, {args.threads} thread(s), medians of the kept rounds: " +
           ", ".join(f"{k} {v:.1f}" for k, v in g["by_library"].items()) + f" GFLOP/s; the machine's: {g['library']}'s"
           + (f"; BLAS settings {m['blas_env']}" if m.get("blas_env") else ""))
+    sp = result["step_products_gflops"]
+    print(f"the full batch's own products ({sp['rows']} rows), medians: " +
+          ", ".join(f"{k} {v:.1f}" for k, v in sp["by_library"].items()) + " GFLOP/s")
     print(table(result["rows"], peers))
     print("\n".join(result["verdicts"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -22,6 +23,19 @@ def test_flop_count_is_exact():
     assert bench.flops_per_example((784, 100, 10)) == 319_600  # forward 158,800 + weights 158,800 + errors 2,000
     assert bench.flops_per_example((2, 3)) == 2 * 6 + 2 * 6  # one layer: no error is sent back to the input
     assert bench.flops_per_example((4, 5, 6, 7)) == 4 * (20 + 30 + 42) + 2 * (30 + 42)
+
+
+def test_step_products_make_exactly_the_counted_flops(monkeypatch):
+    bench = load("bench_epoch")
+    flops, real = [], np.matmul
+
+    def counting(a, b):
+        flops.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+        return real(a, b)
+
+    monkeypatch.setattr(np, "matmul", counting)
+    out = bench.step_products("numpy", 7)()
+    assert sum(flops) == bench.flops_per_example(bench.SIZES) * 7 and len(out) == 3 * (len(bench.SIZES) - 1) - 1
 
 
 def test_bench_epoch_quick_smallest_configuration_end_to_end(tmp_path, monkeypatch):
@@ -46,6 +60,10 @@ def test_bench_epoch_quick_smallest_configuration_end_to_end(tmp_path, monkeypat
     for p in saved["peers"]:
         assert row[p]["fraction_of_sgemm"] == pytest.approx(row[p]["gflops"] / g["median"])
     assert row["sgdlab"]["fraction_of_numpy_sgemm"] == pytest.approx(row["sgdlab"]["gflops"] / g["by_library"]["numpy"])
+    sp = saved["step_products_gflops"]
+    assert set(sp["by_library"]) == expected and sp["rows"] == 64
+    assert sp["median"] == max(sp["by_library"].values()) == sp["by_library"][sp["library"]]
+    assert row["sgdlab"]["fraction_of_step_products"] == pytest.approx(row["sgdlab"]["gflops"] / sp["median"])
     assert saved["machine"]["blas_env"]["XLA_FLAGS"] == os.environ["XLA_FLAGS"]  # the flags the run set
     if hasattr(os, "sched_getaffinity"):  # pinned to one CPU while it ran, and given the CPUs back after
         assert len(saved["threads"]["pinned_cpus"]) == 1 and os.sched_getaffinity(0) == cpus
