@@ -525,6 +525,36 @@ tile1, tile2, tile3, tile4 = (_tile(nv) for nv in (1, 2, 3, 4))
 tile1t, tile2t, tile3t, tile4t = (_tile(nv, trans_a=True) for nv in (1, 2, 3, 4))
 
 
+@njit(inline="always")
+def tile_row(trans_a, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, n, accumulate):
+    """One row of tiles, Z[zr:zr + MR, zc:zc + n] (+)= a B[:K, bc:bc + n], NV_MAX vectors of B's rows at a time
+    (the last group shorter, its last vector ``lanes`` wide): ``tile*`` with a_ik = A[ar + i, ac + k], or
+    ``tile*t`` with A[ar + k, ac + i] (``trans_a``)."""
+    vl = VECTOR_BYTES // A.itemsize
+    nvt = (n + vl - 1) // vl
+    for g in range(0, nvt, NV_MAX):
+        c = g * vl
+        nv = min(NV_MAX, nvt - g)
+        lanes = min(vl, n - c - vl * (nv - 1))
+        if trans_a:
+            if nv == 4:
+                tile4t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+            elif nv == 3:
+                tile3t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+            elif nv == 2:
+                tile2t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+            else:
+                tile1t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+        elif nv == 4:
+            tile4(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+        elif nv == 3:
+            tile3(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+        elif nv == 2:
+            tile2(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+        else:
+            tile1(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+
+
 @njit
 def padded_width(fo, itemsize):
     """Columns of a padded weight row: fo rounded up to whole vectors."""
@@ -589,19 +619,7 @@ def forward_product(X, xr, xc, m, K, Wp, fo, Z, zr, zc, S):
     if X.strides[1] != X.itemsize or Wp.strides[1] != Wp.itemsize or Z.strides[1] != Z.itemsize:
         raise ValueError("forward_product: X, Wp and Z need unit column strides")
     for r in range(0, m, MR):
-        valid = min(MR, m - r)
-        for g in range(0, nvt, NV_MAX):
-            c = g * vl
-            nv = min(NV_MAX, nvt - g)
-            lanes = min(vl, fo - c - vl * (nv - 1))
-            if nv == 4:
-                tile4(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
-            elif nv == 3:
-                tile3(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
-            elif nv == 2:
-                tile2(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
-            else:
-                tile1(X, xr + r, xc, valid, Wp, c, Z, zr + r, zc + c, S, K, lanes, False)
+        tile_row(False, X, xr + r, xc, min(MR, m - r), Wp, 0, Z, zr + r, zc, S, K, fo, False)
 
 
 @njit
@@ -627,19 +645,7 @@ def gradient_product(X, xr, xc, K, fi, D, dc, fo, G, accumulate, S):
         acc = accumulate or k0 > 0
         Dk = D[k0:]
         for i in range(0, fi, MR):
-            valid = min(MR, fi - i)
-            for g in range(0, nvt, NV_MAX):
-                c = g * vl
-                nv = min(NV_MAX, nvt - g)
-                lanes = min(vl, fo - c - vl * (nv - 1))
-                if nv == 4:
-                    tile4t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
-                elif nv == 3:
-                    tile3t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
-                elif nv == 2:
-                    tile2t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
-                else:
-                    tile1t(X, xr + k0, xc + i, valid, Dk, dc + c, G, i, c, S, kc, lanes, acc)
+            tile_row(True, X, xr + k0, xc + i, min(MR, fi - i), Dk, dc, G, i, 0, S, kc, fo, acc)
 
 
 @njit
