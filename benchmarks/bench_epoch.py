@@ -37,8 +37,8 @@ full batch's own products (``step_products``: every forward, gradient and backwa
 step on n rows, nothing else), which is well below the 1024^3 rate for 784-100-10: sgdlab's epoch is
 also given as a fraction of the best of these (``fraction_of_step_products``). NumPy's alone can understate
 the machine: with OPENBLAS_CORETYPE=Haswell set, as some machines here set it for older OpenBLAS
-builds, NumPy's OpenBLAS ran 112.0 GFLOP/s on a core of an AMD EPYC (AVX-512) where XLA ran 213.7
-(medians; ``results/bench_epoch_coretype_haswell.json``), and unrestricted 211.5 (``bench_epoch.json``).
+builds, NumPy's OpenBLAS ran 106.2 GFLOP/s on a core of an AMD EPYC (AVX-512) where XLA ran 214.0
+(medians; ``results/bench_epoch_coretype_haswell.json``), and unrestricted 206.3 (``bench_epoch.json``).
 The CPU, threads, BLAS (the core OpenBLAS runs, and the settings in the environment) and the load
 average before and after go into the JSON (``sgdlab.machine``).
 

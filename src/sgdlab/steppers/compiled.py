@@ -122,10 +122,15 @@ ROW_BLOCKS_MIN = 8
 against 31.7 (32.5), 2,000 33.3 against 35.9 (34.9), 4,000 33.1 against 42.3 (41.2), 8,000 30.4 against
 36.4 (35.4): a block's gradient product on inputs still in cache gains more than the sums' extra pass
 over the weights costs once a batch is several times the cache."""
-ROW_COLUMNS_MAX_SKIP = 0.6
+ROW_COLUMNS_MAX_SKIP = 0.69
 """Plain SGD on one row holds the first layer's weights transposed and passes over them column by column
 (``_numba_kernels.sgd_column_pass``) where the expected share of skipped rows (``skip_fraction``) is below
 this; above it the row pass, which skips the inputs that are zero in a row and the next one, wins.
+Measured with the column pass making four columns at a time by ``benchmarks/bench_batch1.py`` on the AMD
+EPYC (Zen 5; ``bench_batch1_amd_epyc.json``, medians of 5 interleaved rounds, a noisy hour), ms per epoch,
+rows against columns: dense 64.3 vs 44.1, skip 0.61 69.7 vs 53.9, 0.64 66.8 vs 48.9, 0.67 59.2 vs 45.2,
+MNIST digits (0.71) 41.1 vs 43.7: the crossover between 0.67 and 0.71. It was 0.6 before, from the
+one-column pass on the Intel Xeon (below; its four-column pass not measured there).
 Measured by ``benchmarks/bench_batch1.py`` (JSON in ``benchmarks/results/bench_batch1.json``), ms per batch-1
 epoch of 8,000 rows, 784-100-10 float32, medians of three interleaved rounds, rows against columns (Intel
 Xeon, one core): dense inputs 94.4 vs 70.2; zeros at random places, skip fraction 0.40 96.7 vs 70.9, 0.56
