@@ -221,24 +221,14 @@ def limit_threads(threads: int, pin: bool) -> dict:
     return done
 
 
-def sgemm_gflops(threads: int, size: int = 1024, tries: int = 3) -> float:
-    """Best float32 GEMM rate of NumPy's BLAS here over a few tries: 2 size^3 / seconds."""
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng(0)
-    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
-    c = np.empty_like(a)
-    with threadpool_limits(threads):
-        np.matmul(a, b, out=c)
-        best = min(_timed(lambda: np.matmul(a, b, out=c)) for _ in range(tries))
-    return 2 * size ** 3 / best / 1e9
-
-
 def peer_gemm(library: str, size: int = 1024):
-    """A float32 size^3 product by ``library`` ("torch" or "jax"), returned as a call to time (the thread
-    limits are the run's: torch.set_num_threads, XLA's flags and the pinned CPUs)."""
+    """A float32 size^3 product by ``library`` ("numpy", "torch" or "jax"), returned as a call to time (the
+    thread limits are the run's: threadpoolctl, torch.set_num_threads, XLA's flags and the pinned CPUs)."""
     rng = np.random.default_rng(0)
     a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    if library == "numpy":
+        c = np.empty_like(a)
+        return lambda: np.matmul(a, b, out=c)
     if library == "torch":
         import torch
 
@@ -251,18 +241,27 @@ def peer_gemm(library: str, size: int = 1024):
     return lambda: mm(ja, jb).block_until_ready()
 
 
+def library_rates(make, flops: int, threads: int, peers, tries: int = 3) -> dict:
+    """GFLOP/s of ``make(library)``'s call, ``flops`` per call, for NumPy and for PyTorch and JAX where they are
+    peers: each call made once (warm-up, compilation), then the best of ``tries``, on ``threads`` BLAS threads."""
+    from threadpoolctl import threadpool_limits
+
+    rates = {}
+    with threadpool_limits(threads):
+        for library in ("numpy", "torch", "jax"):
+            if library == "numpy" or any(MODULES.get(p) == library for p in peers):
+                f = make(library)
+                f()
+                rates[library] = flops / min(_timed(f) for _ in range(tries)) / 1e9
+    return rates
+
+
 def gemm_gflops(threads: int, peers, size: int = 1024, tries: int = 3) -> dict:
     """The float32 GEMM rate of every library in the run (NumPy's BLAS, and PyTorch's and JAX's where they are
-    peers), each the best of a few tries: the machine's rate is the best of them. NumPy's alone can understate
-    it: an OpenBLAS held to older kernels (OPENBLAS_CORETYPE) or without kernels for this CPU runs at a
-    fraction of what the same core does for XLA or MKL."""
-    rates = {"numpy": sgemm_gflops(threads, size, tries)}
-    for library in ("torch", "jax"):
-        if any(MODULES.get(p) == library for p in peers):
-            f = peer_gemm(library, size)
-            f()
-            rates[library] = 2 * size ** 3 / min(_timed(f) for _ in range(tries)) / 1e9
-    return rates
+    peers; ``library_rates``): the machine's rate is the best of them. NumPy's alone can understate it: an
+    OpenBLAS held to older kernels (OPENBLAS_CORETYPE) or without kernels for this CPU runs at a fraction of
+    what the same core does for XLA or MKL."""
+    return library_rates(lambda library: peer_gemm(library, size), 2 * size ** 3, threads, peers, tries)
 
 
 def step_products(library: str, n: int):
@@ -299,19 +298,10 @@ def step_products(library: str, n: int):
 
 
 def step_products_gflops(threads: int, peers, n: int, tries: int = 3) -> dict:
-    """``step_products``' rate (FLOPs of the step / best of a few tries) for every library in the run, as
-    ``gemm_gflops``: on the network's own shapes the best library runs well below its 1024^3 rate."""
-    from threadpoolctl import threadpool_limits
-
-    flops = flops_per_example(SIZES) * n
-    rates = {}
-    with threadpool_limits(threads):
-        for library in ("numpy", "torch", "jax"):
-            if library == "numpy" or any(MODULES.get(p) == library for p in peers):
-                f = step_products(library, n)
-                f()
-                rates[library] = flops / min(_timed(f) for _ in range(tries)) / 1e9
-    return rates
+    """``step_products``' rate for every library in the run (``library_rates``): on the network's own shapes
+    the best library runs well below its 1024^3 rate."""
+    return library_rates(lambda library: step_products(library, n), flops_per_example(SIZES) * n, threads, peers,
+                         tries)
 
 
 def _timed(f) -> float:

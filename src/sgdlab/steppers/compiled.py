@@ -255,8 +255,14 @@ def tiled_products(ctx) -> bool:
     where NumPy's BLAS runs without 512-bit kernels, ``blas_wide_kernels``), where the products
     run on one thread (``threads.products_threads`` for its blocks' rows, ``row_block``)."""
     least = TILES_MIN_BATCH if blas_wide_kernels() else TILES_MIN_BATCH_NARROW_BLAS
-    return (FORWARD_TILES and np.dtype(ctx.net.dtype) == np.float32 and ctx.batch_size >= least
-            and wide_vector_code() and products_threads(ctx.net.sizes, row_block(ctx)) == 1)
+    return FORWARD_TILES and _tiles_fit(ctx, least)
+
+
+def _tiles_fit(ctx, least: int) -> bool:
+    """What both kinds of register tiles need: float32, batches of ``least`` rows or more, 512-bit vectors in
+    numba's code (``wide_vector_code``), and products on one BLAS thread for the blocks' rows (``row_block``)."""
+    return (np.dtype(ctx.net.dtype) == np.float32 and ctx.batch_size >= least and wide_vector_code()
+            and products_threads(ctx.net.sizes, row_block(ctx)) == 1)
 
 
 NARROW_BLAS_CORES = frozenset({"haswell", "zen", "sandybridge", "nehalem", "core2", "prescott"})
@@ -284,9 +290,7 @@ def gradient_tiles(ctx) -> bool:
     runs without 512-bit kernels (``blas_wide_kernels``): an OpenBLAS held to its Haswell kernels
     (OPENBLAS_CORETYPE=Haswell) or without kernels for a newer CPU. Where it has them, gemm is as fast or
     faster (README, "Speed")."""
-    return (GRADIENT_TILES and np.dtype(ctx.net.dtype) == np.float32 and ctx.batch_size >= GRADIENT_TILES_MIN_BATCH
-            and wide_vector_code() and not blas_wide_kernels()
-            and products_threads(ctx.net.sizes, row_block(ctx)) == 1)
+    return GRADIENT_TILES and not blas_wide_kernels() and _tiles_fit(ctx, GRADIENT_TILES_MIN_BATCH)
 
 
 @functools.cache
