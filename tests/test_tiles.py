@@ -27,10 +27,15 @@ def product(X, xr, xc, m, K, W, Z, zr, zc):
     nk.forward_product(X, xr, xc, m, K, padded_copy(W), W.shape[1], Z, zr, zc, S)
 
 
-# fo: one partial vector, whole vectors, a group of 4 and more, partial last groups (float32: 16 lanes,
-# float64: 8); m: tiles short of MR rows, whole tiles, a tile and a bit
+# fo: every tile shape of float32 (16 lanes per vector): 1 to NV_MAX vectors, the last of 16, 8 or 4 lanes
+# (``TAILS``), with the most and the fewest lanes used that take that width; then groups of 4 and more
+# (100, 130). For float64 (8 lanes) the same widths make 1 to 8 vectors, the last of 8, 4 or 2 lanes.
+FO = [16 * (nv - 1) + lanes for nv in range(1, NV_MAX + 1) for lanes in (16, 9, 8, 5, 4, 1)] + [100, 130]
+
+
+# m: tiles short of MR rows, whole tiles, a tile and a bit
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("fo", [1, 10, 16, 17, 48, 64, 65, 100, 130])
+@pytest.mark.parametrize("fo", FO)
 @pytest.mark.parametrize("m", [1, 5, 6, 13])
 @pytest.mark.parametrize("K", [1, 2, 37])  # the k loop: one step only, one turn of two, a first step and turns
 def test_forward_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, m, K):
@@ -186,7 +191,7 @@ def gradient(X, xr, xc, K, fi, D, dc, fo, G, accumulate):
 # fo: partial vectors, whole ones, groups of 4 and more; fi: tiles short of MR, whole, and a bit more; K: none,
 # one step, one turn, several k chunks (GRAD_KC rows each) with an odd last one
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("fo", [1, 10, 16, 17, 64, 65, 100, 130])
+@pytest.mark.parametrize("fo", FO)
 @pytest.mark.parametrize("fi", [1, 5, 6, 13])
 @pytest.mark.parametrize("K", [0, 1, 2, 2 * nk.GRAD_KC + 37])
 def test_gradient_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, fi, K):
@@ -274,7 +279,26 @@ def test_gradient_tiles_are_chosen_where_numpys_blas_has_no_wide_kernels(monkeyp
     assert not compiled.gradient_tiles(ctx_for("float32", 128))
     monkeypatch.setattr(compiled, "wide_vector_code", lambda: True)
     monkeypatch.setattr(compiled, "blas_wide_kernels", lambda: True)
+    monkeypatch.setattr(compiled, "split_wide_vectors", lambda: False)
     assert not compiled.gradient_tiles(ctx_for("float32", 128))
+    # NumPy's BLAS with 512-bit kernels, on a CPU that splits 512-bit vectors in two: from their own least batch
+    monkeypatch.setattr(compiled, "split_wide_vectors", lambda: True)
+    least = compiled.GRADIENT_TILES_MIN_BATCH_SPLIT
+    assert compiled.gradient_tiles(ctx_for("float32", least))
+    assert not compiled.gradient_tiles(ctx_for("float32", least - 1))
+    assert not compiled.gradient_tiles(ctx_for("float64", least))
+    monkeypatch.setattr(compiled, "GRADIENT_TILES", False)
+    assert not compiled.gradient_tiles(ctx_for("float32", least))
+
+
+def test_split_wide_vectors_reads_llvms_name_for_the_host_cpu(monkeypatch):
+    from llvmlite import binding
+
+    check = compiled.split_wide_vectors.__wrapped__
+    for name, split in [("znver4", True), ("znver5", False), ("skylake-avx512", False), ("sapphirerapids", False),
+                        ("generic", False)]:
+        monkeypatch.setattr(binding, "get_host_cpu_name", lambda name=name: name)
+        assert check() == split, name
 
 
 def test_a_float32_fit_with_the_gradient_tiles_agrees_with_gemm(monkeypatch):

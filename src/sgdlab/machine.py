@@ -12,15 +12,34 @@ import os
 import platform
 
 
-def _cpu_model() -> str:
+def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def _cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_id(path: str = "/proc/cpuinfo") -> str | None:
+    """Vendor, family, model and stepping, e.g. "AuthenticAMD family 25 model 17 stepping 1" (AMD's Zen 4):
+    a virtual machine may name two CPU generations alike ("AMD EPYC"), and timings differ between them. None
+    where /proc/cpuinfo does not say."""
+    f = _cpuinfo(path)
+    if "cpu family" not in f:
+        return None
+    return f"{f.get('vendor_id', '?')} family {f['cpu family']} model {f.get('model', '?')} " \
+           f"stepping {f.get('stepping', '?')}"
 
 
 def load_average() -> list[float] | None:
@@ -47,14 +66,15 @@ def blas_env() -> dict:
 
 
 def describe() -> dict:
-    """CPU model, logical CPUs (and those this process may use), OS, Python, NumPy, BLAS, its settings, load."""
+    """CPU model and its family (``cpu_id``), logical CPUs (and those this process may use), OS, Python, NumPy,
+    BLAS, its settings, load."""
     import numpy as np
 
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+    return {"cpu": _cpu_model(), "cpu_id": cpu_id(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "os": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
             "blas": blas_info(), "blas_env": blas_env(), "load_average": load_average()}
 

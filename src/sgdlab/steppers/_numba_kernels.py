@@ -384,38 +384,46 @@ passes, so the bits do not depend on it). Not a measured optimum: in throwaway r
 9.3 unchunked)."""
 
 
-def _tile(nv: int, trans_a: bool = False):
-    """An intrinsic tile(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes, accumulate): for the tile's rows i < MR
-    and its vectors v < nv, with VL = VECTOR_BYTES / itemsize lanes per vector and c = VL v + j,
+TAILS = 3
+"""Widths of a tile's last vector: VL, VL/2 or VL/4 lanes (``tile_row`` takes the narrowest that holds the
+lanes left). Where a 512-bit fused multiply-add costs two 256-bit ones (AMD's Zen 4), a 100-wide layer's last 4
+columns cost a quarter of a 16-lane vector's time instead of a whole one."""
+
+
+def _tile(trans_a: bool = False):
+    """An intrinsic tile(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, variant, lanes, accumulate): for the tile's
+    rows i < MR and its nv vectors v < nv, with VL = VECTOR_BYTES / itemsize lanes per vector and c = VL v + j,
 
         Z[zr + i, zc + c] = (Z[zr + i, zc + c] if accumulate else 0) + sum_{k < K} a_ik B[k, bc + c],
 
     a_ik = A[ar + i, ac + k], or with ``trans_a`` A[ar + k, ac + i] (the weights' gradient a^T delta reads
-    the block's inputs so). The sum is taken over k in order, one fused multiply-add per term, continuing
-    from Z's value when ``accumulate``. Of the last vector only the first ``lanes`` lanes are written (and
-    read from Z; with ``trans_a`` also from B, whose rows need not hold whole vectors then). Rows i >=
-    ``valid`` read A's row (column) valid - 1 and go to row i of S (MR x NV_MAX VL), so a short tile never
-    touches rows outside it. K >= 0; 2-D arrays of one float dtype with unit column stride. The k loop makes
-    two steps per turn (one first where K is odd): the forward product of 8,000 x 784 by 784 x 100 in
-    168-row blocks at 113-131 GFLOP/s (six runs) against 101-106 with one step per turn (five runs of six; one
-    at 127), in a throwaway script on the Intel Xeon."""
+    the block's inputs so). ``variant`` = TAILS (nv - 1) + t, 1 <= nv <= NV_MAX, picks the tile's shape: its
+    last vector is VL / 2^t lanes wide (t < TAILS), and of it only the first ``lanes`` lanes are written (and
+    read from Z; with ``trans_a`` also from B, whose rows need not hold whole vectors then). Each variant is
+    its own loop, compiled with its shape fixed; the call branches to it. The sum is taken over k in order,
+    one fused multiply-add per term, continuing from Z's value when ``accumulate``: the same bits whatever
+    the last vector's width. Rows i >= ``valid`` read A's row (column) valid - 1 and go to row i of S (MR x
+    NV_MAX VL), so a short tile never touches rows outside it. K >= 0; 2-D arrays of one float dtype with
+    unit column stride. The k loop makes two steps per turn (one first where K is odd): the forward product
+    of 8,000 x 784 by 784 x 100 in 168-row blocks at 113-131 GFLOP/s (six runs) against 101-106 with one
+    step per turn (five runs of six; one at 127), in a throwaway script on the Intel Xeon."""
 
     @intrinsic
-    def tile(typingctx, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes, accumulate):
+    def tile(typingctx, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, variant, lanes, accumulate):
         arrays = (A, B, Z, S)
         if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == A.dtype for a in arrays):
             return None
         if A.dtype not in (types.float32, types.float64):
             return None
-        sig = types.void(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, lanes, accumulate)
+        sig = types.void(A, ar, ac, valid, B, bc, Z, zr, zc, S, K, variant, lanes, accumulate)
 
         def codegen(context, builder, signature, args):
             dtype = signature.args[0].dtype
+            ft = context.get_value_type(dtype)
             vl = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
-            vt, i64, i32 = ir.VectorType(context.get_value_type(dtype), vl), ir.IntType(64), ir.IntType(32)
+            i64 = ir.IntType(64)
             item = ir.Constant(i64, 2 if dtype == types.float32 else 3)  # log2 of the itemsize
             bits = 32 if dtype == types.float32 else 64
-            mt = ir.VectorType(ir.IntType(1), vl)
 
             def c64(v):
                 return ir.Constant(i64, v)
@@ -428,27 +436,14 @@ def _tile(nv: int, trans_a: bool = False):
                 ld = builder.ashr(cgutils.unpack_tuple(builder, a.strides, 2)[0], item)
                 return builder.gep(a.data, [builder.add(builder.mul(row, ld), col)]), ld
 
-            def vector(p, v):  # pointer to vector v from element pointer p
-                return builder.bitcast(builder.gep(p, [c64(vl * v)]), vt.as_pointer())
-
             ap, lda = element(0, integer(1), integer(2))
             valid = integer(3)
             bp, ldb = element(4, c64(0), integer(5))
             zp, ldz = element(6, integer(7), integer(8))
             sp, lds = element(9, c64(0), c64(0))
-            K, lanes = integer(10), integer(11)
-            accumulate = builder.icmp_signed("!=", integer(12), c64(0))
+            K, variant, lanes = integer(10), integer(11), integer(12)
+            accumulate = builder.icmp_signed("!=", integer(13), c64(0))
             last = builder.sub(valid, c64(1))
-            lane = ir.Constant(ir.VectorType(i64, vl), list(range(vl)))
-            mask = builder.icmp_signed("<", lane, builder.shuffle_vector(  # lanes < `lanes`
-                builder.insert_element(ir.Constant(ir.VectorType(i64, vl), ir.Undefined), lanes, ir.Constant(i32, 0)),
-                ir.Constant(ir.VectorType(i64, vl), ir.Undefined), ir.Constant(ir.VectorType(i32, vl), None)))
-            masked_load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-                vt, [vt.as_pointer(), i32, mt, vt]), f"llvm.masked.load.v{vl}f{bits}.p0")
-            masked_store = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), i32, mt]),
-                f"llvm.masked.store.v{vl}f{bits}.p0")
-            zero, undef = ir.Constant(vt, None), ir.Constant(vt, ir.Undefined)
             arows, zrows = [], []  # A's rows (trans_a: A's row 0 at the tile's columns), Z's rows (or S's)
             for i in range(MR):
                 ok = builder.icmp_signed("<", c64(i), valid)
@@ -456,69 +451,17 @@ def _tile(nv: int, trans_a: bool = False):
                 arows.append(builder.gep(ap, [src if trans_a else builder.mul(src, lda)]))
                 zrows.append(builder.select(ok, builder.gep(zp, [builder.mul(c64(i), ldz)]),
                                             builder.gep(sp, [builder.mul(c64(i), lds)])))
-            name = f"llvm.fma.v{vl}f{bits}"
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), name)
-            splat = ir.Constant(ir.VectorType(i32, vl), None)  # shuffle mask: lane 0 everywhere
-
-            def loaded(i, v):  # Z's (or S's) vector v of row i: the last one masked
-                p = vector(zrows[i], v)
-                if v < nv - 1:
-                    return builder.load(p, align=4)
-                return builder.call(masked_load, [p, ir.Constant(i32, 4), mask, zero])
-
-            init = [[builder.select(accumulate, loaded(i, v), zero) for v in range(nv)] for i in range(MR)]
-
-            def step(acc, k):  # acc + A[:, k] B[k]: one fused multiply-add per accumulator
-                brow = builder.gep(bp, [builder.mul(k, ldb)])
-                b = [builder.load(vector(brow, v), align=4) for v in range(nv - 1 if trans_a else nv)]
-                if trans_a:  # B's rows may end inside the last vector
-                    b.append(builder.call(masked_load, [vector(brow, nv - 1), ir.Constant(i32, 4), mask, zero]))
-                out = []
-                koff = builder.mul(k, lda) if trans_a else k
-                for i in range(MR):
-                    x = builder.load(builder.gep(arows[i], [koff]))
-                    a = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
-                    out.append([builder.call(fma, [a, b[v], acc[i][v]]) for v in range(nv)])
-                return out
-
-            def phis(incoming):  # phi values of accumulators from [(values, block)]
-                out = [[builder.phi(vt) for _ in range(nv)] for _ in range(MR)]
-                for values, block in incoming:
-                    for i in range(MR):
-                        for v in range(nv):
-                            out[i][v].add_incoming(values[i][v], block)
-                return out
-
-            entry = builder.block
-            peel, pre = builder.append_basic_block("tile.peel"), builder.append_basic_block("tile.pre")
-            loop, done = builder.append_basic_block("tile.loop"), builder.append_basic_block("tile.done")
-            builder.cbranch(builder.trunc(K, ir.IntType(1)), peel, pre)  # K odd: k = 0 first
-            builder.position_at_end(peel)
-            peeled = step(init, c64(0))
-            builder.branch(pre)
-            builder.position_at_end(pre)
-            acc0 = phis([(init, entry), (peeled, peel)])
-            k0 = builder.phi(i64)
-            k0.add_incoming(c64(0), entry)
-            k0.add_incoming(c64(1), peel)
-            builder.cbranch(builder.icmp_signed("<", k0, K), loop, done)
-            builder.position_at_end(loop)  # K - k0 even: two steps per turn
-            k = builder.phi(i64)
-            acc = phis([(acc0, pre)])
-            new = step(step(acc, k), builder.add(k, c64(1)))
-            k2 = builder.add(k, c64(2))
-            k.add_incoming(k0, pre)
-            k.add_incoming(k2, loop)
-            for i in range(MR):
-                for v in range(nv):
-                    acc[i][v].add_incoming(new[i][v], loop)
-            builder.cbranch(builder.icmp_signed("<", k2, K), loop, done)
+            done = builder.append_basic_block("tile.end")
+            shapes = [(nv, vl >> t) for nv in range(1, NV_MAX + 1) for t in range(TAILS)]
+            starts = [builder.append_basic_block(f"tile.{nv}x{w}") for nv, w in shapes]
+            switch = builder.switch(variant, starts[-1 - (TAILS - 1)])  # out of range: the widest, NV_MAX x VL
+            for code, bb in enumerate(starts):
+                switch.add_case(c64(code), bb)
+            for (nv, w), bb in zip(shapes, starts, strict=True):
+                builder.position_at_end(bb)
+                _tile_loop(builder, trans_a, nv, w, vl, ft, bits, arows, zrows, lda, bp, ldb, K, lanes, accumulate)
+                builder.branch(done)
             builder.position_at_end(done)
-            res = phis([(acc0, pre), (new, loop)])
-            for i in range(MR):
-                for v in range(nv - 1):
-                    builder.store(res[i][v], vector(zrows[i], v), align=4)
-                builder.call(masked_store, [res[i][nv - 1], vector(zrows[i], nv - 1), ir.Constant(i32, 4), mask])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -526,38 +469,123 @@ def _tile(nv: int, trans_a: bool = False):
     return tile
 
 
-tile1, tile2, tile3, tile4 = (_tile(nv) for nv in (1, 2, 3, 4))
-tile1t, tile2t, tile3t, tile4t = (_tile(nv, trans_a=True) for nv in (1, 2, 3, 4))
+def _tile_loop(builder, trans_a, nv, w, vl, ft, bits, arows, zrows, lda, bp, ldb, K, lanes, accumulate):
+    """Emit one tile shape of ``_tile`` at the builder's position: nv vectors, the first nv - 1 of VL lanes, the
+    last of w lanes (of which ``lanes`` are used), over k < K; ends in a block of its own, after the stores."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+
+    def c64(v):
+        return ir.Constant(i64, v)
+
+    types_ = [ir.VectorType(ft, vl)] * (nv - 1) + [ir.VectorType(ft, w)]
+    tv = types_[-1]
+    mt = ir.VectorType(ir.IntType(1), w)
+    lane = ir.Constant(ir.VectorType(i64, w), list(range(w)))
+    mask = builder.icmp_signed("<", lane, builder.shuffle_vector(  # lanes < `lanes`
+        builder.insert_element(ir.Constant(ir.VectorType(i64, w), ir.Undefined), lanes, ir.Constant(i32, 0)),
+        ir.Constant(ir.VectorType(i64, w), ir.Undefined), ir.Constant(ir.VectorType(i32, w), None)))
+    masked_load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+        tv, [tv.as_pointer(), i32, mt, tv]), f"llvm.masked.load.v{w}f{bits}.p0")
+    masked_store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [tv, tv.as_pointer(), i32, mt]),
+        f"llvm.masked.store.v{w}f{bits}.p0")
+    fmas = [cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]),
+                                           f"llvm.fma.v{t.count}f{bits}") for t in types_]
+
+    def vector(p, v):  # pointer to vector v (of its type) from element pointer p
+        return builder.bitcast(builder.gep(p, [c64(vl * v)]), types_[v].as_pointer())
+
+    def loaded(i, v):  # Z's (or S's) vector v of row i: the last one masked
+        p = vector(zrows[i], v)
+        if v < nv - 1:
+            return builder.load(p, align=4)
+        return builder.call(masked_load, [p, ir.Constant(i32, 4), mask, ir.Constant(tv, None)])
+
+    init = [[builder.select(accumulate, loaded(i, v), ir.Constant(types_[v], None)) for v in range(nv)]
+            for i in range(MR)]
+
+    def splat(x, t):
+        undef = ir.Constant(t, ir.Undefined)
+        return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef,
+                                      ir.Constant(ir.VectorType(i32, t.count), None))
+
+    def step(acc, k):  # acc + A[:, k] B[k]: one fused multiply-add per accumulator
+        brow = builder.gep(bp, [builder.mul(k, ldb)])
+        b = [builder.load(vector(brow, v), align=4) for v in range(nv - 1 if trans_a else nv)]
+        if trans_a:  # B's rows may end inside the last vector
+            b.append(builder.call(masked_load, [vector(brow, nv - 1), ir.Constant(i32, 4), mask,
+                                                ir.Constant(tv, None)]))
+        out = []
+        koff = builder.mul(k, lda) if trans_a else k
+        for i in range(MR):
+            x = builder.load(builder.gep(arows[i], [koff]))
+            wide, narrow = splat(x, types_[0]), splat(x, tv)
+            a = [wide] * (nv - 1) + [narrow]
+            out.append([builder.call(fmas[v], [a[v], b[v], acc[i][v]]) for v in range(nv)])
+        return out
+
+    def phis(incoming):  # phi values of accumulators from [(values, block)]
+        out = [[builder.phi(types_[v]) for v in range(nv)] for _ in range(MR)]
+        for values, block in incoming:
+            for i in range(MR):
+                for v in range(nv):
+                    out[i][v].add_incoming(values[i][v], block)
+        return out
+
+    entry = builder.block
+    peel, pre = builder.append_basic_block("tile.peel"), builder.append_basic_block("tile.pre")
+    loop, done = builder.append_basic_block("tile.loop"), builder.append_basic_block("tile.done")
+    builder.cbranch(builder.trunc(K, ir.IntType(1)), peel, pre)  # K odd: k = 0 first
+    builder.position_at_end(peel)
+    peeled = step(init, c64(0))
+    builder.branch(pre)
+    builder.position_at_end(pre)
+    acc0 = phis([(init, entry), (peeled, peel)])
+    k0 = builder.phi(i64)
+    k0.add_incoming(c64(0), entry)
+    k0.add_incoming(c64(1), peel)
+    builder.cbranch(builder.icmp_signed("<", k0, K), loop, done)
+    builder.position_at_end(loop)  # K - k0 even: two steps per turn
+    k = builder.phi(i64)
+    acc = phis([(acc0, pre)])
+    new = step(step(acc, k), builder.add(k, c64(1)))
+    k2 = builder.add(k, c64(2))
+    k.add_incoming(k0, pre)
+    k.add_incoming(k2, loop)
+    for i in range(MR):
+        for v in range(nv):
+            acc[i][v].add_incoming(new[i][v], loop)
+    builder.cbranch(builder.icmp_signed("<", k2, K), loop, done)
+    builder.position_at_end(done)
+    res = phis([(acc0, pre), (new, loop)])
+    for i in range(MR):
+        for v in range(nv - 1):
+            builder.store(res[i][v], vector(zrows[i], v), align=4)
+        builder.call(masked_store, [res[i][nv - 1], vector(zrows[i], nv - 1), ir.Constant(i32, 4), mask])
+
+
+tile, tile_t = _tile(), _tile(trans_a=True)
 
 
 @njit(inline="always")
 def tile_row(trans_a, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, n, accumulate):
     """One row of tiles, Z[zr:zr + MR, zc:zc + n] (+)= a B[:K, bc:bc + n], NV_MAX vectors of B's rows at a time
-    (the last group shorter, its last vector ``lanes`` wide): ``tile*`` with a_ik = A[ar + i, ac + k], or
-    ``tile*t`` with A[ar + k, ac + i] (``trans_a``)."""
+    (the last group shorter, its last vector the narrowest of VL, VL/2, VL/4 lanes that holds the lanes left,
+    ``lanes`` of them used): ``tile`` with a_ik = A[ar + i, ac + k], or ``tile_t`` with A[ar + k, ac + i]
+    (``trans_a``)."""
     vl = VECTOR_BYTES // A.itemsize
     nvt = (n + vl - 1) // vl
     for g in range(0, nvt, NV_MAX):
         c = g * vl
         nv = min(NV_MAX, nvt - g)
         lanes = min(vl, n - c - vl * (nv - 1))
+        t = 0
+        while t < TAILS - 1 and lanes <= vl >> (t + 1):
+            t += 1
         if trans_a:
-            if nv == 4:
-                tile4t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
-            elif nv == 3:
-                tile3t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
-            elif nv == 2:
-                tile2t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
-            else:
-                tile1t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
-        elif nv == 4:
-            tile4(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
-        elif nv == 3:
-            tile3(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
-        elif nv == 2:
-            tile2(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+            tile_t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, TAILS * (nv - 1) + t, lanes, accumulate)
         else:
-            tile1(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, lanes, accumulate)
+            tile(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, TAILS * (nv - 1) + t, lanes, accumulate)
 
 
 @njit

@@ -49,7 +49,8 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   machines set it), the forward tiles start at TILES_MIN_BATCH_NARROW_BLAS rows, and from
   GRADIENT_TILES_MIN_BATCH rows the weights' gradient sums are made by register tiles too
   (``gradient_tiles``, ``_numba_kernels.gradient_product``; ``stepper_info["gradient_products"]``), a
-  batch's update then made from its sums. It needs NumPy's
+  batch's update then made from its sums; so too from GRADIENT_TILES_MIN_BATCH_SPLIT rows on a CPU that
+  runs 512-bit vectors as two halves (``split_wide_vectors``: Zen 4). It needs NumPy's
   BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
   without it automatic selection leaves these batches to the fused and buffered steppers (and a
   forced ``compiled`` runs the ``rows`` kernel at every batch size). Automatic selection takes it
@@ -159,6 +160,18 @@ ms per epoch, tiles against gemm: 37.1 vs 33.2 at 8 rows, 27.4 vs 27.5 at 12, 25
 24.1 at 32, 17.6 vs 22.3 at 128, 17.0 vs 22.0 at 1,024, 15.0 vs 20.1 for the full batch. The same OpenBLAS
 on its kernels for the CPU (SkylakeX; ``bench_gradient_skylakex_blas.json``, 5 rounds): 26.1 vs 21.9 at 16,
 18.2 vs 17.7 at 128, 17.4 vs 17.1 at 1,024, 14.9 vs 14.8 for the full batch: there gemm stays."""
+GRADIENT_TILES_MIN_BATCH_SPLIT = 128
+"""Smallest batch whose gradient products are made by register tiles where NumPy's BLAS has 512-bit kernels
+but the CPU runs a 512-bit operation as two 256-bit halves (``split_wide_vectors``: AMD's Zen 4). There a
+tile's last vector, narrowed to 4 or 8 lanes (``_numba_kernels.TAILS``), costs half a 16-lane one, and the
+tiles overtake OpenBLAS's SkylakeX kernels. ``bench_forward.py --product gradient`` on the AMD EPYC (Zen 4,
+``bench_gradient_zen4.json``), medians of 5 interleaved rounds, ms per epoch, tiles against gemm: 35.2 vs
+34.5 at 32 rows, 31.2 vs 31.4 at 64, 30.8 vs 30.6 at 96, 30.5 vs 30.9 at 128, 30.0 vs 29.9 at 256, 29.6 vs
+30.6 at 1,024, 26.5 vs 27.1 for the full batch: even from 64 rows (within the rounds' spread), ahead from
+1,024; a run before it: 40.0 vs 37.3 at 16, 35.1 vs 33.9 at 32, 30.2 vs 30.5 at 128."""
+SPLIT_VECTOR_CPUS = frozenset({"znver4"})
+"""LLVM's names (``llvmlite.binding.get_host_cpu_name``) of CPUs with AVX-512 whose vector units are 256 bits
+wide: a 512-bit fused multiply-add takes a unit for two cycles, a 128- or 256-bit one for one."""
 TILES_MIN_BATCH_NARROW_BLAS = 8
 """``TILES_MIN_BATCH`` where NumPy's BLAS runs without 512-bit kernels (``blas_wide_kernels``): its gemm
 is slower there, and the tiles win earlier. ``bench_forward.py`` as for GRADIENT_TILES_MIN_BATCH
@@ -286,11 +299,25 @@ def blas_wide_kernels() -> bool:
 def gradient_tiles(ctx) -> bool:
     """Whether the ``blas`` kernel makes the weights' gradient sums a^T delta by register tiles
     (``_numba_kernels.gradient_product``) instead of gemm: as ``tiled_products`` (float32, 512-bit vectors in
-    numba's code, one BLAS thread), for batches of GRADIENT_TILES_MIN_BATCH rows or more, where NumPy's BLAS
-    runs without 512-bit kernels (``blas_wide_kernels``): an OpenBLAS held to its Haswell kernels
-    (OPENBLAS_CORETYPE=Haswell) or without kernels for a newer CPU. Where it has them, gemm is as fast or
-    faster (README, "Speed")."""
-    return GRADIENT_TILES and not blas_wide_kernels() and _tiles_fit(ctx, GRADIENT_TILES_MIN_BATCH)
+    numba's code, one BLAS thread), where NumPy's BLAS runs without 512-bit kernels (``blas_wide_kernels``:
+    an OpenBLAS held to its Haswell kernels, OPENBLAS_CORETYPE=Haswell, or without kernels for a newer CPU),
+    for batches of GRADIENT_TILES_MIN_BATCH rows or more, or where the CPU splits 512-bit vectors in two
+    (``split_wide_vectors``), for batches of GRADIENT_TILES_MIN_BATCH_SPLIT or more. Elsewhere gemm is as fast
+    or faster (README, "Speed")."""
+    if not GRADIENT_TILES:
+        return False
+    if not blas_wide_kernels():
+        return _tiles_fit(ctx, GRADIENT_TILES_MIN_BATCH)
+    return split_wide_vectors() and _tiles_fit(ctx, GRADIENT_TILES_MIN_BATCH_SPLIT)
+
+
+@functools.cache
+def split_wide_vectors() -> bool:
+    """Whether this CPU runs 512-bit vector operations as two 256-bit halves: LLVM names it (the hardware's
+    name, whatever NUMBA_CPU_NAME compiles for) among SPLIT_VECTOR_CPUS."""
+    from llvmlite import binding
+
+    return binding.get_host_cpu_name() in SPLIT_VECTOR_CPUS
 
 
 @functools.cache
