@@ -84,7 +84,7 @@ def test_machine_records_the_blas_settings_of_the_environment(monkeypatch):
     assert "SGDLAB_NOT_A_BLAS_SETTING" not in env
 
 
-def test_machine_records_the_cpus_family_and_model(tmp_path):
+def test_machine_reads_the_cpus_vendor_family_and_model(tmp_path):
     """Two CPU generations a virtual machine names alike ("AMD EPYC") are told apart by family and model."""
     from sgdlab import machine
 
@@ -92,9 +92,10 @@ def test_machine_records_the_cpus_family_and_model(tmp_path):
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
                     "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 99\n")
     assert machine.cpu_id(str(info)) == "AuthenticAMD family 25 model 17 stepping 1"
+    assert machine.cpu_family(str(info)) == ("AuthenticAMD", 25)
     info.write_text("processor\t: 0\nmodel name\t: some ARM core\n")
-    assert machine.cpu_id(str(info)) is None
-    assert machine.cpu_id(str(tmp_path / "absent")) is None
+    assert machine.cpu_id(str(info)) is None and machine.cpu_family(str(info)) is None
+    assert machine.cpu_id(str(tmp_path / "absent")) is None and machine.cpu_family(str(tmp_path / "absent")) is None
     assert "cpu_id" in machine.describe()
 
 

@@ -27,15 +27,39 @@ def product(X, xr, xc, m, K, W, Z, zr, zc):
     nk.forward_product(X, xr, xc, m, K, padded_copy(W), W.shape[1], Z, zr, zc, S)
 
 
-# fo: every tile shape of float32 (16 lanes per vector): 1 to NV_MAX vectors, the last of 16, 8 or 4 lanes
-# (``TAILS``), with the most and the fewest lanes used that take that width; then groups of 4 and more
-# (100, 130). For float64 (8 lanes) the same widths make 1 to 8 vectors, the last of 8, 4 or 2 lanes.
-FO = [16 * (nv - 1) + lanes for nv in range(1, NV_MAX + 1) for lanes in (16, 9, 8, 5, 4, 1)] + [100, 130]
+def shapes_covered(vl):
+    """Layer widths that make every tile shape for vectors of vl lanes: 1 to NV_MAX vectors, the last of vl or
+    vl/2 lanes (``TAILS``), each with the most and the fewest lanes that take that width; then rows of tiles of
+    several groups (4 vectors and more, ending in a partial last vector)."""
+    edges = (vl, vl // 2 + 1, vl // 2, 1)
+    return [vl * (nv - 1) + lanes for nv in range(1, NV_MAX + 1) for lanes in edges] + [100, 130]
+
+
+WIDTHS = [(dtype, fo) for dtype, vl in (("float32", 16), ("float64", 8)) for fo in shapes_covered(vl)]
+
+
+def test_the_tile_shapes_cover_every_width_and_the_narrowest_last_vector_is_taken():
+    """``tile_variant`` picks the shape with the narrowest last vector that holds the lanes left (a wider one
+    would give the same bits, only slower: the products' tests cannot tell), in ``tile_shapes``' order."""
+    assert nk.TAILS == 2
+    for vl in (16, 8):
+        shapes = nk.tile_shapes(vl)
+        assert len(shapes) == len(set(shapes)) == NV_MAX * nk.TAILS
+        for nv in range(1, NV_MAX + 1):
+            for lanes in range(1, vl + 1):
+                assert shapes[nk.tile_variant(nv, lanes, vl)] == (nv, vl // 2 if lanes <= vl // 2 else vl)
+    covered = set()  # (dtype, shape) of every group of tiles the widths below make, as tile_row splits them
+    for dtype, fo in WIDTHS:
+        vl = VECTOR_BYTES // np.dtype(dtype).itemsize
+        nvt = -(-fo // vl)
+        for g in range(0, nvt, NV_MAX):
+            nv = min(NV_MAX, nvt - g)
+            covered.add((dtype, nk.tile_shapes(vl)[nk.tile_variant(nv, fo - vl * (g + nv - 1), vl)]))
+    assert len(covered) == 2 * NV_MAX * nk.TAILS
 
 
 # m: tiles short of MR rows, whole tiles, a tile and a bit
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("fo", FO)
+@pytest.mark.parametrize(("dtype", "fo"), WIDTHS)
 @pytest.mark.parametrize("m", [1, 5, 6, 13])
 @pytest.mark.parametrize("K", [1, 2, 37])  # the k loop: one step only, one turn of two, a first step and turns
 def test_forward_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, m, K):
@@ -190,8 +214,7 @@ def gradient(X, xr, xc, K, fi, D, dc, fo, G, accumulate):
 
 # fo: partial vectors, whole ones, groups of 4 and more; fi: tiles short of MR, whole, and a bit more; K: none,
 # one step, one turn, several k chunks (GRAD_KC rows each) with an odd last one
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("fo", FO)
+@pytest.mark.parametrize(("dtype", "fo"), WIDTHS)
 @pytest.mark.parametrize("fi", [1, 5, 6, 13])
 @pytest.mark.parametrize("K", [0, 1, 2, 2 * nk.GRAD_KC + 37])
 def test_gradient_product_agrees_with_a_float64_product_and_writes_only_its_block(dtype, fo, fi, K):
@@ -257,7 +280,7 @@ def test_blas_wide_kernels_reads_the_core_openblas_runs(monkeypatch):
     assert check()
 
 
-def test_gradient_tiles_are_chosen_where_numpys_blas_has_no_wide_kernels(monkeypatch):
+def test_gradient_tiles_are_chosen_where_numpys_blas_or_the_cpus_vectors_are_narrow(monkeypatch):
     monkeypatch.setattr(compiled, "wide_vector_code", lambda: True)
     monkeypatch.setattr(compiled, "row_block", lambda ctx: min(167, ctx.batch_size))
     monkeypatch.setattr(compiled, "products_threads", lambda sizes, rows: 1)
@@ -291,14 +314,14 @@ def test_gradient_tiles_are_chosen_where_numpys_blas_has_no_wide_kernels(monkeyp
     assert not compiled.gradient_tiles(ctx_for("float32", least))
 
 
-def test_split_wide_vectors_reads_llvms_name_for_the_host_cpu(monkeypatch):
-    from llvmlite import binding
+def test_split_wide_vectors_reads_the_cpus_vendor_and_family(monkeypatch):
+    from sgdlab import machine
 
     check = compiled.split_wide_vectors.__wrapped__
-    for name, split in [("znver4", True), ("znver5", False), ("skylake-avx512", False), ("sapphirerapids", False),
-                        ("generic", False)]:
-        monkeypatch.setattr(binding, "get_host_cpu_name", lambda name=name: name)
-        assert check() == split, name
+    for family, split in [(("AuthenticAMD", 25), True), (("AuthenticAMD", 26), False), (("AuthenticAMD", 23), False),
+                          (("GenuineIntel", 6), False), (None, False)]:
+        monkeypatch.setattr(machine, "cpu_family", lambda family=family: family)
+        assert check() == split, family
 
 
 def test_a_float32_fit_with_the_gradient_tiles_agrees_with_gemm(monkeypatch):
@@ -351,24 +374,34 @@ def at_page_end(shape, dtype):
 
 
 rng = np.random.default_rng(0)
-for dtype in ("float32", "float64"):
-    for fo in (1, 10, 17, 100):
-        for K in (1, 3, 70):
-            fi = 7
-            X, kx = at_page_end((K, fi), dtype)
-            D, kd = at_page_end((K, fo), dtype)
-            G, kg = at_page_end((fi, fo), dtype)
-            X[:] = rng.random((K, fi)); D[:] = rng.random((K, fo)); G[:] = np.nan
-            S = np.zeros((nk.MR, nk.NV_MAX * nk.VECTOR_BYTES // X.itemsize), dtype)
-            nk.gradient_product(X, 0, 0, K, fi, D, 0, fo, G, False, S)
-            assert np.allclose(G, X.T.astype(np.float64) @ D, rtol=1e-4), (dtype, fo, K)
+for dtype, fo in WIDTHS:
+    vl = nk.VECTOR_BYTES // np.dtype(dtype).itemsize
+    S = np.zeros((nk.MR, nk.NV_MAX * vl), dtype)
+    for K in (1, 3, 70):
+        fi = 7
+        X, kx = at_page_end((K, fi), dtype)
+        D, kd = at_page_end((K, fo), dtype)
+        G, kg = at_page_end((fi, fo), dtype)
+        X[:] = rng.random((K, fi)); D[:] = rng.random((K, fo)); G[:] = np.nan
+        nk.gradient_product(X, 0, 0, K, fi, D, 0, fo, G, False, S)
+        assert np.allclose(G, X.T.astype(np.float64) @ D, rtol=1e-4), ("gradient", dtype, fo, K)
+        # the forward product: X (7 x K) and its padded weights end at unreadable pages, Z (7 x fo) too
+        Wp, kw = at_page_end((K, -(-fo // vl) * vl), dtype)
+        Z, kz = at_page_end((fi, fo), dtype)
+        Wp[:] = 0.0; Wp[:, :fo] = rng.random((K, fo)); Z[:] = np.nan
+        XT = np.ascontiguousarray(X.T)
+        Xf, kf = at_page_end(XT.shape, dtype)
+        Xf[:] = XT
+        nk.forward_product(Xf, 0, 0, fi, K, Wp, fo, Z, 0, 0, S)
+        assert np.allclose(Z, Xf.astype(np.float64) @ Wp[:, :fo], rtol=1e-4), ("forward", dtype, fo, K)
 print("ok")
 """
 
 
-def test_gradient_product_reads_nothing_past_its_arrays():
-    """The last vectors of D's and G's rows are read under a mask: with every array ending where an unreadable
-    page begins, no read past them faults (in a child process: a fault would end it)."""
+def test_tile_products_touch_nothing_past_their_arrays():
+    """The last vectors of D's, G's and Z's rows are read and written under a mask, of every width of every
+    tile shape: with every array ending where an unreadable page begins, nothing past them is read or written
+    (in a child process: a fault would end it)."""
     import os
     import subprocess
     import sys
@@ -376,7 +409,8 @@ def test_gradient_product_reads_nothing_past_its_arrays():
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("mprotect through ctypes: Linux")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    run = subprocess.run([sys.executable, "-c", GUARDED], capture_output=True, text=True, env=env, timeout=600)
+    script = f"WIDTHS = {WIDTHS!r}\n" + GUARDED
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 

@@ -31,6 +31,15 @@ def _cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
+def cpu_family(path: str = "/proc/cpuinfo") -> tuple[str, int] | None:
+    """(vendor, family) of the CPU, e.g. ("AuthenticAMD", 25); None where /proc/cpuinfo does not say."""
+    f = _cpuinfo(path)
+    try:
+        return f["vendor_id"], int(f["cpu family"])
+    except (KeyError, ValueError):
+        return None
+
+
 def cpu_id(path: str = "/proc/cpuinfo") -> str | None:
     """Vendor, family, model and stepping, e.g. "AuthenticAMD family 25 model 17 stepping 1" (AMD's Zen 4):
     a virtual machine may name two CPU generations alike ("AMD EPYC"), and timings differ between them. None

@@ -384,12 +384,30 @@ passes, so the bits do not depend on it). Not a measured optimum: in throwaway r
 9.3 unchunked)."""
 
 
-TAILS = 3
-"""Widths of a tile's last vector: VL, VL/2 or VL/4 lanes (``tile_row`` takes the narrowest that holds the
-lanes left). Where a 512-bit fused multiply-add takes a 256-bit unit for two cycles and a 128-bit one for one
-(AMD's Zen 4), a 100-wide layer's last 4 columns cost half a 16-lane vector's time instead of all of it: the
-forward tiles 13.1 -> 12.5 ms per 8,000 x 784 x 100 product, the gradient tiles 14.1 -> 13.7 (a throwaway
-script, uncached 168-row blocks). Where 512-bit units are full width a narrower vector costs the same."""
+TAILS = 2
+"""Widths of a tile's last vector: VL or VL/2 lanes (``tile_variant`` takes the narrower where it holds the lanes
+left). Where a 512-bit fused multiply-add takes a 256-bit unit for two cycles and a 128- or 256-bit one for
+one (AMD's Zen 4), a 100-wide layer's last 4 columns cost half a 16-lane vector's time instead of all of it:
+the forward tiles 13.1 -> 12.5 ms per 8,000 x 784 x 100 product, the gradient tiles 14.1 -> 13.7 (a throwaway
+script, uncached 168-row blocks). A third width, VL/4, made no difference there (the forward and gradient
+tiles of 168-row blocks together, three alternating runs, fastest of 25 each: 25.0 / 25.2 / 24.9 ms with it,
+24.9 / 24.9 / 24.8 without), and where 512-bit units are full width a narrower vector costs the same."""
+
+
+def tile_shapes(vl: int) -> list[tuple[int, int]]:
+    """The tile shapes (vectors, lanes of the last vector) for VL = vl, in the order of their codes
+    (``tile_variant``): the intrinsic's switch and ``tile_row`` agree through it."""
+    return [(nv, vl >> t) for nv in range(1, NV_MAX + 1) for t in range(TAILS)]
+
+
+@njit(inline="always")
+def tile_variant(nv, lanes, vl):
+    """The code of the tile shape for nv vectors of vl lanes whose last holds ``lanes`` of them: the narrowest
+    last vector that holds them (``tile_shapes``)."""
+    t = 0
+    while t < TAILS - 1 and lanes <= vl >> (t + 1):
+        t += 1
+    return TAILS * (nv - 1) + t
 
 
 def _tile(trans_a: bool = False):
@@ -399,16 +417,16 @@ def _tile(trans_a: bool = False):
         Z[zr + i, zc + c] = (Z[zr + i, zc + c] if accumulate else 0) + sum_{k < K} a_ik B[k, bc + c],
 
     a_ik = A[ar + i, ac + k], or with ``trans_a`` A[ar + k, ac + i] (the weights' gradient a^T delta reads
-    the block's inputs so). ``variant`` = TAILS (nv - 1) + t, 1 <= nv <= NV_MAX, picks the tile's shape: its
-    last vector is VL / 2^t lanes wide (t < TAILS), and of it only the first ``lanes`` lanes are written (and
-    read from Z; with ``trans_a`` also from B, whose rows need not hold whole vectors then). Each variant is
-    its own loop, compiled with its shape fixed; the call branches to it. The sum is taken over k in order,
-    one fused multiply-add per term, continuing from Z's value when ``accumulate``: the same bits whatever
-    the last vector's width. Rows i >= ``valid`` read A's row (column) valid - 1 and go to row i of S (MR x
-    NV_MAX VL), so a short tile never touches rows outside it. K >= 0; 2-D arrays of one float dtype with
-    unit column stride. The k loop makes two steps per turn (one first where K is odd): the forward product
-    of 8,000 x 784 by 784 x 100 in 168-row blocks at 113-131 GFLOP/s (six runs) against 101-106 with one
-    step per turn (five runs of six; one at 127), in a throwaway script on the Intel Xeon."""
+    the block's inputs so). ``variant`` (``tile_variant``) picks the tile's shape from ``tile_shapes``: nv
+    vectors, 1 <= nv <= NV_MAX, the last of VL or VL/2 lanes (TAILS), of which only the first ``lanes``
+    are written (and read from Z; with ``trans_a`` also from B, whose rows need not hold whole vectors then).
+    Each shape is its own loop, compiled with the shape fixed; the call branches to it. The sum is taken over
+    k in order, one fused multiply-add per term, continuing from Z's value when ``accumulate``: the same bits
+    whatever the last vector's width. Rows i >= ``valid`` read A's row (column) valid - 1 and go to row i of
+    S (MR x NV_MAX VL), so a short tile never touches rows outside it. K >= 0; 2-D arrays of one float dtype
+    with unit column stride. The k loop makes two steps per turn (one first where K is odd): the forward
+    product of 8,000 x 784 by 784 x 100 in 168-row blocks at 113-131 GFLOP/s (six runs) against 101-106 with
+    one step per turn (five runs of six; one at 127), in a throwaway script on the Intel Xeon."""
 
     @intrinsic
     def tile(typingctx, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, variant, lanes, accumulate):
@@ -423,9 +441,10 @@ def _tile(trans_a: bool = False):
             dtype = signature.args[0].dtype
             ft = context.get_value_type(dtype)
             vl = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
-            i64 = ir.IntType(64)
+            i64, i32 = ir.IntType(64), ir.IntType(32)
             item = ir.Constant(i64, 2 if dtype == types.float32 else 3)  # log2 of the itemsize
             bits = 32 if dtype == types.float32 else 64
+            align = ir.Constant(i32, 4)
 
             def c64(v):
                 return ir.Constant(i64, v)
@@ -453,117 +472,108 @@ def _tile(trans_a: bool = False):
                 arows.append(builder.gep(ap, [src if trans_a else builder.mul(src, lda)]))
                 zrows.append(builder.select(ok, builder.gep(zp, [builder.mul(c64(i), ldz)]),
                                             builder.gep(sp, [builder.mul(c64(i), lds)])))
-            done = builder.append_basic_block("tile.end")
-            shapes = [(nv, vl >> t) for nv in range(1, NV_MAX + 1) for t in range(TAILS)]
+
+            def emit(nv, w):  # one tile shape: nv vectors, the first nv - 1 of vl lanes, the last of w
+                vts = [ir.VectorType(ft, vl)] * (nv - 1) + [ir.VectorType(ft, w)]
+                tv, mt = vts[-1], ir.VectorType(ir.IntType(1), w)
+                lane = ir.Constant(ir.VectorType(i64, w), list(range(w)))
+                mask = builder.icmp_signed("<", lane, builder.shuffle_vector(  # lanes < `lanes`
+                    builder.insert_element(ir.Constant(ir.VectorType(i64, w), ir.Undefined), lanes,
+                                           ir.Constant(i32, 0)),
+                    ir.Constant(ir.VectorType(i64, w), ir.Undefined), ir.Constant(ir.VectorType(i32, w), None)))
+                masked_load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                    tv, [tv.as_pointer(), i32, mt, tv]), f"llvm.masked.load.v{w}f{bits}.p0")
+                masked_store = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [tv, tv.as_pointer(), i32, mt]),
+                    f"llvm.masked.store.v{w}f{bits}.p0")
+                fmas = [cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]),
+                                                       f"llvm.fma.v{t.count}f{bits}") for t in vts]
+
+                def vector(p, v):  # pointer to vector v (of its type) from element pointer p
+                    return builder.bitcast(builder.gep(p, [c64(vl * v)]), vts[v].as_pointer())
+
+                def load(p, v):  # vector v from element pointer p: the last one masked
+                    if v < nv - 1:
+                        return builder.load(vector(p, v), align=4)
+                    return builder.call(masked_load, [vector(p, v), align, mask, ir.Constant(tv, None)])
+
+                def splat(x, t):
+                    undef = ir.Constant(t, ir.Undefined)
+                    return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef,
+                                                  ir.Constant(ir.VectorType(i32, t.count), None))
+
+                init = [[builder.select(accumulate, load(zrows[i], v), ir.Constant(vts[v], None))
+                         for v in range(nv)] for i in range(MR)]
+
+                def step(acc, k):  # acc + A[:, k] B[k]: one fused multiply-add per accumulator
+                    brow = builder.gep(bp, [builder.mul(k, ldb)])
+                    # B's rows hold whole vectors for the forward product (padded weights), but may end inside
+                    # the last vector for the gradient's (delta's rows)
+                    b = [load(brow, v) if trans_a else builder.load(vector(brow, v), align=4) for v in range(nv)]
+                    out = []
+                    koff = builder.mul(k, lda) if trans_a else k
+                    for i in range(MR):
+                        x = builder.load(builder.gep(arows[i], [koff]))
+                        a = [splat(x, vts[0])] * (nv - 1) + [splat(x, tv)]
+                        out.append([builder.call(fmas[v], [a[v], b[v], acc[i][v]]) for v in range(nv)])
+                    return out
+
+                def phis(incoming):  # phi values of accumulators from [(values, block)]
+                    out = [[builder.phi(vts[v]) for v in range(nv)] for _ in range(MR)]
+                    for values, block in incoming:
+                        for i in range(MR):
+                            for v in range(nv):
+                                out[i][v].add_incoming(values[i][v], block)
+                    return out
+
+                entry = builder.block
+                peel, pre = builder.append_basic_block("tile.peel"), builder.append_basic_block("tile.pre")
+                loop, done = builder.append_basic_block("tile.loop"), builder.append_basic_block("tile.done")
+                builder.cbranch(builder.trunc(K, ir.IntType(1)), peel, pre)  # K odd: k = 0 first
+                builder.position_at_end(peel)
+                peeled = step(init, c64(0))
+                builder.branch(pre)
+                builder.position_at_end(pre)
+                acc0 = phis([(init, entry), (peeled, peel)])
+                k0 = builder.phi(i64)
+                k0.add_incoming(c64(0), entry)
+                k0.add_incoming(c64(1), peel)
+                builder.cbranch(builder.icmp_signed("<", k0, K), loop, done)
+                builder.position_at_end(loop)  # K - k0 even: two steps per turn
+                k = builder.phi(i64)
+                acc = phis([(acc0, pre)])
+                new = step(step(acc, k), builder.add(k, c64(1)))
+                k2 = builder.add(k, c64(2))
+                k.add_incoming(k0, pre)
+                k.add_incoming(k2, loop)
+                for i in range(MR):
+                    for v in range(nv):
+                        acc[i][v].add_incoming(new[i][v], loop)
+                builder.cbranch(builder.icmp_signed("<", k2, K), loop, done)
+                builder.position_at_end(done)
+                res = phis([(acc0, pre), (new, loop)])
+                for i in range(MR):
+                    for v in range(nv - 1):
+                        builder.store(res[i][v], vector(zrows[i], v), align=4)
+                    builder.call(masked_store, [res[i][nv - 1], vector(zrows[i], nv - 1), align, mask])
+
+            end = builder.append_basic_block("tile.end")
+            shapes = tile_shapes(vl)
             starts = [builder.append_basic_block(f"tile.{nv}x{w}") for nv, w in shapes]
-            switch = builder.switch(variant, starts[-1 - (TAILS - 1)])  # out of range: the widest, NV_MAX x VL
+            # the default is never taken (tile_row passes codes of tile_shapes only): the widest shape
+            switch = builder.switch(variant, starts[shapes.index((NV_MAX, vl))])
             for code, bb in enumerate(starts):
                 switch.add_case(c64(code), bb)
             for (nv, w), bb in zip(shapes, starts, strict=True):
                 builder.position_at_end(bb)
-                _tile_loop(builder, trans_a, nv, w, vl, ft, bits, arows, zrows, lda, bp, ldb, K, lanes, accumulate)
-                builder.branch(done)
-            builder.position_at_end(done)
+                emit(nv, w)
+                builder.branch(end)
+            builder.position_at_end(end)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return tile
-
-
-def _tile_loop(builder, trans_a, nv, w, vl, ft, bits, arows, zrows, lda, bp, ldb, K, lanes, accumulate):
-    """Emit one tile shape of ``_tile`` at the builder's position: nv vectors, the first nv - 1 of VL lanes, the
-    last of w lanes (of which ``lanes`` are used), over k < K; ends in a block of its own, after the stores."""
-    i64, i32 = ir.IntType(64), ir.IntType(32)
-
-    def c64(v):
-        return ir.Constant(i64, v)
-
-    types_ = [ir.VectorType(ft, vl)] * (nv - 1) + [ir.VectorType(ft, w)]
-    tv = types_[-1]
-    mt = ir.VectorType(ir.IntType(1), w)
-    lane = ir.Constant(ir.VectorType(i64, w), list(range(w)))
-    mask = builder.icmp_signed("<", lane, builder.shuffle_vector(  # lanes < `lanes`
-        builder.insert_element(ir.Constant(ir.VectorType(i64, w), ir.Undefined), lanes, ir.Constant(i32, 0)),
-        ir.Constant(ir.VectorType(i64, w), ir.Undefined), ir.Constant(ir.VectorType(i32, w), None)))
-    masked_load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-        tv, [tv.as_pointer(), i32, mt, tv]), f"llvm.masked.load.v{w}f{bits}.p0")
-    masked_store = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [tv, tv.as_pointer(), i32, mt]),
-        f"llvm.masked.store.v{w}f{bits}.p0")
-    fmas = [cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]),
-                                           f"llvm.fma.v{t.count}f{bits}") for t in types_]
-
-    def vector(p, v):  # pointer to vector v (of its type) from element pointer p
-        return builder.bitcast(builder.gep(p, [c64(vl * v)]), types_[v].as_pointer())
-
-    def loaded(i, v):  # Z's (or S's) vector v of row i: the last one masked
-        p = vector(zrows[i], v)
-        if v < nv - 1:
-            return builder.load(p, align=4)
-        return builder.call(masked_load, [p, ir.Constant(i32, 4), mask, ir.Constant(tv, None)])
-
-    init = [[builder.select(accumulate, loaded(i, v), ir.Constant(types_[v], None)) for v in range(nv)]
-            for i in range(MR)]
-
-    def splat(x, t):
-        undef = ir.Constant(t, ir.Undefined)
-        return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef,
-                                      ir.Constant(ir.VectorType(i32, t.count), None))
-
-    def step(acc, k):  # acc + A[:, k] B[k]: one fused multiply-add per accumulator
-        brow = builder.gep(bp, [builder.mul(k, ldb)])
-        b = [builder.load(vector(brow, v), align=4) for v in range(nv - 1 if trans_a else nv)]
-        if trans_a:  # B's rows may end inside the last vector
-            b.append(builder.call(masked_load, [vector(brow, nv - 1), ir.Constant(i32, 4), mask,
-                                                ir.Constant(tv, None)]))
-        out = []
-        koff = builder.mul(k, lda) if trans_a else k
-        for i in range(MR):
-            x = builder.load(builder.gep(arows[i], [koff]))
-            wide, narrow = splat(x, types_[0]), splat(x, tv)
-            a = [wide] * (nv - 1) + [narrow]
-            out.append([builder.call(fmas[v], [a[v], b[v], acc[i][v]]) for v in range(nv)])
-        return out
-
-    def phis(incoming):  # phi values of accumulators from [(values, block)]
-        out = [[builder.phi(types_[v]) for v in range(nv)] for _ in range(MR)]
-        for values, block in incoming:
-            for i in range(MR):
-                for v in range(nv):
-                    out[i][v].add_incoming(values[i][v], block)
-        return out
-
-    entry = builder.block
-    peel, pre = builder.append_basic_block("tile.peel"), builder.append_basic_block("tile.pre")
-    loop, done = builder.append_basic_block("tile.loop"), builder.append_basic_block("tile.done")
-    builder.cbranch(builder.trunc(K, ir.IntType(1)), peel, pre)  # K odd: k = 0 first
-    builder.position_at_end(peel)
-    peeled = step(init, c64(0))
-    builder.branch(pre)
-    builder.position_at_end(pre)
-    acc0 = phis([(init, entry), (peeled, peel)])
-    k0 = builder.phi(i64)
-    k0.add_incoming(c64(0), entry)
-    k0.add_incoming(c64(1), peel)
-    builder.cbranch(builder.icmp_signed("<", k0, K), loop, done)
-    builder.position_at_end(loop)  # K - k0 even: two steps per turn
-    k = builder.phi(i64)
-    acc = phis([(acc0, pre)])
-    new = step(step(acc, k), builder.add(k, c64(1)))
-    k2 = builder.add(k, c64(2))
-    k.add_incoming(k0, pre)
-    k.add_incoming(k2, loop)
-    for i in range(MR):
-        for v in range(nv):
-            acc[i][v].add_incoming(new[i][v], loop)
-    builder.cbranch(builder.icmp_signed("<", k2, K), loop, done)
-    builder.position_at_end(done)
-    res = phis([(acc0, pre), (new, loop)])
-    for i in range(MR):
-        for v in range(nv - 1):
-            builder.store(res[i][v], vector(zrows[i], v), align=4)
-        builder.call(masked_store, [res[i][nv - 1], vector(zrows[i], nv - 1), ir.Constant(i32, 4), mask])
 
 
 tile, tile_t = _tile(), _tile(trans_a=True)
@@ -572,22 +582,19 @@ tile, tile_t = _tile(), _tile(trans_a=True)
 @njit(inline="always")
 def tile_row(trans_a, A, ar, ac, valid, B, bc, Z, zr, zc, S, K, n, accumulate):
     """One row of tiles, Z[zr:zr + MR, zc:zc + n] (+)= a B[:K, bc:bc + n], NV_MAX vectors of B's rows at a time
-    (the last group shorter, its last vector the narrowest of VL, VL/2, VL/4 lanes that holds the lanes left,
-    ``lanes`` of them used): ``tile`` with a_ik = A[ar + i, ac + k], or ``tile_t`` with A[ar + k, ac + i]
-    (``trans_a``)."""
+    (the last group shorter, its last vector VL or VL/2 lanes wide as the lanes left need, ``tile_variant``):
+    ``tile`` with a_ik = A[ar + i, ac + k], or ``tile_t`` with A[ar + k, ac + i] (``trans_a``)."""
     vl = VECTOR_BYTES // A.itemsize
     nvt = (n + vl - 1) // vl
     for g in range(0, nvt, NV_MAX):
         c = g * vl
         nv = min(NV_MAX, nvt - g)
         lanes = min(vl, n - c - vl * (nv - 1))
-        t = 0
-        while t < TAILS - 1 and lanes <= vl >> (t + 1):
-            t += 1
+        code = tile_variant(nv, lanes, vl)
         if trans_a:
-            tile_t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, TAILS * (nv - 1) + t, lanes, accumulate)
+            tile_t(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, code, lanes, accumulate)
         else:
-            tile(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, TAILS * (nv - 1) + t, lanes, accumulate)
+            tile(A, ar, ac, valid, B, bc + c, Z, zr, zc + c, S, K, code, lanes, accumulate)
 
 
 @njit
@@ -659,7 +666,7 @@ def forward_product(X, xr, xc, m, K, Wp, fo, Z, zr, zc, S):
 
 @njit
 def gradient_product(X, xr, xc, K, fi, D, dc, fo, G, accumulate, S):
-    """G[:fi, :fo] (+)= X[xr:xr + K, xc:xc + fi]^T D[:K, dc:dc + fo] by register tiles (``tile*t``): a layer's
+    """G[:fi, :fo] (+)= X[xr:xr + K, xc:xc + fi]^T D[:K, dc:dc + fo] by register tiles (``tile_t``): a layer's
     gradient sum a^T delta over a block of K rows into G (fan_in, fan_out), added to G's values when
     ``accumulate``. Each element is one chain of fused multiply-adds over the rows in order, continued from
     G's value: blocks added one after another give the same bits as one block of all their rows. Tiles of

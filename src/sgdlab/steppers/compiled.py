@@ -50,7 +50,7 @@ Two kernels make these updates (``stepper_info["kernel"]``):
   GRADIENT_TILES_MIN_BATCH rows the weights' gradient sums are made by register tiles too
   (``gradient_tiles``, ``_numba_kernels.gradient_product``; ``stepper_info["gradient_products"]``), a
   batch's update then made from its sums; so too from GRADIENT_TILES_MIN_BATCH_SPLIT rows on a CPU that
-  runs 512-bit vectors as two halves (``split_wide_vectors``: Zen 4). It needs NumPy's
+  runs 512-bit vectors as two halves (``split_wide_vectors``: AMD's Zen 4). It needs NumPy's
   BLAS to export CBLAS with 64-bit integers (``scipy_cblas_sgemm64_``: NumPy's wheels from PyPI);
   without it automatic selection leaves these batches to the fused and buffered steppers (and a
   forced ``compiled`` runs the ``rows`` kernel at every batch size). Automatic selection takes it
@@ -169,9 +169,12 @@ tiles overtake OpenBLAS's SkylakeX kernels. ``bench_forward.py --product gradien
 34.5 at 32 rows, 31.2 vs 31.4 at 64, 30.8 vs 30.6 at 96, 30.5 vs 30.9 at 128, 30.0 vs 29.9 at 256, 29.6 vs
 30.6 at 1,024, 26.5 vs 27.1 for the full batch: even from 64 rows (within the rounds' spread), ahead from
 1,024; a run before it: 40.0 vs 37.3 at 16, 35.1 vs 33.9 at 32, 30.2 vs 30.5 at 128."""
-SPLIT_VECTOR_CPUS = frozenset({"znver4"})
-"""LLVM's names (``llvmlite.binding.get_host_cpu_name``) of CPUs with AVX-512 whose vector units are 256 bits
-wide: a 512-bit fused multiply-add takes a unit for two cycles, a 128- or 256-bit one for one."""
+SPLIT_VECTOR_CPUS = frozenset({("AuthenticAMD", 25)})
+"""(vendor, family) of the CPUs whose AVX-512 runs on 256-bit vector units, a 512-bit fused multiply-add
+taking a unit for two cycles and a 256-bit one for one: AMD's family 25 (19h), whose only cores with AVX-512
+are Zen 4 (Zen 3 has none, and the tiles need it: ``wide_vector_code``); Zen 5 (family 26) has full-width
+units. From /proc/cpuinfo (``machine.cpu_family``), not from LLVM's name for the CPU: the llvmlite of older
+numba releases (LLVM 14) knows no ``znver4``."""
 TILES_MIN_BATCH_NARROW_BLAS = 8
 """``TILES_MIN_BATCH`` where NumPy's BLAS runs without 512-bit kernels (``blas_wide_kernels``): its gemm
 is slower there, and the tiles win earlier. ``bench_forward.py`` as for GRADIENT_TILES_MIN_BATCH
@@ -313,11 +316,12 @@ def gradient_tiles(ctx) -> bool:
 
 @functools.cache
 def split_wide_vectors() -> bool:
-    """Whether this CPU runs 512-bit vector operations as two 256-bit halves: LLVM names it (the hardware's
-    name, whatever NUMBA_CPU_NAME compiles for) among SPLIT_VECTOR_CPUS."""
-    from llvmlite import binding
+    """Whether this CPU runs 512-bit vector operations as two 256-bit halves: its vendor and family (the
+    hardware's, whatever NUMBA_CPU_NAME compiles for) among SPLIT_VECTOR_CPUS; False where the OS does not
+    say (no /proc/cpuinfo)."""
+    from .. import machine
 
-    return binding.get_host_cpu_name() in SPLIT_VECTOR_CPUS
+    return machine.cpu_family() in SPLIT_VECTOR_CPUS
 
 
 @functools.cache
