@@ -163,12 +163,15 @@ on its kernels for the CPU (SkylakeX; ``bench_gradient_skylakex_blas.json``, 5 r
 GRADIENT_TILES_MIN_BATCH_SPLIT = 128
 """Smallest batch whose gradient products are made by register tiles where NumPy's BLAS has 512-bit kernels
 but the CPU runs a 512-bit operation as two 256-bit halves (``split_wide_vectors``: AMD's Zen 4). There a
-tile's last vector, narrowed to 4 or 8 lanes (``_numba_kernels.TAILS``), costs half a 16-lane one, and the
-tiles overtake OpenBLAS's SkylakeX kernels. ``bench_forward.py --product gradient`` on the AMD EPYC (Zen 4,
-``bench_gradient_zen4.json``), medians of 5 interleaved rounds, ms per epoch, tiles against gemm: 35.2 vs
-34.5 at 32 rows, 31.2 vs 31.4 at 64, 30.8 vs 30.6 at 96, 30.5 vs 30.9 at 128, 30.0 vs 29.9 at 256, 29.6 vs
-30.6 at 1,024, 26.5 vs 27.1 for the full batch: even from 64 rows (within the rounds' spread), ahead from
-1,024; a run before it: 40.0 vs 37.3 at 16, 35.1 vs 33.9 at 32, 30.2 vs 30.5 at 128."""
+tile's last vector, narrowed to 8 lanes (``_numba_kernels.TAILS``), costs half a 16-lane one, and the tiles
+catch up with OpenBLAS's SkylakeX kernels. ``bench_forward.py --product gradient`` on the AMD EPYC (Zen 4),
+ms per epoch, tiles against gemm, medians of interleaved rounds: ``bench_gradient_zen4.json`` (7 rounds, load
+0.3-0.4) 32.9 vs 32.6 at 64 rows, 32.0 vs 32.6 at 128, 31.3 vs 31.7 at 256, 31.2 vs 32.7 at 512, 32.6 vs
+32.4 at 1,024, 27.7 vs 29.0 for the full batch; ``bench_gradient_zen4_first_run.json`` (5 rounds) 35.1 vs
+33.9 at 32, 30.2 vs 30.5 at 128, 29.5 vs 30.3 at 1,024, 26.7 vs 27.1 full; ``bench_gradient_zen4_noisy.json``
+(load 1.0-1.1, spreads of 10-15%) gemm ahead by 2-6% from 16 to 256 rows, the tiles at 1,024 (1.14x) and
+full (1.05x). From the smallest batch where the tiles were ahead in the quieter runs' medians; between 64
+and 1,024 rows the two are within a few percent either way."""
 SPLIT_VECTOR_CPUS = frozenset({("AuthenticAMD", 25)})
 """(vendor, family) of the CPUs whose AVX-512 runs on 256-bit vector units, a 512-bit fused multiply-add
 taking a unit for two cycles and a 256-bit one for one: AMD's family 25 (19h), whose only cores with AVX-512
